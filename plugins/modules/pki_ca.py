@@ -1,0 +1,205 @@
+#!/usr/bin/python
+# Copyright (c) edgefleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pki_ca
+short_description: Ensure the fleet's root CA and intermediate CA exist in a PKI directory
+version_added: 0.1.0
+description:
+  - Creates a self-signed root CA and, by default, an intermediate CA signed by it, in one directory on the
+    machine the module runs on (normally the Ansible controller).
+  - Files are C(root.cert.pem), C(root.key.pem), C(intermediate.cert.pem), C(intermediate.key.pem) and
+    C(ca-chain.cert.pem) (intermediate then root). Keys are mode C(0600) and encrypted when O(passphrase) is given.
+  - Root profile is C(CA:TRUE) (critical) with keyCertSign and cRLSign. Intermediate profile is C(CA:TRUE, pathlen:0).
+  - The CA is issued again only when it is missing, its common name or key type differ from the request, it has
+    expired, it ends after O(not_after), it ends past what IoT Edge O(generation) accepts, or O(force=true). Replaced
+    files are moved to C(retired/<UTC time>/) inside O(path), never deleted.
+  - An intermediate that the root did not sign, a key that does not match its certificate, or a wrong passphrase is
+    an error, raised before anything is written.
+author: edgefleet developers
+extends_documentation_fragment:
+  - edgefleet.iotedge._attributes
+  - edgefleet.iotedge._attributes.FILES
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: The diff shows subjects, serials, dates and thumbprints, never key material.
+options:
+  path:
+    description: Directory that holds the CA. Created with mode C(0700) if missing.
+    type: path
+    required: true
+  root_common_name:
+    description: Common name of the root CA certificate.
+    type: str
+    default: edgefleet Root CA
+  intermediate:
+    description:
+      - Whether to keep an intermediate CA that signs device identities.
+      - With V(false) identities are signed by the root and an existing intermediate is retired.
+    type: bool
+    default: true
+  intermediate_common_name:
+    description: Common name of the intermediate CA certificate.
+    type: str
+    default: edgefleet Intermediate CA
+  key_type:
+    description: Key algorithm and size of both CA keys.
+    type: str
+    choices: [ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096]
+    default: ec-p256
+  valid_days:
+    description: Validity of a newly issued CA certificate, in days from now. The intermediate never outlives the root.
+    type: int
+    default: 3650
+  not_after:
+    description:
+      - Absolute latest end of validity (C(YYYY-MM-DD) or C(YYYY-MM-DDTHH:MM:SSZ)), applied on top of O(valid_days).
+      - A CA that ends later than this is issued again.
+    type: str
+  generation:
+    description:
+      - IoT Edge generation the CA serves. With V(1.1) a CA ending on or after 2038-01-01 is refused (libiothsm
+        cannot read it); for every generation a CA ending after 2049-12-31 is refused.
+    type: str
+    choices: ["1.1", "1.2+"]
+    default: "1.2+"
+  passphrase:
+    description:
+      - Passphrase that encrypts both CA keys at rest. Required to use keys that were created with one.
+      - Giving a passphrase for existing unencrypted keys encrypts them (reported as a change).
+    type: str
+  force:
+    description: Issue a new root and intermediate even if the current ones are fine (CA rotation).
+    type: bool
+    default: false
+  state:
+    description: V(absent) removes the CA files (not the C(retired/) directory).
+    type: str
+    choices: [present, absent]
+    default: present
+notes:
+  - Rotating the CA makes every identity it signed invalid; run M(edgefleet.iotedge.pki_identity) afterwards and it
+    reissues them.
+seealso:
+  - module: edgefleet.iotedge.pki_identity
+  - module: edgefleet.iotedge.pki_verification_cert
+"""
+
+EXAMPLES = r"""
+- name: Ensure the fleet CA exists (keys encrypted with a vaulted passphrase)
+  edgefleet.iotedge.pki_ca:
+    path: "{{ playbook_dir }}/pki/ca"
+    root_common_name: Contoso Edge Root CA
+    intermediate_common_name: Contoso Edge Intermediate CA
+    passphrase: "{{ vault_pki_passphrase }}"
+  delegate_to: localhost
+  run_once: true
+
+- name: A CA for IoT Edge 1.1 gateways must end before 2038
+  edgefleet.iotedge.pki_ca:
+    path: /srv/pki/legacy-ca
+    key_type: rsa-2048
+    generation: "1.1"
+    not_after: "2037-12-31"
+"""
+
+RETURN = r"""
+path:
+  description: The CA directory.
+  returned: always
+  type: str
+actions:
+  description: What was (or, in check mode, would be) done and why.
+  returned: always
+  type: list
+  elements: str
+  sample: ["create root", "create intermediate"]
+root:
+  description: The root CA certificate.
+  returned: when O(state=present)
+  type: dict
+  contains:
+    cert_path:
+      description: Path of the root certificate.
+      type: str
+    key_path:
+      description: Path of the root key.
+      type: str
+    subject:
+      description: Subject in RFC 4514 form.
+      type: str
+    issuer:
+      description: Issuer in RFC 4514 form.
+      type: str
+    serial:
+      description: Serial number, uppercase hex.
+      type: str
+    not_before:
+      description: Start of validity, UTC.
+      type: str
+    not_after:
+      description: End of validity, UTC.
+      type: str
+      sample: "2036-11-24T08:30:00Z"
+    thumbprint_sha1:
+      description: SHA-1 fingerprint, uppercase hex without separators (as DPS shows it).
+      type: str
+    thumbprint_sha256:
+      description: SHA-256 fingerprint, uppercase hex without separators.
+      type: str
+intermediate:
+  description: The intermediate CA certificate, with the same keys as RV(root); V(null) when O(intermediate=false).
+  returned: when O(state=present)
+  type: dict
+chain_path:
+  description: Path of C(ca-chain.cert.pem) (intermediate, then root).
+  returned: when O(state=present)
+  type: str
+signer:
+  description: Which CA signs identities, V(intermediate) or V(root).
+  returned: when O(state=present)
+  type: str
+retired_path:
+  description: Directory the replaced CA files were moved to, when the CA was rotated.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import run_pki_core
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import CaRequest, ensure_ca
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "required": True},
+            "root_common_name": {"type": "str", "default": "edgefleet Root CA"},
+            "intermediate": {"type": "bool", "default": True},
+            "intermediate_common_name": {"type": "str", "default": "edgefleet Intermediate CA"},
+            "key_type": {
+                "type": "str",
+                "default": "ec-p256",
+                "choices": ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"],
+            },
+            "valid_days": {"type": "int", "default": 3650},
+            "not_after": {"type": "str"},
+            "generation": {"type": "str", "default": "1.2+", "choices": ["1.1", "1.2+"]},
+            "passphrase": {"type": "str", "no_log": True},
+            "force": {"type": "bool", "default": False},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+        },
+        supports_check_mode=True,
+    )
+    run_pki_core(module, ensure_ca, CaRequest(**module.params))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+#!/usr/bin/python
+# Copyright (c) edgefleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pki_identity
+short_description: Ensure X.509 identity chains for a whole fleet of IoT Edge devices in one call
+version_added: 0.1.0
+description:
+  - For every registration id in O(devices), ensures a private key and a leaf certificate signed by the CA in
+    O(ca_path), ready for DPS X.509 attestation. One call handles the whole fleet.
+  - "Leaf profile, as DPS and IoT Edge need it: CN = the registration id, C(CA:FALSE), extended key usage clientAuth,
+    key usage digitalSignature (plus keyEncipherment for RSA keys), SHA-256 signature, random serial."
+  - "Files per device: C(<path>/<id>/identity.cert.pem) (the leaf), C(identity.key.pem) (mode C(0600), unencrypted,
+    because the IoT Edge key service reads it as a file) and C(identity.full-chain.cert.pem) (leaf, intermediate,
+    root in that order: what IoT Edge's C(identity_cert) points at). Device directories are mode C(0700)."
+  - A device is issued a new key and certificate only when files are missing or unreadable, the CN, issuer (CA
+    rotated) or key type differ, the key no longer matches, or fewer than O(renew_before_days) of validity remain.
+    A stale full-chain file or a key with the wrong mode is repaired without a new key.
+  - Every registration id and option is validated, and the CA chain checked, before anything is written. The three
+    files of a device are staged and renamed together, so a failure leaves either the old set or the new set.
+author: edgefleet developers
+extends_documentation_fragment:
+  - edgefleet.iotedge._attributes
+  - edgefleet.iotedge._attributes.FILES
+attributes:
+  check_mode:
+    support: full
+    details: Check mode reports which devices would be created, renewed, reissued or repaired and writes nothing.
+  diff_mode:
+    support: full
+    details: The diff lists changed devices with thumbprints, issuer and end of validity, never key material.
+options:
+  ca_path:
+    description: A directory managed by M(edgefleet.iotedge.pki_ca). Its intermediate (or its root) signs identities.
+    type: path
+    required: true
+  path:
+    description: Output directory; one sub-directory per registration id.
+    type: path
+    required: true
+  devices:
+    description:
+      - The fleet's registration ids, as strings or as dicts with a C(registration_id) key.
+      - "An id must follow the DPS rules and is required to be lowercase: letters, digits, C(-), C(.), C(_), C(:),
+        ending with a letter, a digit or C(-), at most 64 characters (it is the certificate CN)."
+    type: list
+    elements: raw
+    required: true
+  key_type:
+    description: Key algorithm and size of device keys. Changing it reissues every identity.
+    type: str
+    choices: [ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096]
+    default: ec-p256
+  valid_days:
+    description: Validity of a newly issued identity, in days. Never extends past the signing CA's end of validity.
+    type: int
+    default: 365
+  renew_before_days:
+    description: Renew an identity when fewer than this many days of validity remain. Must be below O(valid_days).
+    type: int
+    default: 30
+  generation:
+    description:
+      - IoT Edge generation of the devices. With V(1.1), any certificate in the chain ending on or after 2038-01-01
+        is refused, because libiothsm cannot read it.
+    type: str
+    choices: ["1.1", "1.2+"]
+    default: "1.2+"
+  passphrase:
+    description: Passphrase of the CA keys, when M(edgefleet.iotedge.pki_ca) encrypted them.
+    type: str
+  state:
+    description: V(absent) removes the listed devices' identity files.
+    type: str
+    choices: [present, absent]
+    default: present
+seealso:
+  - module: edgefleet.iotedge.pki_ca
+"""
+
+EXAMPLES = r"""
+- name: Ensure an identity chain for every edge gateway of the play
+  edgefleet.iotedge.pki_identity:
+    ca_path: "{{ playbook_dir }}/pki/ca"
+    path: "{{ playbook_dir }}/pki/identities"
+    devices: "{{ ansible_play_hosts | map('lower') | list }}"
+    passphrase: "{{ vault_pki_passphrase }}"
+  delegate_to: localhost
+  run_once: true
+  register: fleet_identities
+
+- name: Identities for IoT Edge 1.1 gateways (chain must end before 2038)
+  edgefleet.iotedge.pki_identity:
+    ca_path: /srv/pki/legacy-ca
+    path: /srv/pki/legacy-identities
+    devices:
+      - registration_id: plant-a-gw-01
+      - registration_id: plant-a-gw-02
+    key_type: rsa-2048
+    generation: "1.1"
+"""
+
+RETURN = r"""
+identities:
+  description: One entry per registration id.
+  returned: always
+  type: dict
+  sample:
+    gw-01:
+      registration_id: gw-01
+      changed: true
+      action: create
+      reasons: ["no identity yet"]
+      cert_path: /srv/pki/identities/gw-01/identity.cert.pem
+      key_path: /srv/pki/identities/gw-01/identity.key.pem
+      chain_path: /srv/pki/identities/gw-01/identity.full-chain.cert.pem
+      thumbprint_sha1: 5F0B1C9A0E0D34A1B8E3AF4C2D0B6C4E9C0F1A22
+      thumbprint_sha256: 0E6F6D2B3C1A9F8E7D6C5B4A39281706F5E4D3C2B1A09F8E7D6C5B4A39281706
+      not_after: "2027-11-26T08:30:00Z"
+      issuer: CN=edgefleet Intermediate CA
+  contains:
+    action:
+      description: V(none), V(create), V(renew), V(reissue), V(repair) or V(remove).
+      type: str
+    thumbprint_sha1:
+      description: SHA-1 thumbprint of the leaf, uppercase hex (as DPS shows it); V(null) in check mode for new ones.
+      type: str
+    thumbprint_sha256:
+      description: SHA-256 thumbprint of the leaf, uppercase hex.
+      type: str
+summary:
+  description: How many identities were created, renewed, reissued, repaired or left unchanged.
+  returned: always
+  type: dict
+ca:
+  description: Which CA certificate signs the identities and where the CA chain file is.
+  returned: when O(state=present)
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import run_pki_core
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity import (
+    IdentityRequest,
+    ensure_identities,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "ca_path": {"type": "path", "required": True},
+            "path": {"type": "path", "required": True},
+            "devices": {"type": "list", "elements": "raw", "required": True},
+            "key_type": {
+                "type": "str",
+                "default": "ec-p256",
+                "choices": ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"],
+            },
+            "valid_days": {"type": "int", "default": 365},
+            "renew_before_days": {"type": "int", "default": 30},
+            "generation": {"type": "str", "default": "1.2+", "choices": ["1.1", "1.2+"]},
+            "passphrase": {"type": "str", "no_log": True},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+        },
+        supports_check_mode=True,
+    )
+    run_pki_core(module, ensure_identities, IdentityRequest(**module.params))
+
+
+if __name__ == "__main__":
+    main()

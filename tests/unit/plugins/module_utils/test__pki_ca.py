@@ -1,0 +1,168 @@
+"""The fleet CA: profiles, idempotency, rotation without loss, guard rails."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import PkiError, PkiPassphraseError, signed_by
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import ensure_ca, load_ca
+from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import NOW, ca_request
+
+
+def _cert(path):
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_new_ca_has_root_and_intermediate_profiles(tmp_path):
+    result = ensure_ca(ca_request(tmp_path / "ca"), check_mode=False, now=NOW)
+    assert result["changed"] is True
+    assert result["actions"] == ["create root", "create intermediate"]
+    root, inter = _cert(tmp_path / "ca/root.cert.pem"), _cert(tmp_path / "ca/intermediate.cert.pem")
+    root_bc = root.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert root_bc.critical and root_bc.value.ca and root_bc.value.path_length is None
+    root_ku = root.extensions.get_extension_for_class(x509.KeyUsage)
+    assert root_ku.critical and root_ku.value.key_cert_sign and root_ku.value.crl_sign
+    inter_bc = inter.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert inter_bc.critical and inter_bc.value.ca and inter_bc.value.path_length == 0
+    assert signed_by(inter, root) and signed_by(root, root)
+    assert inter.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "Test Intermediate CA"
+    for key in ("root.key.pem", "intermediate.key.pem"):
+        assert os.stat(tmp_path / "ca" / key).st_mode & 0o777 == 0o600
+    assert (tmp_path / "ca/ca-chain.cert.pem").read_bytes() == (
+        (tmp_path / "ca/intermediate.cert.pem").read_bytes() + (tmp_path / "ca/root.cert.pem").read_bytes()
+    )
+    assert result["root"]["thumbprint_sha1"] == root.fingerprint(hashes.SHA1()).hex().upper()
+    assert len(result["root"]["thumbprint_sha256"]) == 64
+    assert result["intermediate"]["not_after"] <= result["root"]["not_after"]
+
+
+def test_second_run_changes_nothing(ca_dir):
+    before = {p.name: p.read_bytes() for p in ca_dir.iterdir()}
+    result = ensure_ca(ca_request(ca_dir), check_mode=False, now=NOW + datetime.timedelta(days=1))
+    assert result["changed"] is False and result["actions"] == []
+    assert {p.name: p.read_bytes() for p in ca_dir.iterdir()} == before
+
+
+def test_check_mode_predicts_and_writes_nothing(tmp_path):
+    result = ensure_ca(ca_request(tmp_path / "ca"), check_mode=True, now=NOW)
+    assert result["changed"] is True
+    assert not (tmp_path / "ca").exists()
+
+
+def test_key_type_change_rotates_and_retires_old_files(ca_dir):
+    old_root = (ca_dir / "root.cert.pem").read_bytes()
+    result = ensure_ca(ca_request(ca_dir, key_type="rsa-2048"), check_mode=False, now=NOW)
+    assert result["changed"] is True
+    assert "reissue root: key type is ec-p256, wanted rsa-2048" in result["actions"]
+    retired = ca_dir / "retired" / "20261126T120000Z"
+    assert (retired / "root.cert.pem").read_bytes() == old_root
+    assert (retired / "intermediate.key.pem").exists()
+    loaded = load_ca(str(ca_dir), passphrase=None)
+    assert loaded.root_cert.public_key().key_size == 2048
+    assert signed_by(loaded.intermediate_cert, loaded.root_cert)
+
+
+def test_passphrase_encrypts_keys_and_wrong_passphrase_is_refused(tmp_path):
+    path = tmp_path / "ca"
+    ensure_ca(ca_request(path, passphrase="correct horse"), check_mode=False, now=NOW)
+    assert b"ENCRYPTED" in (path / "root.key.pem").read_bytes()
+    snapshot = {p.name: p.read_bytes() for p in path.iterdir()}
+    with pytest.raises(PkiPassphraseError, match=r"^passphrase: cannot decrypt .*root.key.pem with the passphrase"):
+        ensure_ca(ca_request(path, passphrase="wrong"), check_mode=False, now=NOW)
+    with pytest.raises(PkiPassphraseError, match=r"^passphrase: .*root.key.pem is encrypted; give the passphrase"):
+        ensure_ca(ca_request(path), check_mode=False, now=NOW)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == snapshot
+
+
+def test_passphrase_added_later_encrypts_the_same_keys(ca_dir):
+    root_cert = (ca_dir / "root.cert.pem").read_bytes()
+    result = ensure_ca(ca_request(ca_dir, passphrase="pw"), check_mode=False, now=NOW)
+    assert result["actions"] == ["encrypt root key with the passphrase", "encrypt intermediate key with the passphrase"]
+    assert (ca_dir / "root.cert.pem").read_bytes() == root_cert
+    load_ca(str(ca_dir), passphrase="pw")
+    assert ensure_ca(ca_request(ca_dir, passphrase="pw"), check_mode=False, now=NOW)["changed"] is False
+
+
+def test_not_after_cap_reissues_a_ca_that_ends_later(ca_dir):
+    result = ensure_ca(ca_request(ca_dir, not_after="2030-01-01"), check_mode=False, now=NOW)
+    assert result["changed"] is True
+    assert result["root"]["not_after"] == "2030-01-01T00:00:00Z"
+    assert ensure_ca(ca_request(ca_dir, not_after="2030-01-01"), check_mode=False, now=NOW)["changed"] is False
+
+
+def test_intermediate_false_retires_the_intermediate(ca_dir):
+    result = ensure_ca(ca_request(ca_dir, intermediate=False), check_mode=False, now=NOW)
+    assert result["signer"] == "root"
+    assert not (ca_dir / "intermediate.cert.pem").exists()
+    assert (ca_dir / "retired" / "20261126T120000Z" / "intermediate.cert.pem").exists()
+    assert (ca_dir / "ca-chain.cert.pem").read_bytes() == (ca_dir / "root.cert.pem").read_bytes()
+
+
+def test_generation_1_1_refuses_a_ca_past_2038(tmp_path):
+    with pytest.raises(PkiError) as error:
+        ensure_ca(ca_request(tmp_path / "ca", generation="1.1", valid_days=5000), check_mode=False, now=NOW)
+    assert str(error.value).startswith("valid_days: the root CA would expire on 2040-08-04T12:00:00Z")
+    assert "on or after 2038-01-01, which IoT Edge 1.1 (libiothsm, 32-bit time) cannot use" in str(error.value)
+    assert "set not_after (e.g. '2037-12-31') or lower valid_days" in str(error.value)
+    assert not (tmp_path / "ca").exists()
+
+
+def test_any_generation_refuses_a_ca_past_2049(tmp_path):
+    with pytest.raises(PkiError, match="after 2049-12-31"):
+        ensure_ca(ca_request(tmp_path / "ca", valid_days=9000), check_mode=False, now=NOW)
+    assert not (tmp_path / "ca").exists()
+
+
+def test_unchained_intermediate_is_an_error_not_a_silent_replacement(tmp_path, ca_dir):
+    other = tmp_path / "other"
+    ensure_ca(ca_request(other), check_mode=False, now=NOW)
+    for name in ("intermediate.cert.pem", "intermediate.key.pem"):
+        shutil.copy(other / name, ca_dir / name)
+    with pytest.raises(PkiError, match=r"^path: .*intermediate.cert.pem was not issued by .*root.cert.pem; the root "):
+        ensure_ca(ca_request(ca_dir), check_mode=False, now=NOW)
+    with pytest.raises(PkiError, match=r"^ca_path: .*do not chain"):
+        load_ca(str(ca_dir), passphrase=None)
+
+
+def test_key_that_does_not_match_its_certificate_is_an_error(tmp_path, ca_dir):
+    other = tmp_path / "other"
+    ensure_ca(ca_request(other), check_mode=False, now=NOW)
+    shutil.copy(other / "root.key.pem", ca_dir / "root.key.pem")
+    with pytest.raises(PkiError, match=r"root.key.pem does not belong to .*root.cert.pem"):
+        ensure_ca(ca_request(ca_dir), check_mode=False, now=NOW)
+
+
+def test_missing_key_beside_a_certificate_is_an_error(ca_dir):
+    (ca_dir / "root.key.pem").unlink()
+    with pytest.raises(PkiError, match=r"root.cert.pem exists but .*root.key.pem is missing; restore"):
+        ensure_ca(ca_request(ca_dir), check_mode=False, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"key_type": "dsa-1024"}, "key_type: 'dsa-1024' is not supported"),
+        ({"valid_days": 0}, "valid_days: must be at least 1"),
+        ({"root_common_name": ""}, "root_common_name: give a common name of 1 to 64 characters"),
+        ({"intermediate_common_name": "Test Root CA"}, "intermediate_common_name: must differ from root_common_name"),
+        ({"not_after": "2020-01-01"}, "not_after: 2020-01-01 is in the past"),
+    ],
+)
+def test_bad_input_names_the_field(tmp_path, overrides, message):
+    with pytest.raises(PkiError, match=message):
+        ensure_ca(ca_request(tmp_path / "ca", **overrides), check_mode=False, now=NOW)
+    assert not (tmp_path / "ca").exists()
+
+
+def test_absent_removes_the_ca_files(ca_dir):
+    result = ensure_ca(ca_request(ca_dir, state="absent"), check_mode=False, now=NOW)
+    assert result["changed"] is True
+    assert sorted(p.name for p in ca_dir.iterdir()) == []
+    assert ensure_ca(ca_request(ca_dir, state="absent"), check_mode=False, now=NOW)["changed"] is False

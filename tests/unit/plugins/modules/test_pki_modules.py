@@ -1,0 +1,97 @@
+"""The PKI module entry points, executed as Ansible executes them: a new interpreter and an arguments file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COLLECTION = Path(__file__).resolve().parents[4]
+MODULES = COLLECTION / "plugins" / "modules"
+
+
+def run_module(name: str, tmp_path: Path, **args) -> dict:
+    args_file = tmp_path / f"{name}-args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    completed = subprocess.run(
+        [sys.executable, str(MODULES / f"{name}.py"), str(args_file)],
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return json.loads(completed.stdout)
+
+
+@pytest.fixture
+def ca_path(tmp_path):
+    result = run_module("pki_ca", tmp_path, path=str(tmp_path / "ca"), passphrase="module-secret")
+    assert result["changed"] is True, result
+    return tmp_path / "ca"
+
+
+def test_guard_rail_becomes_a_clean_failure(tmp_path, ca_path):
+    result = run_module(
+        "pki_identity",
+        tmp_path,
+        ca_path=str(ca_path),
+        path=str(tmp_path / "ids"),
+        devices=["ok-1", "Bad_ID"],
+        passphrase="module-secret",
+    )
+    assert result["failed"] is True
+    assert result["msg"] == "devices[1]: registration id 'Bad_ID' has uppercase letters; use 'bad_id' " + (
+        "(DPS compares ids case-insensitively and the device id keeps the CN's case)"
+    )
+    assert "exception" not in result
+    assert not (tmp_path / "ids").exists()
+
+
+def test_passphrase_is_masked_and_diff_only_in_diff_mode(tmp_path, ca_path):
+    common = {"ca_path": str(ca_path), "path": str(tmp_path / "ids"), "devices": ["gw-1"]}
+    plain = run_module("pki_identity", tmp_path, passphrase="module-secret", **common)
+    assert "diff" not in plain
+    assert plain["invocation"]["module_args"]["passphrase"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    assert "module-secret" not in json.dumps(plain)
+    with_diff = run_module(
+        "pki_identity", tmp_path, passphrase="module-secret", key_type="ec-p384", _ansible_diff=True, **common
+    )
+    assert with_diff["diff"]["after"]["identities"]["gw-1"]["action"] == "reissue"
+    assert "PRIVATE" not in json.dumps(with_diff)
+
+
+def test_wrong_passphrase_message(tmp_path, ca_path):
+    result = run_module("pki_ca", tmp_path, path=str(ca_path), passphrase="not-it")
+    assert result["failed"] is True
+    assert result["msg"].startswith("passphrase: cannot decrypt ")
+
+
+def test_unwritable_output_is_reported_with_the_path(tmp_path, ca_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    result = run_module(
+        "pki_identity",
+        tmp_path,
+        ca_path=str(ca_path),
+        path=str(blocker / "ids"),
+        devices=["gw-1"],
+        passphrase="module-secret",
+    )
+    assert result["failed"] is True
+    assert str(blocker) in result["msg"] and "check the path and its permissions" in result["msg"]
+
+
+def test_verification_cert_module(tmp_path, ca_path):
+    result = run_module(
+        "pki_verification_cert",
+        tmp_path,
+        ca_path=str(ca_path),
+        path=str(tmp_path / "v.pem"),
+        verification_code="ABC123",
+        passphrase="module-secret",
+    )
+    assert result["changed"] is True and result["certificate"]["subject"] == "CN=ABC123"
