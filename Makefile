@@ -1,0 +1,63 @@
+# edgefleet.iotedge developer entry points. Everything runs from .venv/bin (no activated shell needed).
+#   make setup        Debian packages, .venv, .collections link (fast when already done)
+#   make lint         ruff, ruff format --check, ansible-lint (offline), antsibull-changelog lint, role arg specs
+#   make sanity       ansible-test sanity on a copy under build/sanity/ansible_collections/edgefleet/iotedge
+#   make unit         pytest tests/unit tests/lab
+#   make integration  pytest tests/integration
+#   make molecule     molecule test --all for every scenario in extensions/molecule
+#   make test         setup + lint + sanity + unit + integration + molecule (what .ci/run runs)
+#   make demo         provision the demo inventory:  ansible-playbook -i inventory/demo/hosts.yml playbooks/provision_edge.yml
+#   make bench        benchmarks/run.py
+# Each step prints "==> [name] ..."; the first failing step stops make with "*** FAILED: step [name] ...".
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+# Targets share .venv and build/: never run them in parallel, and run `make test`'s parts in order.
+.NOTPARALLEL:
+
+VENV := .venv
+BIN := $(VENV)/bin
+STEP := scripts/step.sh
+# Tools started by other tools (ansible-lint -> ansible-playbook, molecule -> ansible) come from .venv too.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help setup lint sanity unit integration molecule test demo bench clean
+
+help:
+	@sed -n 's/^#   make /  make /p' Makefile
+
+setup:
+	@$(STEP) setup scripts/setup.sh
+
+lint: setup
+	@$(STEP) lint:ruff-check $(BIN)/ruff check .
+	@$(STEP) lint:ruff-format $(BIN)/ruff format --check .
+	@$(STEP) lint:ansible-lint $(BIN)/ansible-lint --offline
+	@$(STEP) lint:changelog $(BIN)/antsibull-changelog lint
+	@$(STEP) lint:changelog-yaml $(BIN)/antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+	@$(STEP) lint:role-argument-specs $(BIN)/python scripts/check_role_argument_specs.py
+
+sanity: setup
+	@$(STEP) sanity scripts/sanity.sh
+
+unit: setup
+	@$(STEP) unit scripts/pytest.sh tests/unit tests/lab
+
+integration: setup
+	@$(STEP) integration scripts/pytest.sh tests/integration
+
+molecule: setup
+	@$(STEP) molecule scripts/molecule.sh
+
+test: setup lint sanity unit integration molecule
+	@echo "==> make test: all steps passed"
+
+demo: setup
+	@$(STEP) demo $(BIN)/ansible-playbook -i inventory/demo/hosts.yml playbooks/provision_edge.yml
+
+bench: setup
+	@$(STEP) bench $(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf build .collections .pytest_cache .ruff_cache
