@@ -191,13 +191,13 @@ def measure(work: Path, key_type: str, count: int) -> dict:
     make_ca(ca, key_type)
     devices = [f"bench-{i:05d}" for i in range(count)]
     seconds = {}
-    seconds["module"], _ = timed(run_module_process, ca, work / f"module-{key_type}", devices, key_type)
+    seconds["module"] = timed(run_module_process, ca, work / f"module-{key_type}", devices, key_type)[0]
     seconds["module_recheck"], recheck = timed(run_module_process, ca, work / f"module-{key_type}", devices, key_type)
     if recheck["changed"]:
         raise SystemExit("pki_identity changed something on the no-change re-run")
-    seconds["ansible_adhoc"], _ = timed(run_ansible_adhoc, ca, work / f"adhoc-{key_type}", devices, key_type)
-    seconds["openssl"], _ = timed(run_openssl_loop, ca, work / f"openssl-{key_type}", devices, key_type)
-    seconds["raw"], _ = timed(run_raw_loop, ca, work / f"raw-{key_type}", devices, key_type)
+    seconds["ansible_adhoc"] = timed(run_ansible_adhoc, ca, work / f"adhoc-{key_type}", devices, key_type)[0]
+    seconds["openssl"] = timed(run_openssl_loop, ca, work / f"openssl-{key_type}", devices, key_type)[0]
+    seconds["raw"] = timed(run_raw_loop, ca, work / f"raw-{key_type}", devices, key_type)[0]
     return {
         "key_type": key_type,
         "devices": count,
@@ -208,10 +208,14 @@ def measure(work: Path, key_type: str, count: int) -> dict:
     }
 
 
+def openssl_version() -> str:
+    return subprocess.run(["openssl", "version"], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def markdown(results: list[dict]) -> str:
     lines = [
         f"Measured {datetime.date.today().isoformat()} on {platform.machine()} with {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, `{subprocess.run(['openssl', 'version'], capture_output=True, text=True).stdout.strip()}`. "
+        f"Python {platform.python_version()}, `{openssl_version()}`. "
         "Command: `make bench` (or `.venv/bin/python benchmarks/run.py pki`).",
         "",
         "| key type | devices | (a) module call | no-change re-run | `ansible -m` end to end | (b) openssl loop "

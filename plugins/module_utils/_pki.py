@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import os
 import re
+import shutil
 import tempfile
 import traceback
 
@@ -369,7 +370,8 @@ def stage_file(path: str, data: bytes, mode: int) -> str:
     directory = os.path.dirname(path) or "."
     fd, temp_path = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
-        os.fchmod(fd, mode)
+        if mode != 0o600:  # mkstemp already created it 0600
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
     except BaseException:
@@ -403,6 +405,28 @@ def write_files_atomically(files: list[tuple[str, bytes, int]]) -> None:
             os.unlink(temp_path)
         raise
     commit_staged(staged)
+
+
+def write_directory_atomically(directory: str, files: list[tuple[str, bytes, int]], *, mode: int = 0o700) -> None:
+    """Create `directory` holding (name, data, mode) files so that it appears complete or not at all.
+
+    The files are written into a temporary sibling directory that is then renamed; `directory` must not exist.
+    """
+    parent = os.path.dirname(directory) or "."
+    staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        os.chmod(staging, mode)
+        for name, data, file_mode_bits in files:
+            fd = os.open(os.path.join(staging, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode_bits)
+            with os.fdopen(fd, "wb") as handle:
+                if file_mode_bits & 0o077:
+                    # The umask may have narrowed what open() set; private (0600) files need no correction.
+                    os.fchmod(handle.fileno(), file_mode_bits)
+                handle.write(data)
+        os.rename(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def ensure_directory(path: str, mode: int = 0o700) -> bool:
@@ -448,5 +472,6 @@ __all__ = (
     "utcnow",
     "validate_registration_id",
     "validity_window",
+    "write_directory_atomically",
     "write_files_atomically",
 )

@@ -104,12 +104,14 @@ def load_ca(path: str, *, passphrase: str | None, ca_path_field: str = "ca_path"
     """Read a pki_ca directory and check that it forms a usable chain, before anything is signed with it."""
     if not os.path.isdir(path):
         raise PkiError(f"{ca_path_field}: {path} is not a directory; create the CA first with edgefleet.iotedge.pki_ca")
-    root_cert, root_key, _ = _load_pair(path, ROOT_CERT, ROOT_KEY, passphrase=passphrase, ca_path_field=ca_path_field)
+    root_cert, root_key, _root_pem = _load_pair(
+        path, ROOT_CERT, ROOT_KEY, passphrase=passphrase, ca_path_field=ca_path_field
+    )
     if root_cert is None:
         raise PkiError(f"{ca_path_field}: {path} has no {ROOT_CERT}; create the CA first with edgefleet.iotedge.pki_ca")
     if not signed_by(root_cert, root_cert):
         raise PkiError(f"{ca_path_field}: {os.path.join(path, ROOT_CERT)} is not a self-signed root certificate")
-    intermediate_cert, intermediate_key, _ = _load_pair(
+    intermediate_cert, intermediate_key, _intermediate_pem = _load_pair(
         path, INTERMEDIATE_CERT, INTERMEDIATE_KEY, passphrase=passphrase, ca_path_field=ca_path_field
     )
     if intermediate_cert is not None and not signed_by(intermediate_cert, root_cert):
@@ -365,7 +367,7 @@ def _ensure_absent(path: str, *, check_mode: bool) -> dict:
     before = {}
     for cert_name in (ROOT_CERT, INTERMEDIATE_CERT):
         pem = read_file(os.path.join(path, cert_name))
-        before[cert_name.split(".")[0]] = (
+        before[cert_name.split(".", maxsplit=1)[0]] = (
             certificate_summary(load_certificates(pem, path=cert_name)[0]) if pem else None
         )
     if present and not check_mode:

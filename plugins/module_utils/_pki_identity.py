@@ -39,6 +39,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     utcnow,
     validate_registration_id,
     validity_window,
+    write_directory_atomically,
     write_files_atomically,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import CA_CHAIN, ROOT_CERT, ca_exists, load_ca
@@ -284,7 +285,7 @@ def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: dateti
 
 def _predict_without_ca(plans, *, request, now) -> dict:
     """Check mode before the CA exists (pki_ca in check mode created nothing): every identity would be created."""
-    _, not_after = validity_window(now=now, valid_days=request.valid_days)
+    not_after = validity_window(now=now, valid_days=request.valid_days)[1]
     check_expiry_limits(
         not_after,
         generation=request.generation,
@@ -346,15 +347,15 @@ def _apply(plans, to_issue, *, request, ca, chain_tail, window) -> None:
             profile="client",
         )
         cert_pem = certificate_pem(cert)
-        if not os.path.isdir(plan.directory):
-            os.mkdir(plan.directory, DEVICE_DIR_MODE)
-        write_files_atomically(
-            [
-                (plan.key_path, private_key_pem(key), KEY_MODE),
-                (plan.cert_path, cert_pem, CERT_MODE),
-                (plan.chain_path, cert_pem + chain_tail, CERT_MODE),
-            ]
-        )
+        files = [
+            (IDENTITY_KEY, private_key_pem(key), KEY_MODE),
+            (IDENTITY_CERT, cert_pem, CERT_MODE),
+            (IDENTITY_CHAIN, cert_pem + chain_tail, CERT_MODE),
+        ]
+        if os.path.isdir(plan.directory):
+            write_files_atomically([(os.path.join(plan.directory, name), data, mode) for name, data, mode in files])
+        else:
+            write_directory_atomically(plan.directory, files, mode=DEVICE_DIR_MODE)
         plan.cert = cert
 
 

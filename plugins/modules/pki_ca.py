@@ -19,7 +19,7 @@ description:
     files are moved to C(retired/<UTC time>/) inside O(path), never deleted.
   - An intermediate that the root did not sign, a key that does not match its certificate, or a wrong passphrase is
     an error, raised before anything is written.
-author: edgefleet developers
+author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.iotedge._attributes
   - edgefleet.iotedge._attributes.FILES

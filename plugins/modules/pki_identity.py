@@ -21,7 +21,7 @@ description:
     A stale full-chain file or a key with the wrong mode is repaired without a new key.
   - Every registration id and option is validated, and the CA chain checked, before anything is written. The three
     files of a device are staged and renamed together, so a failure leaves either the old set or the new set.
-author: edgefleet developers
+author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.iotedge._attributes
   - edgefleet.iotedge._attributes.FILES

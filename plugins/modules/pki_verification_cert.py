@@ -15,7 +15,7 @@ description:
   - Only the certificate is written; its private key is thrown away, because DPS never needs it.
   - Idempotent - an existing certificate with the same code, signed by the same CA and valid for at least one more
     day is kept.
-author: edgefleet developers
+author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.iotedge._attributes
   - edgefleet.iotedge._attributes.FILES

@@ -167,7 +167,7 @@ def test_role_publishes_each_hosts_identity(ansible_playbook, tmp_path):
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         "edge:\n  hosts:\n    Gateway-A:\n    gateway-b:\n      edgefleet_registration_id: plant1-gw-b\n"
-        "  vars:\n    ansible_connection: local\n"
+        '  vars:\n    ansible_connection: local\n    ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
     )
     extra = {"edgefleet_pki_dir": str(tmp_path / "pki")}
     run = ansible_playbook("playbooks/provision_edge.yml", inventory=inventory, extra_vars=extra)

@@ -134,3 +134,30 @@ def test_parse_time(text, expected):
 def test_parse_time_names_the_field():
     with pytest.raises(PkiError, match=r"^not_after: 'next year' is not a date; use YYYY-MM-DD"):
         _pki.parse_time("next year", field="not_after")
+
+
+def test_directory_appears_complete_with_modes(tmp_path):
+    target = tmp_path / "gw-01"
+    _pki.write_directory_atomically(str(target), [("key", b"K", 0o600), ("cert", b"C", 0o644)], mode=0o700)
+    assert (target / "key").read_bytes() == b"K" and (target / "cert").read_bytes() == b"C"
+    assert os.stat(target).st_mode & 0o777 == 0o700
+    assert os.stat(target / "key").st_mode & 0o777 == 0o600
+    assert os.stat(target / "cert").st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["gw-01"]
+
+
+def test_directory_failing_half_way_leaves_nothing(tmp_path, monkeypatch):
+    real_open = os.open
+    calls = []
+
+    def failing_open(path, flags, mode=0o777, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", path)
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(_pki.os, "open", failing_open)
+    with pytest.raises(OSError):
+        _pki.write_directory_atomically(str(tmp_path / "gw-01"), [("key", b"K", 0o600), ("cert", b"C", 0o644)])
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
