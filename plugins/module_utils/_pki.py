@@ -251,6 +251,62 @@ def _leaf_usage(is_rsa: bool):
     )
 
 
+def _profile_extensions(profile: str, *, rsa_key: bool) -> list:
+    """(extension, critical) pairs that every certificate of a profile carries."""
+    if profile == "root":
+        return [(x509.BasicConstraints(ca=True, path_length=None), True), (_ca_usage(), True)]
+    if profile == "intermediate":
+        return [(x509.BasicConstraints(ca=True, path_length=0), True), (_ca_usage(), True)]
+    if profile == "client":
+        return [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_leaf_usage(rsa_key), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+        ]
+    raise PkiError(f"unknown certificate profile {profile!r}")
+
+
+class CertificateIssuer:
+    """Signs certificates of one profile with one issuer and validity window.
+
+    What is the same for every certificate of a batch (issuer name, authority key id, profile extensions) is
+    computed once, which matters when one call issues a whole fleet. `issuer_cert=None` means self-signed.
+    Profiles: `root` (CA:true, critical, no path length), `intermediate` (CA:true, pathlen 0),
+    `client` (CA:false, clientAuth; device identities and proof-of-possession certificates).
+    """
+
+    def __init__(self, *, issuer_cert, issuer_key, not_before, not_after, profile: str):
+        self._issuer_cert = issuer_cert
+        self._issuer_key = issuer_key
+        self._not_before = not_before
+        self._not_after = not_after
+        self._profile = profile
+        self._authority_key_id = (
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key())
+            if issuer_cert is not None
+            else None
+        )
+        self._extensions = {rsa_key: _profile_extensions(profile, rsa_key=rsa_key) for rsa_key in (False, True)}
+
+    def issue(self, *, common_name: str, public_key):
+        subject = _name(common_name)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self._issuer_cert.subject if self._issuer_cert is not None else subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self._not_before)
+            .not_valid_after(self._not_after)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        )
+        if self._authority_key_id is not None:
+            builder = builder.add_extension(self._authority_key_id, critical=False)
+        for extension, critical in self._extensions[isinstance(public_key, rsa.RSAPublicKey)]:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(self._issuer_key, hashes.SHA256())
+
+
 def build_certificate(
     *,
     common_name: str,
@@ -261,39 +317,11 @@ def build_certificate(
     not_after: datetime.datetime,
     profile: str,
 ):
-    """Sign one certificate. `issuer_cert=None` makes it self-signed (the root).
-
-    Profiles: `root` (CA:true, critical, no path length), `intermediate` (CA:true, pathlen 0),
-    `client` (CA:false, clientAuth; the device identity and the proof-of-possession certificate).
-    """
-    subject = _name(common_name)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_cert.subject if issuer_cert is not None else subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    """Sign one certificate (see CertificateIssuer for the profiles)."""
+    issuer = CertificateIssuer(
+        issuer_cert=issuer_cert, issuer_key=issuer_key, not_before=not_before, not_after=not_after, profile=profile
     )
-    if issuer_cert is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()), critical=False
-        )
-    if profile == "root":
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        builder = builder.add_extension(_ca_usage(), critical=True)
-    elif profile == "intermediate":
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        builder = builder.add_extension(_ca_usage(), critical=True)
-    elif profile == "client":
-        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        builder = builder.add_extension(_leaf_usage(isinstance(public_key, rsa.RSAPublicKey)), critical=True)
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    else:
-        raise PkiError(f"unknown certificate profile {profile!r}")
-    return builder.sign(issuer_key, hashes.SHA256())
+    return issuer.issue(common_name=common_name, public_key=public_key)
 
 
 def validity_window(
@@ -407,6 +435,13 @@ def write_files_atomically(files: list[tuple[str, bytes, int]]) -> None:
     commit_staged(staged)
 
 
+def current_umask() -> int:
+    """The process umask (reading it means setting it; modules are single-threaded)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_directory_atomically(directory: str, files: list[tuple[str, bytes, int]], *, mode: int = 0o700) -> None:
     """Create `directory` holding (name, data, mode) files so that it appears complete or not at all.
 
@@ -414,13 +449,14 @@ def write_directory_atomically(directory: str, files: list[tuple[str, bytes, int
     """
     parent = os.path.dirname(directory) or "."
     staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    umask = current_umask()
     try:
-        os.chmod(staging, mode)
+        if mode != 0o700:  # mkdtemp created it 0700
+            os.chmod(staging, mode)
         for name, data, file_mode_bits in files:
             fd = os.open(os.path.join(staging, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode_bits)
             with os.fdopen(fd, "wb") as handle:
-                if file_mode_bits & 0o077:
-                    # The umask may have narrowed what open() set; private (0600) files need no correction.
+                if file_mode_bits & umask:  # the umask narrowed what open() asked for
                     os.fchmod(handle.fileno(), file_mode_bits)
                 handle.write(data)
         os.rename(staging, directory)
@@ -443,6 +479,7 @@ __all__ = (
     "HAS_CRYPTOGRAPHY",
     "KEY_TYPES",
     "UTCTIME_LIMIT",
+    "CertificateIssuer",
     "PkiError",
     "PkiPassphraseError",
     "build_certificate",

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     GENERATION_1_1_LIMIT,
     KEY_TYPES,
+    CertificateIssuer,
     PkiError,
-    build_certificate,
     certificate_pem,
     check_expiry_limits,
     common_name_of,
@@ -334,18 +334,16 @@ def _apply(plans, to_issue, *, request, ca, chain_tail, window) -> None:
     if not to_issue:
         return
     os.makedirs(request.path, mode=DEVICE_DIR_MODE, exist_ok=True)
-    signer_cert, signer_key = ca.signer_cert, ca.signer_key
+    issuer = CertificateIssuer(
+        issuer_cert=ca.signer_cert,
+        issuer_key=ca.signer_key,
+        not_before=not_before,
+        not_after=not_after,
+        profile="client",
+    )
     for plan in to_issue:
         key = generate_private_key(request.key_type)
-        cert = build_certificate(
-            common_name=plan.registration_id,
-            public_key=key.public_key(),
-            issuer_cert=signer_cert,
-            issuer_key=signer_key,
-            not_before=not_before,
-            not_after=not_after,
-            profile="client",
-        )
+        cert = issuer.issue(common_name=plan.registration_id, public_key=key.public_key())
         cert_pem = certificate_pem(cert)
         files = [
             (IDENTITY_KEY, private_key_pem(key), KEY_MODE),

@@ -170,6 +170,10 @@ def test_role_publishes_each_hosts_identity(ansible_playbook, tmp_path):
         '  vars:\n    ansible_connection: local\n    ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
     )
     extra = {"edgefleet_pki_dir": str(tmp_path / "pki")}
+    predicted = ansible_playbook("playbooks/provision_edge.yml", "--check", inventory=inventory, extra_vars=extra)
+    assert predicted.returncode == 0, predicted.output
+    assert re.search(r"gateway-a\s+create\s+\S+\s+\(issued on apply\)", predicted.stdout), predicted.stdout
+    assert not (tmp_path / "pki").exists()
     run = ansible_playbook("playbooks/provision_edge.yml", inventory=inventory, extra_vars=extra)
     assert run.returncode == 0, run.output
     assert sorted(os.listdir(tmp_path / "pki/identities")) == ["gateway-a", "plant1-gw-b"]
