@@ -183,3 +183,18 @@ def test_role_publishes_each_hosts_identity(ansible_playbook, tmp_path):
     second = ansible_playbook("playbooks/provision_edge.yml", inventory=inventory, extra_vars=extra)
     assert re.search(r"Gateway-A\s+: ok=\d+\s+changed=0", second.stdout), second.stdout
     assert re.search(r"gateway-b\s+: ok=\d+\s+changed=0", second.stdout)
+
+
+def test_role_at_vvv_never_prints_the_passphrase_or_keys(ansible_playbook, tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "edge:\n  hosts:\n    gw-1:\n    gw-2:\n  vars:\n    ansible_connection: local\n"
+        '    ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
+    )
+    extra = {"edgefleet_pki_dir": str(tmp_path / "pki"), "edgefleet_pki_passphrase": "Role-Vault-Secret-7"}
+    run = ansible_playbook("playbooks/provision_edge.yml", "-vvv", "--diff", inventory=inventory, extra_vars=extra)
+    assert run.returncode == 0, run.output
+    assert "Role-Vault-Secret-7" not in run.output
+    assert "PRIVATE KEY" not in run.output
+    assert [line for line in private_key_bodies(tmp_path / "pki") if line in run.output] == []
+    assert b"ENCRYPTED" in (tmp_path / "pki/ca/root.key.pem").read_bytes()
