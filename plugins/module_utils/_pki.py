@@ -280,7 +280,6 @@ class CertificateIssuer:
         self._issuer_key = issuer_key
         self._not_before = not_before
         self._not_after = not_after
-        self._profile = profile
         self._authority_key_id = (
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key())
             if issuer_cert is not None

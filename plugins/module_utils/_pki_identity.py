@@ -193,6 +193,18 @@ def _identity_view(cert) -> dict:
     }
 
 
+def _new_identity_window(request: IdentityRequest, *, now, cap) -> tuple[datetime.datetime, datetime.datetime]:
+    """Validity of identities issued now, never past `cap`, refused when the generation cannot use it."""
+    not_before, not_after = validity_window(now=now, valid_days=request.valid_days, cap=cap)
+    check_expiry_limits(
+        not_after,
+        generation=request.generation,
+        what=f"valid_days: an identity valid for {request.valid_days} days",
+        fix="lower valid_days",
+    )
+    return not_before, not_after
+
+
 def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: datetime.datetime | None = None) -> dict:
     """Bring every listed device's identity chain to the requested state; return the module result."""
     now = now or utcnow()
@@ -203,7 +215,12 @@ def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: dateti
         return _remove(plans, check_mode=check_mode)
 
     if check_mode and not ca_exists(request.ca_path):
-        return _predict_without_ca(plans, request=request, now=now)
+        # pki_ca in check mode created nothing: every identity would be created once the CA exists.
+        not_after = _new_identity_window(request, now=now, cap=None)[1]
+        for plan in plans:
+            plan.action, plan.reasons = "create", ["no identity yet; the CA in ca_path does not exist yet either"]
+        return _result(plans, ca=None, ca_path=request.ca_path, predicted_not_after=not_after)
+
     ca = load_ca(request.ca_path, passphrase=request.passphrase)
     for certificate, label in ((ca.root_cert, "root"), (ca.intermediate_cert, "intermediate")):
         if certificate is not None:
@@ -213,13 +230,7 @@ def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: dateti
                 what=f"ca_path: the CA's {label} certificate",
                 fix="re-create the CA with edgefleet.iotedge.pki_ca not_after: '2037-12-31' (and force: true)",
             )
-    not_before, not_after = validity_window(now=now, valid_days=request.valid_days, cap=not_after_of(ca.signer_cert))
-    check_expiry_limits(
-        not_after,
-        generation=request.generation,
-        what=f"valid_days: an identity valid for {request.valid_days} days",
-        fix="lower valid_days",
-    )
+    not_before, not_after = _new_identity_window(request, now=now, cap=not_after_of(ca.signer_cert))
     renew_at = now + datetime.timedelta(days=request.renew_before_days)
     if not_after < renew_at:
         raise PkiError(
@@ -235,7 +246,11 @@ def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: dateti
     to_issue = [p for p in plans if p.action in ("create", "renew", "reissue")]
     if not check_mode:
         _apply(plans, to_issue, request=request, ca=ca, chain_tail=chain_tail, window=(not_before, not_after))
+    return _result(plans, ca=ca, ca_path=request.ca_path, predicted_not_after=not_after)
 
+
+def _result(plans, *, ca, ca_path: str, predicted_not_after: datetime.datetime) -> dict:
+    """The module result; identities not issued yet (check mode) show the predicted end of validity."""
     identities = {}
     diff_before, diff_after = {}, {}
     counts = {"create": 0, "renew": 0, "reissue": 0, "repair": 0, "none": 0}
@@ -243,12 +258,12 @@ def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: dateti
         counts[plan.action] += 1
         if plan.cert is not None:
             view = _identity_view(plan.cert)
-        else:  # check mode: the new certificate does not exist yet
+        else:
             view = {
                 "thumbprint_sha1": None,
                 "thumbprint_sha256": None,
-                "not_after": format_time(not_after),
-                "issuer": ca.signer_cert.subject.rfc4514_string(),
+                "not_after": format_time(predicted_not_after),
+                "issuer": ca.signer_cert.subject.rfc4514_string() if ca is not None else None,
             }
         changed = plan.action != "none"
         identities[plan.registration_id] = {
@@ -275,50 +290,11 @@ def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: dateti
             "unchanged": counts["none"],
         },
         "ca": {
-            "signer": ca.signer_name,
-            "root_cert_path": os.path.join(ca.path, ROOT_CERT),
-            "chain_path": os.path.join(ca.path, CA_CHAIN),
+            "signer": ca.signer_name if ca is not None else None,
+            "root_cert_path": os.path.join(ca_path, ROOT_CERT),
+            "chain_path": os.path.join(ca_path, CA_CHAIN) if ca is not None else None,
         },
         "diff": {"before": {"identities": diff_before}, "after": {"identities": diff_after}},
-    }
-
-
-def _predict_without_ca(plans, *, request, now) -> dict:
-    """Check mode before the CA exists (pki_ca in check mode created nothing): every identity would be created."""
-    not_after = validity_window(now=now, valid_days=request.valid_days)[1]
-    check_expiry_limits(
-        not_after,
-        generation=request.generation,
-        what=f"valid_days: an identity valid for {request.valid_days} days",
-        fix="lower valid_days",
-    )
-    for plan in plans:
-        plan.action, plan.reasons = "create", ["no identity yet; the CA in ca_path does not exist yet either"]
-    identities = {
-        plan.registration_id: {
-            "registration_id": plan.registration_id,
-            "changed": True,
-            "action": plan.action,
-            "reasons": plan.reasons,
-            "cert_path": plan.cert_path,
-            "key_path": plan.key_path,
-            "chain_path": plan.chain_path,
-            "thumbprint_sha1": None,
-            "thumbprint_sha256": None,
-            "not_after": format_time(not_after),
-            "issuer": None,
-        }
-        for plan in plans
-    }
-    return {
-        "changed": bool(plans),
-        "identities": identities,
-        "summary": {"created": len(plans), "renewed": 0, "reissued": 0, "repaired": 0, "unchanged": 0},
-        "ca": {"signer": None, "root_cert_path": os.path.join(request.ca_path, ROOT_CERT), "chain_path": None},
-        "diff": {
-            "before": {"identities": dict.fromkeys(identities)},
-            "after": {"identities": {i: {"action": "create"} for i in identities}},
-        },
     }
 
 

@@ -56,9 +56,11 @@ class Pki:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def ca(self, name: str, issuer: Issued | None = None, not_after: dt.datetime | None = None) -> Issued:
+    @staticmethod
+    def _issue(common_name: str, issuer: Issued | None, not_after: dt.datetime, extensions: list) -> tuple:
+        """Key and certificate signed by `issuer` (self-signed without one)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -66,27 +68,31 @@ class Pki:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(NOW - dt.timedelta(days=1))
-            .not_valid_after(not_after or NOW + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .not_valid_after(not_after)
         )
-        certificate = builder.sign(issuer.key if issuer else key, hashes.SHA256())
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return key, builder.sign(issuer.key if issuer else key, hashes.SHA256())
+
+    def ca(self, name: str, issuer: Issued | None = None, not_after: dt.datetime | None = None) -> Issued:
+        key, certificate = self._issue(
+            name,
+            issuer,
+            not_after or NOW + dt.timedelta(days=365),
+            [(x509.BasicConstraints(ca=True, path_length=None), True)],
+        )
         chain = [issuer.certificate, *issuer.chain] if issuer else []
         return Issued(certificate, key, chain)
 
     def leaf(self, common_name: str, issuer: Issued | None = None, not_after: dt.datetime | None = None) -> Issued:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer.certificate.subject if issuer else subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - dt.timedelta(days=1))
-            .not_valid_after(not_after or NOW + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(issuer.key if issuer else key, hashes.SHA256())
+        key, certificate = self._issue(
+            common_name,
+            issuer,
+            not_after or NOW + dt.timedelta(days=30),
+            [
+                (x509.BasicConstraints(ca=False, path_length=None), True),
+                (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+            ],
         )
         # The device sends leaf + intermediates, never the root (the root is what DPS already trusts).
         chain = [c for c in ([issuer.certificate, *issuer.chain] if issuer else []) if c.issuer != c.subject]
