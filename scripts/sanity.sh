@@ -4,7 +4,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-dest=build/sanity/ansible_collections/edgefleet/iotedge
+# SANITY_DEST lets two runs work side by side (default build/sanity).
+dest=${SANITY_DEST:-build/sanity}/ansible_collections/edgefleet/iotedge
 
 # ansible-test bootstraps pip into each sanity virtualenv with a get-pip script from ci-files.testing.ansible.com,
 # which is not reachable here. It looks for ~/.ansible/test/cache/get_pip_<version>.py first: provide a stand-in.

@@ -4,23 +4,86 @@
 # PRIVATE to the edgefleet.iotedge collection. Do not use this from other collections:
 # it may change at any time.
 
-"""The one place where PKI module entry points meet AnsibleModule: dependency check, core call, error translation."""
+"""The one place where module entry points meet AnsibleModule: shared option specs, core call, error translation."""
 
 from __future__ import annotations
 
-from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
+    ApiError,
+    CloudError,
+    RetriesExhaustedError,
+    RetryPolicy,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     CRYPTOGRAPHY_IMPORT_ERROR,
     HAS_CRYPTOGRAPHY,
     PkiError,
 )
 
+DPS_CONNECTION_STRING_ENV = "EDGEFLEET_DPS_CONNECTION_STRING"
+CA_BUNDLE_ENV = "EDGEFLEET_CA_BUNDLE"
+
+
+def http_argument_spec() -> dict:
+    """TLS, timeout and retry options shared by every module that calls Azure (doc fragment _cloud.HTTP)."""
+    return {
+        "ca_bundle": {"type": "path", "fallback": (env_fallback, [CA_BUNDLE_ENV])},
+        "validate_certs": {"type": "bool", "default": True},
+        "timeout": {"type": "float", "default": 30},
+        "max_retries": {"type": "int", "default": 8},
+        "retry_budget_seconds": {"type": "float", "default": 300},
+    }
+
+
+def dps_argument_spec() -> dict:
+    """The DPS service connection (doc fragment _cloud.DPS) plus the HTTP options."""
+    return {
+        "connection_string": {
+            "type": "str",
+            "no_log": True,
+            "fallback": (env_fallback, [DPS_CONNECTION_STRING_ENV]),
+        },
+        **http_argument_spec(),
+    }
+
+
+def retry_policy(params) -> RetryPolicy:
+    return RetryPolicy(max_retries=params["max_retries"], budget_seconds=params["retry_budget_seconds"])
+
+
+def dps_client(params):
+    """A DpsServiceClient from the module's connection options (ConfigurationError on a bad connection string)."""
+    from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import (
+        DpsServiceClient,
+        parse_connection_string,
+    )
+
+    return DpsServiceClient(
+        parse_connection_string(params["connection_string"]),
+        ca_bundle=params["ca_bundle"],
+        validate_certs=params["validate_certs"],
+        timeout=params["timeout"],
+        retry=retry_policy(params),
+    )
+
+
+def _exit_with_result(module, result: dict) -> None:
+    diff = result.pop("diff", None)
+    if module._diff and result.get("changed") and diff is not None:
+        result["diff"] = diff
+    module.exit_json(**result)
+
+
+def require_cryptography(module) -> None:
+    if not HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
+
 
 def run_pki_core(module, core, request) -> None:
     """Call `core(request, check_mode=...)`, then exit with its result (diff only in diff mode) or fail cleanly."""
-    if not HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
+    require_cryptography(module)
     try:
         result = core(request, check_mode=module.check_mode)
     except PkiError as exc:
@@ -28,10 +91,33 @@ def run_pki_core(module, core, request) -> None:
     except OSError as exc:
         module.fail_json(msg=f"{exc.filename or 'a file'}: {exc.strerror}; check the path and its permissions")
     else:
-        diff = result.pop("diff", None)
-        if module._diff and result.get("changed"):
-            result["diff"] = diff
-        module.exit_json(**result)
+        _exit_with_result(module, result)
 
 
-__all__ = ("run_pki_core",)
+def run_cloud_core(module, call) -> None:
+    """Call ``call()`` (it builds its client from module.params and runs one core); translate every typed error.
+
+    Service errors keep DPS's / IoT Hub's own status, error code and tracking id in the failure result.
+    """
+    require_cryptography(module)
+    try:
+        result = call()
+    except (ApiError, RetriesExhaustedError) as exc:
+        module.fail_json(msg=str(exc), **exc.to_result())
+    except (CloudError, PkiError) as exc:
+        module.fail_json(msg=str(exc))
+    except OSError as exc:
+        module.fail_json(msg=f"{exc.filename or 'a file'}: {exc.strerror}; check the path and its permissions")
+    else:
+        _exit_with_result(module, result)
+
+
+__all__ = (
+    "dps_argument_spec",
+    "dps_client",
+    "http_argument_spec",
+    "require_cryptography",
+    "retry_policy",
+    "run_cloud_core",
+    "run_pki_core",
+)

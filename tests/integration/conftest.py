@@ -1,15 +1,23 @@
-"""Run real ansible-playbook processes from this checkout (collection resolved through ansible.cfg)."""
+"""Run real ansible-playbook processes from this checkout (collection resolved through ansible.cfg).
+
+Cloud modules run against the lab emulators (one in-process lab per session, reset before each test); their
+state is read back through the control plane's JSON dump, as a user of the lab would.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from lab.cloud import CloudLab
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -51,3 +59,51 @@ def ansible_playbook():
         return PlaybookRun(completed)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def cloud_session(tmp_path_factory):
+    with CloudLab.start(tmp_path_factory.mktemp("cloud")) as lab:
+        yield lab
+
+
+class Cloud:
+    """The lab as an integration test sees it: environment for ansible-playbook, control-plane calls."""
+
+    def __init__(self, lab: CloudLab):
+        self.lab = lab
+        self._context = ssl.create_default_context(cafile=str(lab.ca_bundle))
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a user exports to point the modules at the lab (the modules read these as fallbacks)."""
+        return {
+            "EDGEFLEET_DPS_CONNECTION_STRING": self.lab.dps_connection_string,
+            "EDGEFLEET_IOTHUB_CONNECTION_STRING": self.lab.hub_connection_string,
+            "EDGEFLEET_CA_BUNDLE": str(self.lab.ca_bundle),
+        }
+
+    def control(self, method: str, path: str, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.lab.control_url}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, context=self._context, timeout=30) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def state(self) -> dict:
+        """GET /_emulator/state: the emulators' real records."""
+        return self.control("GET", "/state")
+
+    def requests(self) -> list[dict]:
+        return self.control("GET", "/requests")
+
+    def add_fault(self, match: dict, action: dict, count: int = 1, **extra) -> dict:
+        return self.control("POST", "/faults", {"match": match, "action": action, "count": count, **extra})
+
+
+@pytest.fixture
+def cloud(cloud_session) -> Cloud:
+    cloud_session.reset()
+    return Cloud(cloud_session)

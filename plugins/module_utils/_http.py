@@ -1,0 +1,244 @@
+# Copyright (c) edgefleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# PRIVATE to the edgefleet.iotedge collection. Do not use this from other collections:
+# it may change at any time.
+
+"""JSON over HTTPS for the cloud cores: the one place for retries, backoff and error translation.
+
+Every Azure call of the collection goes through `JsonHttpClient.request`: 429 (honouring Retry-After), 5xx and
+connection failures are retried with jittered exponential backoff inside a bounded budget; anything else becomes
+a typed `ApiError` that keeps the service's error code and tracking id.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+
+from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
+from ansible.module_utils.urls import Request
+
+RETRYABLE_STATUSES = frozenset((408, 429, 500, 502, 503, 504))
+# A Retry-After larger than this is capped: a module should not sleep for an hour on a bad header.
+MAX_RETRY_AFTER = 120.0
+
+
+class CloudError(Exception):
+    """Base of the errors the cloud cores raise; the message says what went wrong and what to do."""
+
+
+class ConfigurationError(CloudError):
+    """Bad input (connection string, option combination); raised before anything is sent."""
+
+
+class ApiError(CloudError):
+    """The service answered with an error that retrying will not fix (or retries ran out on one)."""
+
+    def __init__(self, message, *, status, error_code=None, tracking_id=None, operation=None, details=None):
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.tracking_id = tracking_id
+        self.operation = operation
+        self.details = details
+
+    def to_result(self) -> dict:
+        """What a module adds to fail_json: the service's own identifiers, for a support ticket."""
+        return {
+            "status": self.status,
+            "error_code": self.error_code,
+            "tracking_id": self.tracking_id,
+            "operation": self.operation,
+        }
+
+
+class TransportError(CloudError):
+    """No HTTP answer at all: refused, reset, timed out, TLS failure."""
+
+
+class RetriesExhaustedError(CloudError):
+    """Transient failures outlasted the retry budget."""
+
+    def __init__(self, message, *, last_error):
+        super().__init__(message)
+        self.last_error = last_error
+
+    def to_result(self) -> dict:
+        return self.last_error.to_result() if isinstance(self.last_error, ApiError) else {}
+
+
+class _Retryable(Exception):
+    def __init__(self, error, retry_after=None):
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+@dataclass
+class RetryPolicy:
+    """Jittered exponential backoff ("full jitter"), bounded by attempts per call and by total sleep per client.
+
+    ``sleep`` and ``rng`` are injectable so tests run without waiting.
+    """
+
+    max_retries: int = 8
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    budget_seconds: float = 300.0
+    sleep: object = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+    slept: float = 0.0
+    retries: int = 0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        if retry_after is not None:
+            # The service said when; a little jitter keeps a fleet of clients from coming back in lockstep.
+            return min(retry_after, MAX_RETRY_AFTER) + self.rng.uniform(0, min(1.0, self.base_delay))
+        ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return self.rng.uniform(self.base_delay / 2, ceiling)
+
+    def run(self, call, describe: str):
+        """Call ``call()`` until it succeeds, raises a non-retryable error or the budget is spent."""
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except _Retryable as failure:
+                attempt += 1
+                wait = self.delay(attempt, failure.retry_after)
+                if attempt > self.max_retries or self.slept + wait > self.budget_seconds:
+                    raise RetriesExhaustedError(
+                        f"{describe}: still failing after {attempt} attempts and {self.slept:.0f} s of backoff "
+                        f"(last error: {failure.error}). The service is throttling or unavailable; retry later, "
+                        "or raise max_retries / retry_budget_seconds. A re-run continues where this one stopped.",
+                        last_error=failure.error,
+                    ) from None
+                self.retries += 1
+                self.slept += wait
+                self.sleep(wait)
+
+
+def _retry_after_seconds(headers) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date; fall back to our own backoff
+
+
+def _decode_json(raw: bytes):
+    if not raw:
+        return None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict
+    body: object
+
+
+class JsonHttpClient:
+    """JSON requests against one base URL with per-request auth headers.
+
+    ``auth_headers`` is called for every attempt (tokens can be refreshed); ``parse_error(status, body, headers)``
+    turns an error answer into an ApiError in the service's own terms.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth_headers,
+        parse_error,
+        service_name: str,
+        ca_bundle: str | None = None,
+        validate_certs: bool = True,
+        timeout: float = 30,
+        retry: RetryPolicy | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.auth_headers = auth_headers
+        self.parse_error = parse_error
+        self.service_name = service_name
+        self.retry = retry or RetryPolicy()
+        self.requests_sent = 0
+        self._request = Request(
+            validate_certs=validate_certs,
+            ca_path=ca_bundle,
+            timeout=timeout,
+            follow_redirects="none",
+            # A token in Authorization is never sent to another host: redirects are refused above.
+            use_proxy=True,
+        )
+
+    def request(self, method, path, *, operation, body=None, headers=None, query=None, ok=(200,)):
+        """Send one logical request (retried as needed); return a Response with a status in ``ok``."""
+        url = f"{self.base_url}{path}"
+        if query:
+            url += "?" + "&".join(f"{key}={value}" for key, value in query.items())
+        payload = json.dumps(body).encode("utf-8") if body is not None else None
+
+        def attempt():
+            return self._send(method, url, payload, dict(headers or {}), operation, ok)
+
+        return self.retry.run(attempt, f"{self.service_name} {operation}")
+
+    def _send(self, method, url, payload, headers, operation, ok):
+        headers.update(self.auth_headers())
+        headers.setdefault("Accept", "application/json")
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        self.requests_sent += 1
+        try:
+            response = self._request.open(method, url, data=payload, headers=headers)
+            status, response_headers, raw = response.getcode(), response.headers, response.read()
+        except HTTPError as error:
+            status, response_headers = error.code, error.headers
+            try:
+                raw = error.read()
+            except (OSError, http.client.HTTPException):
+                raw = b""
+        except (URLError, OSError, http.client.HTTPException, ssl.SSLError, socket.timeout) as error:
+            reason = getattr(error, "reason", error)
+            if isinstance(reason, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(reason):
+                raise TransportError(
+                    f"{self.service_name} {operation}: the server certificate of {url.split('?')[0]} is not "
+                    f"trusted ({reason}); set ca_bundle to the CA that issued it"
+                ) from None
+            raise _Retryable(
+                TransportError(f"{self.service_name} {operation}: no answer from {url.split('?')[0]} ({reason})")
+            ) from None
+        decoded = _decode_json(raw)
+        if status in ok:
+            return Response(status, {k.lower(): v for k, v in response_headers.items()}, decoded)
+        api_error = self.parse_error(status, decoded, response_headers)
+        api_error.operation = operation
+        if status in RETRYABLE_STATUSES:
+            raise _Retryable(api_error, _retry_after_seconds(response_headers))
+        raise api_error
+
+
+__all__ = (
+    "ApiError",
+    "CloudError",
+    "ConfigurationError",
+    "JsonHttpClient",
+    "Response",
+    "RetriesExhaustedError",
+    "RetryPolicy",
+    "TransportError",
+)
