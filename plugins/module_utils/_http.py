@@ -73,7 +73,9 @@ class RetriesExhaustedError(CloudError):
         return self.last_error.to_result() if isinstance(self.last_error, ApiError) else {}
 
 
-class _Retryable(Exception):
+class Retryable(Exception):
+    """Raised inside a call given to RetryPolicy.run: ``error`` is transient; ``retry_after`` is the server's hint."""
+
     def __init__(self, error, retry_after=None):
         super().__init__(str(error))
         self.error = error
@@ -110,7 +112,7 @@ class RetryPolicy:
         while True:
             try:
                 return call()
-            except _Retryable as failure:
+            except Retryable as failure:
                 attempt += 1
                 wait = self.delay(attempt, failure.retry_after)
                 if attempt > self.max_retries or self.slept + wait > self.budget_seconds:
@@ -219,7 +221,7 @@ class JsonHttpClient:
                     f"{self.service_name} {operation}: the server certificate of {url.split('?')[0]} is not "
                     f"trusted ({reason}); set ca_bundle to the CA that issued it"
                 ) from None
-            raise _Retryable(
+            raise Retryable(
                 TransportError(f"{self.service_name} {operation}: no answer from {url.split('?')[0]} ({reason})")
             ) from None
         decoded = _decode_json(raw)
@@ -228,7 +230,7 @@ class JsonHttpClient:
         api_error = self.parse_error(status, decoded, response_headers)
         api_error.operation = operation
         if status in RETRYABLE_STATUSES:
-            raise _Retryable(api_error, _retry_after_seconds(response_headers))
+            raise Retryable(api_error, _retry_after_seconds(response_headers))
         raise api_error
 
 
@@ -240,5 +242,6 @@ __all__ = (
     "Response",
     "RetriesExhaustedError",
     "RetryPolicy",
+    "Retryable",
     "TransportError",
 )
