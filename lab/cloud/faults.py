@@ -28,6 +28,10 @@ class FaultRule:
     retry_after: int | None = None
     delay: float = 0.0
     drop: bool = False
+    # Drop only after the service acted: the client never hears of a write that happened.
+    after_processing: bool = False
+    rate: float = 1.0
+    seen: int = 0
     hits: int = 0
     _path_regex: re.Pattern[str] | None = field(default=None, repr=False)
 
@@ -48,7 +52,14 @@ class FaultRule:
             "remaining": self.remaining,
             "hits": self.hits,
             "match": {"service": self.service, "method": self.method, "path": self.path, "operation": self.operation},
-            "action": {"status": self.status, "retryAfter": self.retry_after, "delay": self.delay, "drop": self.drop},
+            "action": {
+                "status": self.status,
+                "retryAfter": self.retry_after,
+                "delay": self.delay,
+                "drop": self.drop,
+                "afterProcessing": self.after_processing,
+            },
+            "rate": self.rate,
         }
 
 
@@ -78,8 +89,14 @@ class FaultInjector:
         if not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= 120:
             raise FaultSpecError("'action.delay' must be a number of seconds between 0 and 120")
         drop = bool(action.get("drop", False))
+        after_processing = bool(action.get("afterProcessing", False))
+        if after_processing and not drop:
+            raise FaultSpecError("'action.afterProcessing' goes with 'drop': true")
         if status is None and not drop and not delay:
             raise FaultSpecError("'action' needs at least one of 'status', 'delay' or 'drop'")
+        rate = spec.get("rate", 1.0)
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 < rate <= 1:
+            raise FaultSpecError("'rate' must be a number in (0, 1]")
         retry_after = action.get("retryAfter")
         if status == 429 and retry_after is None:
             retry_after = 1
@@ -100,6 +117,8 @@ class FaultInjector:
                 retry_after=retry_after,
                 delay=float(delay),
                 drop=drop,
+                after_processing=after_processing,
+                rate=float(rate),
                 _path_regex=path_regex,
             )
             self._next_id += 1
@@ -110,6 +129,11 @@ class FaultInjector:
         with self._lock:
             for rule in self._rules:
                 if rule.matches(service, method, path, operation):
+                    # A rate spreads hits evenly and deterministically: the k-th matching request is hit
+                    # whenever floor(k * rate) grows, so exactly that share fails, in any run.
+                    rule.seen += 1
+                    if int(rule.seen * rule.rate) == int((rule.seen - 1) * rule.rate):
+                        continue
                     rule.remaining -= 1
                     rule.hits += 1
                     return rule

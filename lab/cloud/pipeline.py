@@ -46,6 +46,11 @@ class ServiceDispatcher:
         if rule is not None:
             if rule.delay:
                 time.sleep(rule.delay)
+            if rule.drop and rule.after_processing:
+                with self.runtime.lock:
+                    service.handle(request, match)
+                self._log(service.name, request, operation, None)
+                return None
             if rule.drop:
                 self._log(service.name, request, operation, None)
                 return None

@@ -1,0 +1,460 @@
+# Copyright (c) edgefleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# PRIVATE to the edgefleet.iotedge collection. Do not use this from other collections:
+# it may change at any time.
+
+"""Desired state for many DPS individual enrollments (X.509) at once: read, compare, write in bulk.
+
+Reads: one GET per enrollment for a few, the paged query for many. Comparison: managed fields only, certificates
+by thumbprint (DPS returns `info`, never the PEM). Writes: the bulk API in chunks of 10 - `create` for new
+records, `updateIfMatchETag` with the etag that was read for changed ones, `delete` for absent ones. A per-item
+failure is re-read before it counts: a write whose answer was lost (and then retried) is already in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import BULK_LIMIT
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ApiError, ConfigurationError
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
+    PkiError,
+    common_name_of,
+    fingerprints,
+    load_certificates,
+    validate_registration_id,
+)
+
+STATES = ("present", "absent")
+PROVISIONING_STATUSES = ("enabled", "disabled")
+ALLOCATION_POLICIES = ("hashed", "geoLatency", "static", "custom")
+# Up to this many enrollments are read one GET each; more are read with the paged query (100 per page).
+GET_READ_LIMIT = 10
+# Fields DPS computes; an update body must not carry them.
+READ_ONLY_FIELDS = ("registrationState", "createdDateTimeUtc", "lastUpdatedDateTimeUtc")
+TWIN_BOOKKEEPING = ("$metadata", "$version", "metadata", "version", "count")
+# Options that may be set once for every enrollment and overridden per item.
+SHARED_OPTIONS = (
+    "state",
+    "provisioning_status",
+    "iot_edge",
+    "initial_twin",
+    "allocation_policy",
+    "iot_hubs",
+    "reprovision_policy",
+)
+
+
+@dataclass
+class EnrollmentSpec:
+    """One desired enrollment, validated. Certificates are PEM text; None means "leave as it is"."""
+
+    registration_id: str
+    state: str = "present"
+    device_id: str | None = None
+    primary_certificate: str | None = None
+    secondary_certificate: str | None = None
+    provisioning_status: str = "enabled"
+    iot_edge: bool = True
+    initial_twin: dict | None = None
+    allocation_policy: str | None = None
+    iot_hubs: list | None = None
+    reprovision_policy: dict | None = None
+    thumbprints: dict = field(default_factory=dict)  # slot -> {"sha1", "sha256"}
+
+
+@dataclass
+class Plan:
+    spec: EnrollmentSpec
+    current: dict | None
+    action: str  # create | update | delete | none
+    before: dict | None
+    after: dict | None
+
+
+# ---- input ---------------------------------------------------------------------------------------------
+
+
+# In check mode a certificate file may not exist yet: pki_identity in check mode only predicted it.
+PENDING_CERTIFICATE = "(certificate to be issued)"
+
+
+def _read_pem(item: dict, slot: str, where: str, check_mode: bool) -> str | None:
+    text, path = item.get(f"{slot}_certificate"), item.get(f"{slot}_certificate_path")
+    if text and path:
+        raise ConfigurationError(f"{where}: give {slot}_certificate or {slot}_certificate_path, not both")
+    if path and check_mode and not os.path.exists(path):
+        return PENDING_CERTIFICATE
+    if path:
+        try:
+            with open(path, "rb") as handle:
+                return handle.read().decode("ascii")
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{where}.{slot}_certificate_path: cannot read {path} ({exc.strerror}); point it at the device's "
+                "certificate (pki_identity's cert or chain file)"
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{where}.{slot}_certificate_path: {path} is not a PEM file") from None
+    return text or None
+
+
+def _leaf_certificate(pem: str, *, registration_id: str, where: str):
+    """The first certificate of a PEM (a full chain is fine): its CN must be the registration id."""
+    try:
+        leaf = load_certificates(pem.encode("ascii"), path=where)[0]
+    except (PkiError, UnicodeEncodeError, IndexError):
+        raise ConfigurationError(
+            f"{where}: not a PEM certificate; pass the device certificate (-----BEGIN CERTIFICATE-----)"
+        ) from None
+    common_name = common_name_of(leaf.subject)
+    if common_name != registration_id:
+        raise ConfigurationError(
+            f"{where}: the certificate's CN is {common_name!r} but the registration id is {registration_id!r}; "
+            "DPS takes an X.509 device's registration id from its certificate CN, so the device could never "
+            "register. Issue the certificate for this id (pki_identity) or fix registration_id"
+        )
+    return leaf
+
+
+def _check_choice(value, choices, where):
+    if value is not None and value not in choices:
+        raise ConfigurationError(f"{where}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _twin_option(value, where: str) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"tags", "desired_properties"}:
+        raise ConfigurationError(f"{where}: use a dict with 'tags' and/or 'desired_properties'")
+    for key in ("tags", "desired_properties"):
+        if value.get(key) is not None and not isinstance(value[key], dict):
+            raise ConfigurationError(f"{where}.{key}: must be a dict")
+    return {key: value[key] for key in ("tags", "desired_properties") if value.get(key) is not None}
+
+
+def _reprovision_option(value, where: str) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"update_hub_assignment", "migrate_device_data"}:
+        raise ConfigurationError(f"{where}: use a dict with 'update_hub_assignment' and 'migrate_device_data'")
+    return {
+        "updateHubAssignment": bool(value.get("update_hub_assignment", True)),
+        "migrateDeviceData": bool(value.get("migrate_device_data", True)),
+    }
+
+
+def build_specs(enrollments, defaults: dict, check_mode: bool = False) -> list:
+    """Validate every item (merged over the shared options) before any request is sent."""
+    if not isinstance(enrollments, list) or not enrollments:
+        raise ConfigurationError("enrollments: give at least one enrollment ({registration_id: ..., ...})")
+    specs, seen = [], {}
+    for index, raw in enumerate(enrollments):
+        where = f"enrollments[{index}]"
+        if not isinstance(raw, dict):
+            raise ConfigurationError(f"{where}: must be a dict with registration_id and the enrollment's options")
+        item = {key: value for key, value in defaults.items() if value is not None}
+        item.update({key: value for key, value in raw.items() if value is not None})
+        try:
+            registration_id = validate_registration_id(item.get("registration_id"), field=f"{where}.registration_id")
+        except PkiError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if registration_id in seen:
+            raise ConfigurationError(
+                f"{where}.registration_id: {registration_id!r} is listed twice (also at enrollments[{seen[registration_id]}])"
+            )
+        seen[registration_id] = index
+        state = item.get("state", "present")
+        _check_choice(state, STATES, f"{where}.state")
+        _check_choice(item.get("provisioning_status"), PROVISIONING_STATUSES, f"{where}.provisioning_status")
+        _check_choice(item.get("allocation_policy"), ALLOCATION_POLICIES, f"{where}.allocation_policy")
+        iot_hubs = item.get("iot_hubs")
+        if iot_hubs is not None and (
+            not isinstance(iot_hubs, list) or not all(isinstance(h, str) and h for h in iot_hubs)
+        ):
+            raise ConfigurationError(f"{where}.iot_hubs: must be a list of IoT hub host names")
+        device_id = item.get("device_id")
+        if device_id is not None and (not isinstance(device_id, str) or not device_id or len(device_id) > 128):
+            raise ConfigurationError(f"{where}.device_id: must be a non-empty string of at most 128 characters")
+        spec = EnrollmentSpec(
+            registration_id=registration_id,
+            state=state,
+            device_id=device_id,
+            provisioning_status=item.get("provisioning_status", "enabled"),
+            iot_edge=bool(item.get("iot_edge", True)),
+            initial_twin=_twin_option(item.get("initial_twin"), f"{where}.initial_twin"),
+            allocation_policy=item.get("allocation_policy"),
+            iot_hubs=list(iot_hubs) if iot_hubs is not None else None,
+            reprovision_policy=_reprovision_option(item.get("reprovision_policy"), f"{where}.reprovision_policy"),
+        )
+        if state == "present":
+            for slot in ("primary", "secondary"):
+                pem = _read_pem(item, slot, where, check_mode)
+                if pem is None:
+                    continue
+                if pem == PENDING_CERTIFICATE:
+                    setattr(spec, f"{slot}_certificate", pem)
+                    spec.thumbprints[slot] = {"sha1": PENDING_CERTIFICATE, "sha256": PENDING_CERTIFICATE}
+                    continue
+                leaf = _leaf_certificate(pem, registration_id=registration_id, where=f"{where}.{slot}_certificate")
+                setattr(spec, f"{slot}_certificate", pem)
+                spec.thumbprints[slot] = fingerprints(leaf)
+            if spec.primary_certificate is None:
+                raise ConfigurationError(
+                    f"{where}: state=present needs primary_certificate or primary_certificate_path (the device's "
+                    "X.509 certificate)"
+                )
+        specs.append(spec)
+    return specs
+
+
+# ---- views -----------------------------------------------------------------------------------------------
+
+
+def _strip_twin(collection) -> dict:
+    if not isinstance(collection, dict):
+        return {}
+    return {key: value for key, value in collection.items() if key not in TWIN_BOOKKEEPING}
+
+
+def _certificate_info(record: dict, slot: str) -> dict:
+    certificates = (((record.get("attestation") or {}).get("x509") or {}).get("clientCertificates")) or {}
+    return (certificates.get(slot) or {}).get("info") or {}
+
+
+def current_view(record: dict | None) -> dict | None:
+    """The managed fields of a DPS record, snake_case (what diff and results show)."""
+    if record is None:
+        return None
+    twin = record.get("initialTwin") or {}
+    policy = record.get("reprovisionPolicy")
+    return {
+        "registration_id": record.get("registrationId"),
+        "device_id": record.get("deviceId"),
+        "provisioning_status": record.get("provisioningStatus", "enabled"),
+        "iot_edge": bool((record.get("capabilities") or {}).get("iotEdge", False)),
+        "primary_thumbprint": _certificate_info(record, "primary").get("sha256Thumbprint"),
+        "secondary_thumbprint": _certificate_info(record, "secondary").get("sha256Thumbprint"),
+        "initial_twin": {
+            "tags": _strip_twin(twin.get("tags")),
+            "desired_properties": _strip_twin((twin.get("properties") or {}).get("desired")),
+        },
+        "allocation_policy": record.get("allocationPolicy"),
+        "iot_hubs": sorted(record.get("iotHubs") or []),
+        "reprovision_policy": (
+            {
+                "update_hub_assignment": policy.get("updateHubAssignment", True),
+                "migrate_device_data": policy.get("migrateDeviceData", True),
+            }
+            if isinstance(policy, dict)
+            else None
+        ),
+    }
+
+
+def desired_view(spec: EnrollmentSpec, current: dict | None) -> dict:
+    """The view after the write: options left unset keep what DPS has (or its default on create)."""
+    view = copy.deepcopy(current) if current else current_view({"registrationId": spec.registration_id})
+    view["registration_id"] = current["registration_id"] if current else spec.registration_id
+    view["provisioning_status"] = spec.provisioning_status
+    view["iot_edge"] = spec.iot_edge
+    if spec.device_id is not None:
+        view["device_id"] = spec.device_id
+    for slot in ("primary", "secondary"):
+        if slot in spec.thumbprints:
+            view[f"{slot}_thumbprint"] = spec.thumbprints[slot]["sha256"]
+    if spec.initial_twin is not None:
+        view["initial_twin"] = {
+            key: spec.initial_twin.get(key, view["initial_twin"][key]) for key in ("tags", "desired_properties")
+        }
+    if spec.allocation_policy is not None:
+        view["allocation_policy"] = spec.allocation_policy
+    if spec.iot_hubs is not None:
+        view["iot_hubs"] = sorted(spec.iot_hubs)
+    if spec.reprovision_policy is not None:
+        view["reprovision_policy"] = {
+            "update_hub_assignment": spec.reprovision_policy["updateHubAssignment"],
+            "migrate_device_data": spec.reprovision_policy["migrateDeviceData"],
+        }
+    return view
+
+
+def wire_record(spec: EnrollmentSpec, current_record: dict | None) -> dict:
+    """The body DPS gets: the current record (unmanaged fields kept) with the managed fields set."""
+    body = {k: v for k, v in (current_record or {}).items() if k not in READ_ONLY_FIELDS}
+    body["registrationId"] = (current_record or {}).get("registrationId", spec.registration_id)
+    certificates = copy.deepcopy(((body.get("attestation") or {}).get("x509") or {}).get("clientCertificates") or {})
+    for slot in ("primary", "secondary"):
+        pem = getattr(spec, f"{slot}_certificate")
+        if pem is not None:
+            certificates[slot] = {"certificate": pem}
+        elif slot in certificates:
+            # DPS keeps a stored certificate when it gets its `info` back (as the az CLI does on update).
+            certificates[slot] = {"info": certificates[slot].get("info")}
+    body["attestation"] = {"type": "x509", "x509": {"clientCertificates": certificates}}
+    body["capabilities"] = {"iotEdge": spec.iot_edge}
+    body["provisioningStatus"] = spec.provisioning_status
+    if spec.device_id is not None:
+        body["deviceId"] = spec.device_id
+    if spec.initial_twin is not None:
+        twin = body.get("initialTwin") or {}
+        tags = spec.initial_twin.get("tags", _strip_twin(twin.get("tags")))
+        desired = spec.initial_twin.get(
+            "desired_properties", _strip_twin((twin.get("properties") or {}).get("desired"))
+        )
+        body["initialTwin"] = {"tags": tags, "properties": {"desired": desired}}
+    if spec.allocation_policy is not None:
+        body["allocationPolicy"] = spec.allocation_policy
+    if spec.iot_hubs is not None:
+        body["iotHubs"] = list(spec.iot_hubs)
+    if spec.reprovision_policy is not None:
+        body["reprovisionPolicy"] = dict(spec.reprovision_policy)
+    return body
+
+
+# ---- plan and apply --------------------------------------------------------------------------------------
+
+
+def read_current(client, specs) -> dict:
+    """registration id (lowercase) -> DPS record, for the ids asked about."""
+    wanted = {spec.registration_id.lower() for spec in specs}
+    if len(wanted) <= GET_READ_LIMIT:
+        records = {}
+        for spec in specs:
+            record = client.get_enrollment(spec.registration_id)
+            if record is not None:
+                records[spec.registration_id.lower()] = record
+        return records
+    return {
+        record["registrationId"].lower(): record
+        for record in client.query_enrollments()
+        if isinstance(record, dict) and str(record.get("registrationId", "")).lower() in wanted
+    }
+
+
+def plan_enrollments(specs, current_records: dict) -> list:
+    plans = []
+    for spec in specs:
+        record = current_records.get(spec.registration_id.lower())
+        before = current_view(record)
+        if spec.state == "absent":
+            plans.append(Plan(spec, record, "delete" if record else "none", before, None))
+            continue
+        after = desired_view(spec, before)
+        if record is None:
+            action = "create"
+        elif after != before:
+            action = "update"
+        else:
+            action = "none"
+        plans.append(Plan(spec, record, action, before, after))
+    return plans
+
+
+def _chunks(items, size=BULK_LIMIT):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _settled(client, plan: Plan) -> bool:
+    """After a per-item bulk error: is the record already as wanted (our lost-then-retried write, or a peer's)?"""
+    record = client.get_enrollment(plan.spec.registration_id)
+    if plan.action == "delete":
+        return record is None
+    if record is None:
+        return False
+    # Compare what the spec manages only: DPS fills in defaults (reprovisionPolicy) that the plan did not predict.
+    view = current_view(record)
+    return desired_view(plan.spec, view) == view
+
+
+def apply_plans(client, plans) -> list:
+    """Run the writes in bulk; return the per-item failures that did not settle."""
+    failures = []
+    for action, mode in (("create", "create"), ("update", "updateIfMatchETag"), ("delete", "delete")):
+        selected = [plan for plan in plans if plan.action == action]
+        for chunk in _chunks(selected):
+            if action == "delete":
+                items = [{"registrationId": p.current["registrationId"], "etag": p.current.get("etag")} for p in chunk]
+            else:
+                items = []
+                for plan in chunk:
+                    body = wire_record(plan.spec, plan.current)
+                    if plan.current is not None:
+                        body["etag"] = plan.current.get("etag")
+                    else:
+                        body.pop("etag", None)
+                    items.append(body)
+            result = client.bulk_enrollments(mode, items)
+            by_id = {plan.spec.registration_id.lower(): plan for plan in chunk}
+            for error in result.get("errors") or []:
+                plan = by_id.get(str(error.get("registrationId", "")).lower())
+                if plan is None or not _settled(client, plan):
+                    failures.append(
+                        {
+                            "registration_id": error.get("registrationId"),
+                            "action": action,
+                            "error_code": error.get("errorCode"),
+                            "error": error.get("errorStatus"),
+                        }
+                    )
+    return failures
+
+
+def ensure_enrollments(client, enrollments, defaults: dict, *, check_mode: bool) -> dict:
+    """The dps_enrollment core: validate all, read, compare, write (not in check mode), report."""
+    specs = build_specs(enrollments, defaults, check_mode)
+    plans = plan_enrollments(specs, read_current(client, specs))
+    failures = [] if check_mode else apply_plans(client, [p for p in plans if p.action != "none"])
+    failed_ids = {failure["registration_id"].lower() for failure in failures if failure["registration_id"]}
+    changed_plans = [p for p in plans if p.action != "none" and p.spec.registration_id.lower() not in failed_ids]
+    result = {
+        "changed": bool(changed_plans),
+        "enrollments": [
+            {
+                "registration_id": plan.spec.registration_id,
+                "action": plan.action,
+                "changed": plan in changed_plans,
+                "enrollment": plan.after,
+            }
+            for plan in plans
+        ],
+        "created": [p.spec.registration_id for p in changed_plans if p.action == "create"],
+        "updated": [p.spec.registration_id for p in changed_plans if p.action == "update"],
+        "deleted": [p.spec.registration_id for p in changed_plans if p.action == "delete"],
+        "http_requests": client.requests_sent,
+        "diff": {
+            "before": {p.spec.registration_id: p.before for p in changed_plans},
+            "after": {p.spec.registration_id: p.after for p in changed_plans},
+        },
+    }
+    if failures:
+        listed = "; ".join(f"{f['registration_id']} ({f['action']}: {f['error_code']} {f['error']})" for f in failures)
+        error = ApiError(
+            f"DPS refused {len(failures)} of {len([p for p in plans if p.action != 'none'])} enrollment writes: "
+            f"{listed}. The others were applied; fix the cause and re-run.",
+            status=200,
+            operation="IndividualEnrollment_RunBulkOperation",
+        )
+        error.partial_result = result
+        raise error
+    return result
+
+
+__all__ = (
+    "ALLOCATION_POLICIES",
+    "PROVISIONING_STATUSES",
+    "SHARED_OPTIONS",
+    "STATES",
+    "EnrollmentSpec",
+    "build_specs",
+    "current_view",
+    "desired_view",
+    "ensure_enrollments",
+    "plan_enrollments",
+    "read_current",
+    "wire_record",
+)
