@@ -8,9 +8,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import enroll
 import pki
 
-BENCHMARKS = {"pki": pki.main}
+BENCHMARKS = {"pki": pki.main, "enroll": enroll.main}
 
 
 def main() -> int:
