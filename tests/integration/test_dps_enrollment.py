@@ -23,16 +23,18 @@ def enrollments_in(state: dict) -> dict[str, dict]:
     return {record["registrationId"]: record for record in state["dps"]["enrollments"]}
 
 
-def run_phase(ansible_playbook, cloud, tmp_path, phase: str) -> dict:
+def run_phase(ansible_playbook, cloud, tmp_path, phase: str, *args: str) -> dict:
     results_file = tmp_path / f"{phase}.json"
     run = ansible_playbook(
         PLAYBOOK,
         "--diff",
+        *args,
         extra_vars={"pki_dir": str(tmp_path / "pki"), "phase": phase, "results_file": str(results_file)},
         env=cloud.env,
     )
     assert run.returncode == 0, run.output
-    assert "SharedAccessKey" not in run.output
+    key = cloud.env["EDGEFLEET_DPS_CONNECTION_STRING"].split("SharedAccessKey=", 1)[1]
+    assert "SharedAccessKey" not in run.output and key not in run.output
     assert "PRIVATE KEY" not in run.output
     return json.loads(results_file.read_text())[phase]
 
@@ -61,7 +63,7 @@ def test_create_rotate_and_remove(ansible_playbook, cloud, tmp_path):
     assert not [r for r in cloud.requests() if r["operation"] == "IndividualEnrollment_CreateOrUpdate"]
 
     etags_before = {device: record["etag"] for device, record in state.items()}
-    steps = run_phase(ansible_playbook, cloud, tmp_path, "rotate")
+    steps = run_phase(ansible_playbook, cloud, tmp_path, "rotate", "-vvv")
     assert steps[1]["updated"] == ["gw-01"]
     before, after = steps[1]["diff"]["before"]["gw-01"], steps[1]["diff"]["after"]["gw-01"]
     assert before["primary_thumbprint"] == after["secondary_thumbprint"]
