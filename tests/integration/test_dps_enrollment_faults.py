@@ -59,7 +59,7 @@ def test_faults_beyond_the_retry_budget_fail_clearly_and_a_rerun_completes(ansib
     # The first bulk call fails three times: one more than max_retries=2 allows. The re-run sees no fault.
     cloud.add_fault({"service": "dps", "operation": "IndividualEnrollment_RunBulkOperation"}, {"status": 503}, count=3)
 
-    run, _ = enroll(ansible_playbook, cloud, tmp_path, max_retries=2)
+    run = enroll(ansible_playbook, cloud, tmp_path, max_retries=2)[0]
 
     assert run.returncode != 0
     assert "IndividualEnrollment_RunBulkOperation: still failing after 3 attempts" in run.output
