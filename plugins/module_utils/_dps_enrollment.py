@@ -50,7 +50,7 @@ SHARED_OPTIONS = (
 
 @dataclass
 class EnrollmentSpec:
-    """One desired enrollment, validated. Certificates are PEM text; None means "leave as it is"."""
+    """One desired enrollment, validated. Certificates are PEM text; other options left None keep DPS's value."""
 
     registration_id: str
     state: str = "present"
@@ -263,9 +263,9 @@ def desired_view(spec: EnrollmentSpec, current: dict | None) -> dict:
     view["iot_edge"] = spec.iot_edge
     if spec.device_id is not None:
         view["device_id"] = spec.device_id
+    # The attestation is managed as a whole: a secondary left out is removed (the end of a rotation).
     for slot in ("primary", "secondary"):
-        if slot in spec.thumbprints:
-            view[f"{slot}_thumbprint"] = spec.thumbprints[slot]["sha256"]
+        view[f"{slot}_thumbprint"] = spec.thumbprints[slot]["sha256"] if slot in spec.thumbprints else None
     if spec.initial_twin is not None:
         view["initial_twin"] = {
             key: spec.initial_twin.get(key, view["initial_twin"][key]) for key in ("tags", "desired_properties")
@@ -286,14 +286,11 @@ def wire_record(spec: EnrollmentSpec, current_record: dict | None) -> dict:
     """The body DPS gets: the current record (unmanaged fields kept) with the managed fields set."""
     body = {k: v for k, v in (current_record or {}).items() if k not in READ_ONLY_FIELDS}
     body["registrationId"] = (current_record or {}).get("registrationId", spec.registration_id)
-    certificates = copy.deepcopy(((body.get("attestation") or {}).get("x509") or {}).get("clientCertificates") or {})
-    for slot in ("primary", "secondary"):
-        pem = getattr(spec, f"{slot}_certificate")
-        if pem is not None:
-            certificates[slot] = {"certificate": pem}
-        elif slot in certificates:
-            # DPS keeps a stored certificate when it gets its `info` back (as the az CLI does on update).
-            certificates[slot] = {"info": certificates[slot].get("info")}
+    certificates = {
+        slot: {"certificate": getattr(spec, f"{slot}_certificate")}
+        for slot in ("primary", "secondary")
+        if getattr(spec, f"{slot}_certificate") is not None
+    }
     body["attestation"] = {"type": "x509", "x509": {"clientCertificates": certificates}}
     body["capabilities"] = {"iotEdge": spec.iot_edge}
     body["provisioningStatus"] = spec.provisioning_status

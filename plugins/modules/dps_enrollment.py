@@ -17,8 +17,8 @@ description:
   - Throttling (429 with C(Retry-After)), 5xx answers and dropped connections are retried with jittered backoff
     within O(max_retries) and O(retry_budget_seconds). A bulk item that fails is read again before it counts as a
     failure - a write whose answer was lost is already in place.
-  - Options left unset keep what DPS has (or DPS's default on create). O(provisioning_status) and O(iot_edge) are
-    always managed.
+  - Options left unset keep what DPS has (or DPS's default on create). O(provisioning_status), O(iot_edge) and the
+    certificates (primary and secondary) are always managed.
 author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.iotedge._attributes
@@ -55,7 +55,9 @@ options:
         description: A file holding the device certificate, for example the chain that P(edgefleet.iotedge.pki_identity#module) wrote.
         type: path
       secondary_certificate:
-        description: A second device certificate (PEM), for rotation.
+        description:
+          - A second device certificate (PEM), for rotation. The certificates are managed as a whole - an enrollment
+            listed without a secondary loses the secondary it has.
         type: str
       secondary_certificate_path:
         description: A file holding the secondary device certificate.

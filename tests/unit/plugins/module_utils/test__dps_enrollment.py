@@ -188,6 +188,12 @@ def test_rotation_sends_the_new_primary_and_keeps_the_old_one_as_secondary(certs
     assert slots["secondary"]["info"]["sha256Thumbprint"] == PEMS[certs["gw-01"]]["sha256"]
     assert result["updated"] == ["gw-01"]
 
+    # the end of the rotation: listed with the new primary only, the old certificate goes
+    finished = ensure_enrollments(dps, [{**rotated[0], "secondary_certificate": None}], DEFAULTS, check_mode=False)
+    assert finished["updated"] == ["gw-01"]
+    assert set(dps.records["gw-01"]["attestation"]["x509"]["clientCertificates"]) == {"primary"}
+    assert finished["diff"]["after"]["gw-01"]["secondary_thumbprint"] is None
+
 
 def test_absent_deletes_what_exists_and_ignores_what_does_not(certs):
     dps = FakeDps()
