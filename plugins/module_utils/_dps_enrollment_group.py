@@ -1,0 +1,464 @@
+# Copyright (c) edgefleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# PRIVATE to the edgefleet.iotedge collection. Do not use this from other collections:
+# it may change at any time.
+
+"""Core of dps_enrollment_group: one DPS enrollment group with X.509 attestation, as desired state.
+
+Read (GET), compare the managed fields, act (PUT without If-Match to create, with the etag to update; DELETE with
+the etag). DPS returns certificate ``info`` only, never the PEM, so certificates are compared by thumbprint.
+Options left unset (None) are not managed: their current values are kept and sent back on update.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_certificate import (
+    load_first_certificate,
+    read_certificate_file,
+)
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
+    certificate_pem,
+    fingerprints,
+    format_time,
+    not_after_of,
+)
+
+ENROLLMENT_GROUP_ID_PATTERN = re.compile(r"^[a-z0-9\-._:]*[a-z0-9\-]$")
+ENROLLMENT_GROUP_ID_MAX_LENGTH = 128
+ALLOCATION_POLICIES = ("hashed", "geoLatency", "static", "custom")
+PROVISIONING_STATUSES = ("enabled", "disabled")
+SLOTS = ("primary", "secondary")
+# Server-side bookkeeping inside a TwinCollection; never part of what the user manages.
+TWIN_METADATA_KEYS = ("$metadata", "$version")
+TWIN_COUNTERS = ("version", "count")
+FRACTION = re.compile(r"\.\d+(?=Z$)")
+VIEW_KEYS = (
+    "enrollment_group_id",
+    "attestation",
+    "provisioning_status",
+    "iot_edge",
+    "initial_twin",
+    "allocation_policy",
+    "iot_hubs",
+    "reprovision_policy",
+    "etag",
+)
+
+
+@dataclass
+class EnrollmentGroupRequest:
+    enrollment_group_id: str
+    state: str = "present"
+    signing_certificate: str | None = None
+    signing_certificate_path: str | None = None
+    secondary_signing_certificate: str | None = None
+    secondary_signing_certificate_path: str | None = None
+    ca_reference: str | None = None
+    secondary_ca_reference: str | None = None
+    provisioning_status: str = "enabled"
+    iot_edge: bool = True
+    initial_twin: dict | None = None
+    allocation_policy: str | None = None
+    iot_hubs: list | None = None
+    reprovision_policy: dict | None = None
+
+    @classmethod
+    def from_params(cls, params) -> EnrollmentGroupRequest:
+        return cls(**{name: params.get(name) for name in cls.__dataclass_fields__ if params.get(name) is not None})
+
+
+def validate_enrollment_group_id(value) -> str:
+    field = "enrollment_group_id"
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{field}: must be a non-empty string, got {value!r}")
+    if len(value) > ENROLLMENT_GROUP_ID_MAX_LENGTH:
+        raise ConfigurationError(
+            f"{field}: {value!r} has {len(value)} characters; DPS allows at most {ENROLLMENT_GROUP_ID_MAX_LENGTH}"
+        )
+    if value != value.lower():
+        raise ConfigurationError(
+            f"{field}: {value!r} has uppercase letters; use {value.lower()!r} (DPS compares ids case-insensitively)"
+        )
+    if not ENROLLMENT_GROUP_ID_PATTERN.match(value):
+        raise ConfigurationError(
+            f"{field}: {value!r} is not valid for DPS; use lowercase letters, digits and '-', '.', '_', ':' only, "
+            "ending with a letter, a digit or '-'"
+        )
+    return value
+
+
+# ---- desired state ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Desired:
+    """The validated request: certificates loaded, twin and policies in wire shape."""
+
+    signing: dict  # slot -> cryptography certificate
+    ca_references: dict  # slot -> certificate name in DPS
+    initial_twin: dict | None
+    reprovision_policy: dict | None
+
+
+def _certificate_option(request, slot):
+    prefix = "" if slot == "primary" else "secondary_"
+    text = getattr(request, f"{prefix}signing_certificate")
+    path = getattr(request, f"{prefix}signing_certificate_path")
+    if text and path:
+        raise ConfigurationError(
+            f"{prefix}signing_certificate: give either {prefix}signing_certificate (PEM text) or "
+            f"{prefix}signing_certificate_path (a file), not both"
+        )
+    if text:
+        return load_first_certificate(text, field=f"{prefix}signing_certificate")
+    if path:
+        return read_certificate_file(path, field=f"{prefix}signing_certificate_path")
+    return None
+
+
+def _string_map(value, field):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{field}: must be a dictionary, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str) or not key or key.startswith("$"):
+            raise ConfigurationError(f"{field}: key {key!r} is not allowed; keys are non-empty and do not start with $")
+    return value
+
+
+def _validate(request: EnrollmentGroupRequest) -> _Desired | None:
+    """Every option is checked here, before any request; None for state=absent."""
+    validate_enrollment_group_id(request.enrollment_group_id)
+    if request.state not in ("present", "absent"):
+        raise ConfigurationError(f"state: {request.state!r} is not known; use present or absent")
+    if request.state == "absent":
+        return None
+    signing = {slot: cert for slot in SLOTS if (cert := _certificate_option(request, slot)) is not None}
+    references = {
+        slot: name
+        for slot, name in (("primary", request.ca_reference), ("secondary", request.secondary_ca_reference))
+        if name
+    }
+    if signing and references:
+        raise ConfigurationError(
+            "ca_reference: a group attests either with signing certificates (signing_certificate / "
+            "signing_certificate_path) or with ca_reference to a certificate uploaded by "
+            "edgefleet.iotedge.dps_certificate, not both"
+        )
+    if not signing and not references:
+        raise ConfigurationError(
+            "signing_certificate: state=present needs the group's CA: signing_certificate, "
+            "signing_certificate_path or ca_reference"
+        )
+    if signing and "primary" not in signing:
+        raise ConfigurationError("signing_certificate: a secondary signing certificate needs a primary one")
+    if references and "primary" not in references:
+        raise ConfigurationError("ca_reference: secondary_ca_reference needs ca_reference")
+    if request.provisioning_status not in PROVISIONING_STATUSES:
+        raise ConfigurationError(
+            f"provisioning_status: {request.provisioning_status!r} is not known; use enabled or disabled"
+        )
+    if not isinstance(request.iot_edge, bool):
+        raise ConfigurationError(f"iot_edge: must be true or false, got {request.iot_edge!r}")
+    if request.allocation_policy is not None and request.allocation_policy not in ALLOCATION_POLICIES:
+        raise ConfigurationError(
+            f"allocation_policy: {request.allocation_policy!r} is not known; use one of {', '.join(ALLOCATION_POLICIES)}"
+        )
+    if request.iot_hubs is not None and (
+        not isinstance(request.iot_hubs, list) or not all(isinstance(h, str) and h for h in request.iot_hubs)
+    ):
+        raise ConfigurationError("iot_hubs: must be a list of IoT hub host names (e.g. myhub.azure-devices.net)")
+    initial_twin = None
+    if request.initial_twin is not None:
+        if not isinstance(request.initial_twin, dict):
+            raise ConfigurationError("initial_twin: must be a dictionary with tags and desired_properties")
+        unknown = sorted(set(request.initial_twin) - {"tags", "desired_properties"})
+        if unknown:
+            raise ConfigurationError(
+                f"initial_twin: unknown key(s) {', '.join(unknown)}; use tags and desired_properties"
+            )
+        initial_twin = {
+            "tags": _string_map(request.initial_twin.get("tags"), "initial_twin.tags"),
+            "desired_properties": _string_map(
+                request.initial_twin.get("desired_properties"), "initial_twin.desired_properties"
+            ),
+        }
+    reprovision = None
+    if request.reprovision_policy is not None:
+        given = request.reprovision_policy
+        if not isinstance(given, dict) or set(given) - {"update_hub_assignment", "migrate_device_data"}:
+            raise ConfigurationError(
+                "reprovision_policy: use a dictionary with update_hub_assignment and migrate_device_data (booleans)"
+            )
+        # DPS's own defaults for a key left out.
+        reprovision = {
+            key: True if given.get(key) is None else given.get(key)
+            for key in ("update_hub_assignment", "migrate_device_data")
+        }
+        if not all(isinstance(v, bool) for v in reprovision.values()):
+            raise ConfigurationError("reprovision_policy: update_hub_assignment and migrate_device_data are booleans")
+    return _Desired(
+        signing=signing, ca_references=references, initial_twin=initial_twin, reprovision_policy=reprovision
+    )
+
+
+# ---- normalized (managed) view ---------------------------------------------------------------------------
+
+
+def _strip_twin(collection, desired=None):
+    """A TwinCollection without DPS's bookkeeping ($metadata, $version anywhere; version/count at the top)."""
+    if not isinstance(collection, dict):
+        return {}
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if k not in TWIN_METADATA_KEYS}
+        return value
+
+    result = clean(collection)
+    for counter in TWIN_COUNTERS:
+        # Top-level counters are DPS's, unless the user manages a key of that name.
+        if counter not in (desired or {}):
+            result.pop(counter, None)
+    return result
+
+
+def _certificate_info_view(info) -> dict:
+    info = info or {}
+    return {
+        "subject": info.get("subjectName"),
+        "sha1_thumbprint": (info.get("sha1Thumbprint") or "").upper() or None,
+        "sha256_thumbprint": (info.get("sha256Thumbprint") or "").upper() or None,
+        # DPS writes 7 fraction digits; seconds are what a person compares.
+        "not_after": FRACTION.sub("", info["notAfterUtc"]) if info.get("notAfterUtc") else None,
+    }
+
+
+def group_view(record, desired_twin=None) -> dict | None:
+    """Snake_case managed view of an EnrollmentGroup as DPS returns it (thumbprints, no PEM)."""
+    if record is None:
+        return None
+    x509 = ((record.get("attestation") or {}).get("x509")) or {}
+    attestation = {"type": (record.get("attestation") or {}).get("type")}
+    if x509.get("signingCertificates"):
+        attestation["signing_certificates"] = {
+            slot: _certificate_info_view((x509["signingCertificates"].get(slot) or {}).get("info"))
+            for slot in SLOTS
+            if x509["signingCertificates"].get(slot)
+        }
+    if x509.get("caReferences"):
+        attestation["ca_references"] = {
+            slot: x509["caReferences"][slot] for slot in SLOTS if x509["caReferences"].get(slot)
+        }
+    twin = record.get("initialTwin")
+    reprovision = record.get("reprovisionPolicy")
+    return {
+        "enrollment_group_id": record.get("enrollmentGroupId"),
+        "attestation": attestation,
+        "provisioning_status": record.get("provisioningStatus") or "enabled",
+        "iot_edge": bool((record.get("capabilities") or {}).get("iotEdge", False)),
+        "initial_twin": None
+        if twin is None
+        else {
+            "tags": _strip_twin(twin.get("tags"), (desired_twin or {}).get("tags")),
+            "desired_properties": _strip_twin(
+                ((twin.get("properties") or {}).get("desired")), (desired_twin or {}).get("desired_properties")
+            ),
+        },
+        "allocation_policy": record.get("allocationPolicy"),
+        "iot_hubs": record.get("iotHubs"),
+        "reprovision_policy": None
+        if reprovision is None
+        else {
+            "update_hub_assignment": reprovision.get("updateHubAssignment", True),
+            "migrate_device_data": reprovision.get("migrateDeviceData", True),
+        },
+        "etag": record.get("etag"),
+    }
+
+
+def _local_certificate_view(cert) -> dict:
+    prints = fingerprints(cert)
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "sha1_thumbprint": prints["sha1"],
+        "sha256_thumbprint": prints["sha256"],
+        "not_after": format_time(not_after_of(cert)),
+    }
+
+
+def _same_certificate(current: dict, desired: dict) -> bool:
+    if current.get("sha256_thumbprint") and desired.get("sha256_thumbprint"):
+        return current["sha256_thumbprint"] == desired["sha256_thumbprint"]
+    return bool(current.get("sha1_thumbprint")) and current.get("sha1_thumbprint") == desired.get("sha1_thumbprint")
+
+
+def _desired_view(request, desired: _Desired, current_view) -> dict:
+    """The view after applying the request to ``current_view`` (unmanaged fields keep their current value)."""
+    view = (
+        copy.deepcopy(current_view)
+        if current_view
+        else {
+            "enrollment_group_id": request.enrollment_group_id,
+            "initial_twin": None,
+            "allocation_policy": None,
+            "iot_hubs": None,
+            "reprovision_policy": None,
+            "etag": None,
+        }
+    )
+    view["enrollment_group_id"] = (current_view or {}).get("enrollment_group_id") or request.enrollment_group_id
+    if desired.signing:
+        view["attestation"] = {
+            "type": "x509",
+            "signing_certificates": {slot: _local_certificate_view(c) for slot, c in desired.signing.items()},
+        }
+    else:
+        view["attestation"] = {"type": "x509", "ca_references": dict(desired.ca_references)}
+    view["provisioning_status"] = request.provisioning_status
+    view["iot_edge"] = request.iot_edge
+    if desired.initial_twin is not None:
+        view["initial_twin"] = copy.deepcopy(desired.initial_twin)
+    if request.allocation_policy is not None:
+        view["allocation_policy"] = request.allocation_policy
+    if request.iot_hubs is not None:
+        view["iot_hubs"] = list(request.iot_hubs)
+    if desired.reprovision_policy is not None:
+        view["reprovision_policy"] = dict(desired.reprovision_policy)
+    return {key: view.get(key) for key in VIEW_KEYS}
+
+
+def _differences(current_view, desired_view) -> list:
+    """Names of the managed fields that differ (certificates by thumbprint)."""
+    if current_view is None:
+        return ["create"]
+    changed = []
+    current_att, desired_att = current_view["attestation"], desired_view["attestation"]
+    if "signing_certificates" in desired_att:
+        current_certs = current_att.get("signing_certificates") or {}
+        for slot in SLOTS:
+            want, have = desired_att["signing_certificates"].get(slot), current_certs.get(slot)
+            if (want is None) != (have is None) or (want and not _same_certificate(have, want)):
+                changed.append(f"{slot} signing certificate")
+        if current_att.get("ca_references"):
+            changed.append("attestation kind")
+    elif current_att.get("ca_references") != desired_att.get("ca_references"):
+        changed.append("ca references")
+    for key in (
+        "provisioning_status",
+        "iot_edge",
+        "initial_twin",
+        "allocation_policy",
+        "iot_hubs",
+        "reprovision_policy",
+    ):
+        if current_view.get(key) != desired_view.get(key):
+            changed.append(key)
+    return changed
+
+
+# ---- wire body --------------------------------------------------------------------------------------------
+
+# Fields of the current record that are sent back unchanged on update, so a PUT never drops what the module does
+# not manage.
+_CARRIED_OVER = (
+    "initialTwin",
+    "allocationPolicy",
+    "iotHubs",
+    "iotHubHostName",
+    "reprovisionPolicy",
+    "customAllocationDefinition",
+)
+
+
+def _wire_body(request, desired: _Desired, current) -> dict:
+    body = {key: copy.deepcopy(current[key]) for key in _CARRIED_OVER if current and current.get(key) is not None}
+    body["enrollmentGroupId"] = current.get("enrollmentGroupId") if current else request.enrollment_group_id
+    if desired.signing:
+        x509 = {
+            "signingCertificates": {
+                slot: {"certificate": certificate_pem(cert).decode("ascii")} for slot, cert in desired.signing.items()
+            }
+        }
+    else:
+        x509 = {"caReferences": dict(desired.ca_references)}
+    body["attestation"] = {"type": "x509", "x509": x509}
+    body["capabilities"] = {"iotEdge": request.iot_edge}
+    body["provisioningStatus"] = request.provisioning_status
+    if desired.initial_twin is not None:
+        body["initialTwin"] = {
+            "tags": copy.deepcopy(desired.initial_twin["tags"]),
+            "properties": {"desired": copy.deepcopy(desired.initial_twin["desired_properties"])},
+        }
+    if request.allocation_policy is not None:
+        body["allocationPolicy"] = request.allocation_policy
+    if request.iot_hubs is not None:
+        body["iotHubs"] = list(request.iot_hubs)
+    if desired.reprovision_policy is not None:
+        body["reprovisionPolicy"] = {
+            "updateHubAssignment": desired.reprovision_policy["update_hub_assignment"],
+            "migrateDeviceData": desired.reprovision_policy["migrate_device_data"],
+        }
+    if body.get("allocationPolicy") == "custom" and not body.get("customAllocationDefinition"):
+        raise ConfigurationError(
+            "allocation_policy: custom needs a webhook (customAllocationDefinition), which this module does not "
+            "set; configure custom allocation in the portal first, or use hashed, geoLatency or static"
+        )
+    return body
+
+
+# ---- the core ---------------------------------------------------------------------------------------------
+
+
+def _diff_view(view):
+    return None if view is None else {k: v for k, v in view.items() if k != "etag"}
+
+
+def _result(changed, before, after, reasons) -> dict:
+    return {
+        "changed": changed,
+        "reasons": reasons,
+        "enrollment_group": after,
+        "diff": {"before": _diff_view(before), "after": _diff_view(after)},
+    }
+
+
+def ensure_enrollment_group(client, request: EnrollmentGroupRequest, *, check_mode: bool) -> dict:
+    """Make the DPS enrollment group match ``request``; return changed, the managed view and a diff."""
+    desired = _validate(request)
+    current = client.get_enrollment_group(request.enrollment_group_id)
+    desired_twin = desired.initial_twin if desired else None
+    before = group_view(current, desired_twin)
+
+    if request.state == "absent":
+        if current is None:
+            return _result(False, None, None, [])
+        if not check_mode:
+            client.delete_enrollment_group(request.enrollment_group_id, current.get("etag") or "*")
+        return _result(True, before, None, ["delete"])
+
+    after = _desired_view(request, desired, before)
+    reasons = _differences(before, after)
+    if not reasons:
+        return _result(False, before, before, [])
+    body = _wire_body(request, desired, current)  # also checks what depends on the current record
+    if check_mode:
+        return _result(True, before, after, reasons)
+    written = client.put_enrollment_group(body, current.get("etag") if current else None)
+    return _result(True, before, group_view(written, desired_twin), reasons)
+
+
+__all__ = (
+    "ALLOCATION_POLICIES",
+    "EnrollmentGroupRequest",
+    "ensure_enrollment_group",
+    "group_view",
+    "validate_enrollment_group_id",
+)
