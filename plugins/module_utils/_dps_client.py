@@ -13,17 +13,18 @@ and DPS's error envelope turned into `ApiError`. "Not found" comes back as None,
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import time
-from dataclasses import dataclass
 
 from ansible.module_utils.six.moves.urllib.parse import quote, quote_plus
 
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._connection_string import (
+    ConnectionString,
+    parse_service_connection_string,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
     ApiError,
-    ConfigurationError,
     JsonHttpClient,
     RetryPolicy,
 )
@@ -34,54 +35,18 @@ QUERY_PAGE_SIZE = 100
 TOKEN_TTL_SECONDS = 3600
 # Renew a token this long before it expires, so a slow run never sends one that expires in flight.
 TOKEN_RENEW_MARGIN = 300
-CONNECTION_STRING_FIELDS = ("HostName", "SharedAccessKeyName", "SharedAccessKey")
-
-
-@dataclass(frozen=True)
-class ConnectionString:
-    host_name: str
-    key_name: str
-    key: str = ""
-
-    def __repr__(self) -> str:  # never show the key, even in a traceback
-        return f"ConnectionString(host_name={self.host_name!r}, key_name={self.key_name!r}, key=<hidden>)"
 
 
 def parse_connection_string(text, *, field: str = "connection_string") -> ConnectionString:
-    """``HostName=...;SharedAccessKeyName=...;SharedAccessKey=...`` -> ConnectionString, or a ConfigurationError.
-
-    The message never repeats the string (it holds the key).
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ConfigurationError(
-            f"{field}: missing; pass the DPS service connection string (Azure portal: DPS > Shared access "
-            "policies > provisioningserviceowner) or set EDGEFLEET_DPS_CONNECTION_STRING"
-        )
-    parts = {}
-    for segment in text.strip().strip(";").split(";"):
-        name, sep, value = segment.partition("=")
-        if not sep or not name.strip():
-            raise ConfigurationError(
-                f"{field}: not a connection string (expected Key=Value pairs separated by ';', like "
-                "HostName=<dps>.azure-devices-provisioning.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>)"
-            )
-        parts[name.strip()] = value.strip()
-    missing = [name for name in CONNECTION_STRING_FIELDS if not parts.get(name)]
-    if missing:
-        raise ConfigurationError(
-            f"{field}: lacks {', '.join(missing)}; a DPS service connection string has HostName, "
-            "SharedAccessKeyName and SharedAccessKey"
-        )
-    try:
-        base64.b64decode(parts["SharedAccessKey"], validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigurationError(
-            f"{field}: SharedAccessKey is not base64; copy the key again from the shared access policy"
-        ) from None
-    host = parts["HostName"]
-    if "/" in host or " " in host:
-        raise ConfigurationError(f"{field}: HostName must be a host name (with an optional :port), not a URL")
-    return ConnectionString(host_name=host, key_name=parts["SharedAccessKeyName"], key=parts["SharedAccessKey"])
+    """A DPS service connection string, or a ConfigurationError that names the field and never the key."""
+    return parse_service_connection_string(
+        text,
+        field=field,
+        service="DPS service",
+        where_to_find="Azure portal: DPS > Shared access policies > provisioningserviceowner; or set "
+        "EDGEFLEET_DPS_CONNECTION_STRING",
+        example_host="<dps>.azure-devices-provisioning.net",
+    )
 
 
 def sas_token(resource: str, key: str, key_name: str | None, expiry: int) -> str:

@@ -127,7 +127,7 @@ class RetryPolicy:
                 self.sleep(wait)
 
 
-def _retry_after_seconds(headers) -> float | None:
+def retry_after_seconds(headers) -> float | None:
     value = headers.get("Retry-After") if headers is not None else None
     if value is None:
         return None
@@ -230,7 +230,7 @@ class JsonHttpClient:
         api_error = self.parse_error(status, decoded, response_headers)
         api_error.operation = operation
         if status in RETRYABLE_STATUSES:
-            raise Retryable(api_error, _retry_after_seconds(response_headers))
+            raise Retryable(api_error, retry_after_seconds(response_headers))
         raise api_error
 
 
@@ -244,4 +244,5 @@ __all__ = (
     "RetryPolicy",
     "Retryable",
     "TransportError",
+    "retry_after_seconds",
 )

@@ -1,0 +1,410 @@
+# Copyright (c) edgefleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# PRIVATE to the edgefleet.iotedge collection. Do not use this from other collections:
+# it may change at any time.
+
+"""IoT Hub registry reads over the azure-iot-hub 2.7 SDK, and the iothub_device_info core.
+
+The SDK's own urllib3 retries are switched off: every call runs inside `_http.RetryPolicy`, which is the one place
+for retries. SDK exceptions become the collection's typed errors (ApiError keeps the hub's ``iothub-errorcode``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+from dataclasses import dataclass, field
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._connection_string import (
+    ConnectionString,
+    parse_service_connection_string,
+)
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
+    RETRYABLE_STATUSES,
+    ApiError,
+    CloudError,
+    ConfigurationError,
+    Retryable,
+    RetryPolicy,
+    TransportError,
+    retry_after_seconds,
+)
+
+IOTHUB_CONNECTION_STRING_ENV = "EDGEFLEET_IOTHUB_CONNECTION_STRING"
+QUERY_PAGE_SIZE = 100
+EDGE_AGENT = "$edgeAgent"
+# Keys the hub adds to twin property collections; they are bookkeeping, not configuration.
+TWIN_BOOKKEEPING = ("$metadata", "$version")
+
+
+class MissingLibraryError(CloudError):
+    """The azure-iot-hub SDK (or a dependency such as six) cannot be imported."""
+
+    def __init__(self, message, *, import_traceback):
+        super().__init__(message)
+        self.import_traceback = import_traceback
+
+
+# The hub's service connection string has the same shape as DPS's.
+HubConnection = ConnectionString
+
+
+def parse_hub_connection_string(text, *, field: str = "connection_string") -> HubConnection:
+    """An IoT Hub service connection string, or a ConfigurationError that names the field and never the key."""
+
+    def refuse_device_strings(fields):
+        if fields.get("DeviceId") or fields.get("ModuleId"):
+            raise ConfigurationError(
+                f"{field}: this is a device or module connection string; the registry needs a hub service policy "
+                "(SharedAccessKeyName=iothubowner or registryRead)"
+            )
+
+    return parse_service_connection_string(
+        text,
+        field=field,
+        service="IoT Hub service",
+        where_to_find="Azure portal: IoT hub > Shared access policies > iothubowner or registryRead; or set "
+        f"{IOTHUB_CONNECTION_STRING_ENV}",
+        example_host="<hub>.azure-devices.net",
+        check_fields=refuse_device_strings,
+    )
+
+
+def load_sdk():
+    """The SDK pieces used here, imported on first use so the module can report a missing library cleanly."""
+    try:
+        from azure.iot.hub import IoTHubRegistryManager
+        from azure.iot.hub.models import QuerySpecification
+    except ImportError as exc:
+        raise MissingLibraryError(
+            f"Failed to import the azure-iot-hub Python library ({exc}). Install it on the host that runs the "
+            "module (usually the controller): pip install 'azure-iot-hub==2.7.*' six "
+            "(the SDK imports six without declaring it).",
+            import_traceback=traceback.format_exc(),
+        ) from None
+    return IoTHubRegistryManager, QuerySpecification
+
+
+# ---- error classification --------------------------------------------------------------------------------
+
+_TRACKING_ID = re.compile(r"Tracking ID:\s*([^\s-][^\s]*?)(?:-G:|\s|$)")
+
+
+def _hub_error_text(body) -> tuple:
+    """(message, numeric code, tracking id) from either IoT Hub error body shape (protocols.md 4.4)."""
+    if not isinstance(body, dict):
+        return None, None, None
+    message = body.get("Message") or body.get("message")
+    code = body.get("errorCode")
+    tracking = body.get("trackingId")
+    if isinstance(message, str) and message.startswith("{"):
+        try:
+            inner = json.loads(message)
+        except ValueError:
+            inner = None
+        if isinstance(inner, dict):
+            message = inner.get("message") or message
+            code = inner.get("errorCode", code)
+            tracking = inner.get("trackingId", tracking)
+    if isinstance(message, str) and message.startswith("ErrorCode:"):
+        message = message.partition(";")[2] or message
+    if tracking is None:
+        match = _TRACKING_ID.search(str(body.get("ExceptionMessage") or ""))
+        tracking = match.group(1) if match else None
+    return message, code, tracking
+
+
+def hub_api_error(status: int, headers, body, operation: str) -> ApiError:
+    """An HTTP error answer of the hub -> ApiError with the hub's error name (``iothub-errorcode``)."""
+    headers = headers or {}
+    error_name = headers.get("iothub-errorcode")
+    message, code, tracking = _hub_error_text(body)
+    hint = {
+        401: " (check the connection string's key and policy name)",
+        403: " (the shared access policy lacks a right this call needs, e.g. RegistryRead)",
+        429: " (IoT Hub is throttling; retry later)",
+    }.get(status, "")
+    label = f"{status} {error_name}" if error_name else str(status)
+    return ApiError(
+        f"IoT Hub answered {label}: {message or 'no details'}{hint}",
+        status=status,
+        error_code=error_name or code,
+        tracking_id=tracking,
+        operation=operation,
+        details={"iothub_errorcode": error_name, "error_code": code} if (error_name or code) else None,
+    )
+
+
+def _response_of(exc):
+    """The requests.Response inside an msrest HttpOperationError (duck-typed: no SDK import needed)."""
+    response = getattr(exc, "response", None)
+    return response if getattr(response, "status_code", None) is not None else None
+
+
+def _transport_cause(exc):
+    """The requests exception behind an msrest ClientRequestError, or ``exc`` itself if it is one."""
+    inner = getattr(exc, "inner_exception", None)
+    return inner if inner is not None else exc
+
+
+def classify_sdk_error(exc, operation: str, host: str):
+    """Translate an SDK exception: transient ones come back as Retryable, the rest as a typed error to raise."""
+    response = _response_of(exc)
+    if response is not None:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        error = hub_api_error(response.status_code, response.headers, body, operation)
+        if response.status_code in RETRYABLE_STATUSES:
+            return Retryable(error, retry_after_seconds(response.headers))
+        return error
+    cause = _transport_cause(exc)
+    name = type(cause).__name__
+    text = str(cause)
+    if name == "SSLError" or "CERTIFICATE_VERIFY_FAILED" in text:
+        return TransportError(
+            f"IoT Hub {operation}: the TLS certificate of {host} is not trusted ({name}); "
+            "set ca_bundle to the CA that issued it"
+        )
+    if name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "ChunkedEncodingError") or isinstance(
+        cause, (ConnectionError, TimeoutError)
+    ):
+        return Retryable(TransportError(f"IoT Hub {operation}: no answer from {host} ({name})"))
+    return None
+
+
+# ---- client ---------------------------------------------------------------------------------------------
+
+
+class IoTHubRegistry:
+    """Registry reads the info module needs; records are the SDK models' ``as_dict()`` (snake_case keys)."""
+
+    def __init__(
+        self,
+        connection: HubConnection,
+        *,
+        ca_bundle=None,
+        validate_certs=True,
+        timeout=30,
+        retry: RetryPolicy | None = None,
+        registry_manager=None,
+    ):
+        self.connection = connection
+        self.retry = retry or RetryPolicy()
+        self._sdk_errors = self._sdk_error_types()
+        if registry_manager is None:
+            registry_class, self._query_spec = load_sdk()
+            registry_manager = registry_class.from_connection_string(connection.text)
+        else:
+            self._query_spec = None
+        self.registry = registry_manager
+        config = getattr(getattr(registry_manager, "protocol", None), "config", None)
+        if config is not None:
+            # msrest hands these to requests: a CA file path, or False to skip verification.
+            config.connection.verify = ca_bundle if (ca_bundle and validate_certs) else bool(validate_certs)
+            config.connection.timeout = timeout
+            # Retries belong to RetryPolicy; the SDK's urllib3 retries would multiply them.
+            config.retry_policy.retries = 0
+            config.retry_policy.policy.status_forcelist = []
+
+    @staticmethod
+    def _sdk_error_types() -> tuple:
+        types = []
+        try:
+            from msrest.exceptions import ClientException
+
+            types.append(ClientException)
+        except ImportError:
+            pass
+        try:
+            from requests.exceptions import RequestException
+
+            types.append(RequestException)
+        except ImportError:
+            pass
+        return tuple(types) or (Exception,)
+
+    def _run(self, operation: str, call):
+        def attempt():
+            try:
+                return call()
+            except self._sdk_errors as exc:
+                translated = classify_sdk_error(exc, operation, self.connection.host_name)
+                if translated is None:
+                    raise ApiError(
+                        f"IoT Hub {operation}: {type(exc).__name__}: {exc}", status=None, operation=operation
+                    ) from None
+                raise translated from None
+
+        return self.retry.run(attempt, f"IoT Hub {operation}")
+
+    def _get_or_none(self, operation: str, call):
+        try:
+            return self._run(operation, call)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def get_device(self, device_id: str):
+        device = self._get_or_none("Devices_GetIdentity", lambda: self.registry.get_device(device_id))
+        return device.as_dict() if device is not None else None
+
+    def get_twin(self, device_id: str):
+        twin = self._get_or_none("Devices_GetTwin", lambda: self.registry.get_twin(device_id))
+        return twin.as_dict() if twin is not None else None
+
+    def get_modules(self, device_id: str) -> list:
+        modules = self._get_or_none("Modules_GetModulesOnDevice", lambda: self.registry.get_modules(device_id))
+        return [module.as_dict() for module in modules or []]
+
+    def get_module_twin(self, device_id: str, module_id: str):
+        twin = self._get_or_none("Modules_GetTwin", lambda: self.registry.get_module_twin(device_id, module_id))
+        return twin.as_dict() if twin is not None else None
+
+    def query_device_twins(self, page_size: int = QUERY_PAGE_SIZE) -> list:
+        """Every device twin (``SELECT * FROM devices``), page by page through the continuation token."""
+        query_spec = self._query_spec or load_sdk()[1]
+        twins, continuation = [], None
+        while True:
+            page = self._run(
+                "Query_GetTwins",
+                lambda token=continuation: self.registry.query_iot_hub(
+                    query_spec(query="SELECT * FROM devices"), token, page_size
+                ),
+            )
+            twins.extend(item.as_dict() for item in page.items or [])
+            continuation = page.continuation_token
+            if not continuation:
+                return twins
+
+
+# ---- device_info core -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DeviceInfoRequest:
+    device_ids: list = field(default_factory=list)
+    page_size: int = QUERY_PAGE_SIZE
+
+
+def strip_bookkeeping(properties) -> dict:
+    """A twin property collection without ``$metadata`` / ``$version`` (at any depth)."""
+    if not isinstance(properties, dict):
+        return {}
+    return {
+        key: strip_bookkeeping(value) if isinstance(value, dict) else value
+        for key, value in properties.items()
+        if key not in TWIN_BOOKKEEPING
+    }
+
+
+def _module_status(section) -> dict:
+    section = section if isinstance(section, dict) else {}
+    return {name: (module or {}).get("runtimeStatus") for name, module in section.items() if isinstance(module, dict)}
+
+
+def edge_agent_view(twin) -> dict | None:
+    """What ``$edgeAgent`` reports about the runtime: the last deployment status and each module's status."""
+    if twin is None:
+        return None
+    reported = strip_bookkeeping((twin.get("properties") or {}).get("reported"))
+    return {
+        "connection_state": twin.get("connection_state"),
+        "last_desired_status": reported.get("lastDesiredStatus"),
+        "system_modules": _module_status(reported.get("systemModules")),
+        "modules": _module_status(reported.get("modules")),
+        "reported_properties": reported,
+    }
+
+
+def device_view(device: dict, twin: dict | None, modules: list | None, edge_agent_twin: dict | None) -> dict:
+    """Device identity + twin -> snake_case; symmetric keys are never copied."""
+    authentication = device.get("authentication") or {}
+    thumbprints = authentication.get("x509_thumbprint") or {}
+    twin = twin or {}
+    properties = twin.get("properties") or {}
+    iot_edge = bool((device.get("capabilities") or {}).get("iot_edge", False))
+    view = {
+        "device_id": device.get("device_id"),
+        "status": device.get("status"),
+        "status_reason": device.get("status_reason"),
+        "authentication_type": authentication.get("type"),
+        "x509_thumbprints": {
+            "primary": thumbprints.get("primary_thumbprint"),
+            "secondary": thumbprints.get("secondary_thumbprint"),
+        },
+        "iot_edge": iot_edge,
+        "connection_state": device.get("connection_state"),
+        "last_activity_time": device.get("last_activity_time"),
+        "device_scope": device.get("device_scope"),
+        "etag": device.get("etag"),
+        "tags": twin.get("tags") or {},
+        "desired_properties": strip_bookkeeping(properties.get("desired")),
+        "reported_properties": strip_bookkeeping(properties.get("reported")),
+        "twin_version": twin.get("version"),
+        "module_identities": None,
+        "edge_agent": None,
+    }
+    if iot_edge:
+        view["module_identities"] = sorted(module.get("module_id") for module in modules or [])
+        view["edge_agent"] = edge_agent_view(edge_agent_twin)
+    return view
+
+
+def _describe(client, device_id: str, twin: dict | None = None) -> dict | None:
+    device = client.get_device(device_id)
+    if device is None:
+        return None
+    if twin is None:
+        twin = client.get_twin(device_id)
+    modules, agent_twin = None, None
+    if (device.get("capabilities") or {}).get("iot_edge"):
+        modules = client.get_modules(device_id)
+        if any(module.get("module_id") == EDGE_AGENT for module in modules):
+            agent_twin = client.get_module_twin(device_id, EDGE_AGENT)
+    return device_view(device, twin, modules, agent_twin)
+
+
+def device_info(client, request: DeviceInfoRequest) -> dict:
+    """The named devices (unknown ids go to ``missing``) or, with no ids, every device of the hub (paged query)."""
+    missing, devices = [], []
+    if request.device_ids:
+        seen = set()
+        for device_id in request.device_ids:
+            if not isinstance(device_id, str) or not device_id.strip():
+                raise ConfigurationError(f"device_ids must be non-empty strings, got {device_id!r}")
+            if device_id in seen:  # device ids are case-sensitive in IoT Hub
+                continue
+            seen.add(device_id)
+            view = _describe(client, device_id)
+            if view is None:
+                missing.append(device_id)
+            else:
+                devices.append(view)
+    else:
+        for twin in client.query_device_twins(page_size=request.page_size):
+            # Deleted between the query and the read: it is simply no longer there.
+            view = _describe(client, twin["device_id"], twin)
+            if view is not None:
+                devices.append(view)
+    return {"changed": False, "devices": devices, "missing": missing}
+
+
+__all__ = (
+    "IOTHUB_CONNECTION_STRING_ENV",
+    "DeviceInfoRequest",
+    "HubConnection",
+    "IoTHubRegistry",
+    "MissingLibraryError",
+    "classify_sdk_error",
+    "device_info",
+    "device_view",
+    "hub_api_error",
+    "load_sdk",
+    "parse_hub_connection_string",
+    "strip_bookkeeping",
+)
