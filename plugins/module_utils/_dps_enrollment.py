@@ -18,7 +18,7 @@ import copy
 import os
 from dataclasses import dataclass, field
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import BULK_LIMIT
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import BULK_LIMIT, strip_twin_bookkeeping
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ApiError, ConfigurationError
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     PkiError,
@@ -35,7 +35,6 @@ ALLOCATION_POLICIES = ("hashed", "geoLatency", "static", "custom")
 GET_READ_LIMIT = 10
 # Fields DPS computes; an update body must not carry them.
 READ_ONLY_FIELDS = ("registrationState", "createdDateTimeUtc", "lastUpdatedDateTimeUtc")
-TWIN_BOOKKEEPING = ("$metadata", "$version", "metadata", "version", "count")
 # Options that may be set once for every enrollment and overridden per item.
 SHARED_OPTIONS = (
     "state",
@@ -214,22 +213,20 @@ def build_specs(enrollments, defaults: dict, check_mode: bool = False) -> list:
 # ---- views -----------------------------------------------------------------------------------------------
 
 
-def _strip_twin(collection) -> dict:
-    if not isinstance(collection, dict):
-        return {}
-    return {key: value for key, value in collection.items() if key not in TWIN_BOOKKEEPING}
-
-
 def _certificate_info(record: dict, slot: str) -> dict:
     certificates = (((record.get("attestation") or {}).get("x509") or {}).get("clientCertificates")) or {}
     return (certificates.get(slot) or {}).get("info") or {}
 
 
-def current_view(record: dict | None) -> dict | None:
-    """The managed fields of a DPS record, snake_case (what diff and results show)."""
+def current_view(record: dict | None, managed_twin: dict | None = None) -> dict | None:
+    """The managed fields of a DPS record, snake_case (what diff and results show).
+
+    ``managed_twin`` is the initial_twin asked for: a key of it named like DPS's counters is the user's.
+    """
     if record is None:
         return None
     twin = record.get("initialTwin") or {}
+    managed_twin = managed_twin or {}
     policy = record.get("reprovisionPolicy")
     return {
         "registration_id": record.get("registrationId"),
@@ -239,8 +236,10 @@ def current_view(record: dict | None) -> dict | None:
         "primary_thumbprint": _certificate_info(record, "primary").get("sha256Thumbprint"),
         "secondary_thumbprint": _certificate_info(record, "secondary").get("sha256Thumbprint"),
         "initial_twin": {
-            "tags": _strip_twin(twin.get("tags")),
-            "desired_properties": _strip_twin((twin.get("properties") or {}).get("desired")),
+            "tags": strip_twin_bookkeeping(twin.get("tags"), managed_twin.get("tags")),
+            "desired_properties": strip_twin_bookkeeping(
+                (twin.get("properties") or {}).get("desired"), managed_twin.get("desired_properties")
+            ),
         },
         "allocation_policy": record.get("allocationPolicy"),
         "iot_hubs": sorted(record.get("iotHubs") or []),
@@ -298,9 +297,9 @@ def wire_record(spec: EnrollmentSpec, current_record: dict | None) -> dict:
         body["deviceId"] = spec.device_id
     if spec.initial_twin is not None:
         twin = body.get("initialTwin") or {}
-        tags = spec.initial_twin.get("tags", _strip_twin(twin.get("tags")))
+        tags = spec.initial_twin.get("tags", strip_twin_bookkeeping(twin.get("tags")))
         desired = spec.initial_twin.get(
-            "desired_properties", _strip_twin((twin.get("properties") or {}).get("desired"))
+            "desired_properties", strip_twin_bookkeeping((twin.get("properties") or {}).get("desired"))
         )
         body["initialTwin"] = {"tags": tags, "properties": {"desired": desired}}
     if spec.allocation_policy is not None:
@@ -336,7 +335,7 @@ def plan_enrollments(specs, current_records: dict) -> list:
     plans = []
     for spec in specs:
         record = current_records.get(spec.registration_id.lower())
-        before = current_view(record)
+        before = current_view(record, spec.initial_twin)
         if spec.state == "absent":
             plans.append(Plan(spec, record, "delete" if record else "none", before, None))
             continue
@@ -364,7 +363,7 @@ def _settled(client, plan: Plan) -> bool:
     if record is None:
         return False
     # Compare what the spec manages only: DPS fills in defaults (reprovisionPolicy) that the plan did not predict.
-    view = current_view(record)
+    view = current_view(record, plan.spec.initial_twin)
     return desired_view(plan.spec, view) == view
 
 

@@ -21,6 +21,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_certificate
     load_first_certificate,
     read_certificate_file,
 )
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import strip_twin_bookkeeping
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     certificate_pem,
@@ -34,9 +35,6 @@ ENROLLMENT_GROUP_ID_MAX_LENGTH = 128
 ALLOCATION_POLICIES = ("hashed", "geoLatency", "static", "custom")
 PROVISIONING_STATUSES = ("enabled", "disabled")
 SLOTS = ("primary", "secondary")
-# Server-side bookkeeping inside a TwinCollection; never part of what the user manages.
-TWIN_METADATA_KEYS = ("$metadata", "$version")
-TWIN_COUNTERS = ("version", "count")
 FRACTION = re.compile(r"\.\d+(?=Z$)")
 VIEW_KEYS = (
     "enrollment_group_id",
@@ -212,24 +210,6 @@ def _validate(request: EnrollmentGroupRequest) -> _Desired | None:
 # ---- normalized (managed) view ---------------------------------------------------------------------------
 
 
-def _strip_twin(collection, desired=None):
-    """A TwinCollection without DPS's bookkeeping ($metadata, $version anywhere; version/count at the top)."""
-    if not isinstance(collection, dict):
-        return {}
-
-    def clean(value):
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items() if k not in TWIN_METADATA_KEYS}
-        return value
-
-    result = clean(collection)
-    for counter in TWIN_COUNTERS:
-        # Top-level counters are DPS's, unless the user manages a key of that name.
-        if counter not in (desired or {}):
-            result.pop(counter, None)
-    return result
-
-
 def _certificate_info_view(info) -> dict:
     info = info or {}
     return {
@@ -267,8 +247,8 @@ def group_view(record, desired_twin=None) -> dict | None:
         "initial_twin": None
         if twin is None
         else {
-            "tags": _strip_twin(twin.get("tags"), (desired_twin or {}).get("tags")),
-            "desired_properties": _strip_twin(
+            "tags": strip_twin_bookkeeping(twin.get("tags"), (desired_twin or {}).get("tags")),
+            "desired_properties": strip_twin_bookkeeping(
                 ((twin.get("properties") or {}).get("desired")), (desired_twin or {}).get("desired_properties")
             ),
         },

@@ -172,6 +172,21 @@ def test_a_changed_field_updates_with_the_etag_that_was_read_and_keeps_unmanaged
     assert result["diff"]["after"]["gw-02"]["provisioning_status"] == "disabled"
 
 
+def test_twin_bookkeeping_is_ignored_but_a_tag_named_like_it_is_managed(certs):
+    dps = FakeDps()
+    twin = {"tags": {"version": "2.1", "site": "berlin"}}
+    ensure_enrollments(dps, items(certs, 1, initial_twin=twin), DEFAULTS, check_mode=False)
+    stored = dps.records["gw-01"]["initialTwin"]
+    stored["tags"]["$metadata"] = {"lastUpdated": "2026-11-27T00:00:00Z"}
+    stored["properties"]["desired"].update({"$version": 4, "$metadata": {}})
+    again = ensure_enrollments(dps, items(certs, 1, initial_twin=twin), DEFAULTS, check_mode=False)
+    assert not again["changed"]
+    changed = ensure_enrollments(
+        dps, items(certs, 1, initial_twin={"tags": {"version": "2.2", "site": "berlin"}}), DEFAULTS, check_mode=False
+    )
+    assert changed["updated"] == ["gw-01"] and dps.records["gw-01"]["initialTwin"]["tags"]["version"] == "2.2"
+
+
 def test_rotation_sends_the_new_primary_and_keeps_the_old_one_as_secondary(certs):
     dps = FakeDps()
     ensure_enrollments(dps, items(certs, 1), DEFAULTS, check_mode=False)
