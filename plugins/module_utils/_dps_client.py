@@ -100,29 +100,6 @@ def dps_error(status, body, headers) -> ApiError:
     )
 
 
-# Server-side bookkeeping inside a TwinCollection; never part of what the user manages.
-TWIN_METADATA_KEYS = ("$metadata", "$version")
-TWIN_COUNTERS = ("version", "count")
-
-
-def strip_twin_bookkeeping(collection, managed=None) -> dict:
-    """A TwinCollection without DPS's bookkeeping: $metadata/$version anywhere, version/count at the top level
-    unless ``managed`` (what the user asked for) has a key of that name."""
-    if not isinstance(collection, dict):
-        return {}
-
-    def clean(value):
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items() if k not in TWIN_METADATA_KEYS}
-        return value
-
-    result = clean(collection)
-    for counter in TWIN_COUNTERS:
-        if counter not in (managed or {}):
-            result.pop(counter, None)
-    return result
-
-
 def _record_path(collection: str, record_id: str) -> str:
     return f"/{collection}/{quote(record_id, safe='')}"
 
@@ -274,5 +251,4 @@ __all__ = (
     "dps_error",
     "parse_connection_string",
     "sas_token",
-    "strip_twin_bookkeeping",
 )

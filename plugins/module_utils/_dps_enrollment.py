@@ -18,7 +18,20 @@ import copy
 import os
 from dataclasses import dataclass, field
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import BULK_LIMIT, strip_twin_bookkeeping
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import BULK_LIMIT
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_records import (
+    ALLOCATION_POLICIES,
+    PROVISIONING_STATUSES,
+    STATES,
+    check_choice,
+    check_iot_hubs,
+    initial_twin_view,
+    initial_twin_wire,
+    reprovision_policy_view,
+    reprovision_policy_wire,
+    validate_initial_twin,
+    validate_reprovision_policy,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ApiError, ConfigurationError
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     PkiError,
@@ -28,9 +41,6 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     validate_registration_id,
 )
 
-STATES = ("present", "absent")
-PROVISIONING_STATUSES = ("enabled", "disabled")
-ALLOCATION_POLICIES = ("hashed", "geoLatency", "static", "custom")
 # Up to this many enrollments are read one GET each; more are read with the paged query (100 per page).
 GET_READ_LIMIT = 10
 # Fields DPS computes; an update body must not carry them.
@@ -119,33 +129,6 @@ def _leaf_certificate(pem: str, *, registration_id: str, where: str):
     return leaf
 
 
-def _check_choice(value, choices, where):
-    if value is not None and value not in choices:
-        raise ConfigurationError(f"{where}: {value!r} is not one of {', '.join(choices)}")
-
-
-def _twin_option(value, where: str) -> dict | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or set(value) - {"tags", "desired_properties"}:
-        raise ConfigurationError(f"{where}: use a dict with 'tags' and/or 'desired_properties'")
-    for key in ("tags", "desired_properties"):
-        if value.get(key) is not None and not isinstance(value[key], dict):
-            raise ConfigurationError(f"{where}.{key}: must be a dict")
-    return {key: value[key] for key in ("tags", "desired_properties") if value.get(key) is not None}
-
-
-def _reprovision_option(value, where: str) -> dict | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or set(value) - {"update_hub_assignment", "migrate_device_data"}:
-        raise ConfigurationError(f"{where}: use a dict with 'update_hub_assignment' and 'migrate_device_data'")
-    return {
-        "updateHubAssignment": bool(value.get("update_hub_assignment", True)),
-        "migrateDeviceData": bool(value.get("migrate_device_data", True)),
-    }
-
-
 def build_specs(enrollments, defaults: dict, check_mode: bool = False) -> list:
     """Validate every item (merged over the shared options) before any request is sent."""
     if not isinstance(enrollments, list) or not enrollments:
@@ -167,14 +150,11 @@ def build_specs(enrollments, defaults: dict, check_mode: bool = False) -> list:
             )
         seen[registration_id] = index
         state = item.get("state", "present")
-        _check_choice(state, STATES, f"{where}.state")
-        _check_choice(item.get("provisioning_status"), PROVISIONING_STATUSES, f"{where}.provisioning_status")
-        _check_choice(item.get("allocation_policy"), ALLOCATION_POLICIES, f"{where}.allocation_policy")
+        check_choice(state, STATES, f"{where}.state")
+        check_choice(item.get("provisioning_status"), PROVISIONING_STATUSES, f"{where}.provisioning_status")
+        check_choice(item.get("allocation_policy"), ALLOCATION_POLICIES, f"{where}.allocation_policy")
         iot_hubs = item.get("iot_hubs")
-        if iot_hubs is not None and (
-            not isinstance(iot_hubs, list) or not all(isinstance(h, str) and h for h in iot_hubs)
-        ):
-            raise ConfigurationError(f"{where}.iot_hubs: must be a list of IoT hub host names")
+        check_iot_hubs(iot_hubs, f"{where}.iot_hubs")
         device_id = item.get("device_id")
         if device_id is not None and (not isinstance(device_id, str) or not device_id or len(device_id) > 128):
             raise ConfigurationError(f"{where}.device_id: must be a non-empty string of at most 128 characters")
@@ -184,10 +164,12 @@ def build_specs(enrollments, defaults: dict, check_mode: bool = False) -> list:
             device_id=device_id,
             provisioning_status=item.get("provisioning_status", "enabled"),
             iot_edge=bool(item.get("iot_edge", True)),
-            initial_twin=_twin_option(item.get("initial_twin"), f"{where}.initial_twin"),
+            initial_twin=validate_initial_twin(item.get("initial_twin"), f"{where}.initial_twin"),
             allocation_policy=item.get("allocation_policy"),
             iot_hubs=list(iot_hubs) if iot_hubs is not None else None,
-            reprovision_policy=_reprovision_option(item.get("reprovision_policy"), f"{where}.reprovision_policy"),
+            reprovision_policy=validate_reprovision_policy(
+                item.get("reprovision_policy"), f"{where}.reprovision_policy"
+            ),
         )
         if state == "present":
             for slot in ("primary", "secondary"):
@@ -225,9 +207,6 @@ def current_view(record: dict | None, managed_twin: dict | None = None) -> dict 
     """
     if record is None:
         return None
-    twin = record.get("initialTwin") or {}
-    managed_twin = managed_twin or {}
-    policy = record.get("reprovisionPolicy")
     return {
         "registration_id": record.get("registrationId"),
         "device_id": record.get("deviceId"),
@@ -235,22 +214,10 @@ def current_view(record: dict | None, managed_twin: dict | None = None) -> dict 
         "iot_edge": bool((record.get("capabilities") or {}).get("iotEdge", False)),
         "primary_thumbprint": _certificate_info(record, "primary").get("sha256Thumbprint"),
         "secondary_thumbprint": _certificate_info(record, "secondary").get("sha256Thumbprint"),
-        "initial_twin": {
-            "tags": strip_twin_bookkeeping(twin.get("tags"), managed_twin.get("tags")),
-            "desired_properties": strip_twin_bookkeeping(
-                (twin.get("properties") or {}).get("desired"), managed_twin.get("desired_properties")
-            ),
-        },
+        "initial_twin": initial_twin_view(record.get("initialTwin") or {}, managed_twin),
         "allocation_policy": record.get("allocationPolicy"),
         "iot_hubs": sorted(record.get("iotHubs") or []),
-        "reprovision_policy": (
-            {
-                "update_hub_assignment": policy.get("updateHubAssignment", True),
-                "migrate_device_data": policy.get("migrateDeviceData", True),
-            }
-            if isinstance(policy, dict)
-            else None
-        ),
+        "reprovision_policy": reprovision_policy_view(record.get("reprovisionPolicy")),
     }
 
 
@@ -266,18 +233,13 @@ def desired_view(spec: EnrollmentSpec, current: dict | None) -> dict:
     for slot in ("primary", "secondary"):
         view[f"{slot}_thumbprint"] = spec.thumbprints[slot]["sha256"] if slot in spec.thumbprints else None
     if spec.initial_twin is not None:
-        view["initial_twin"] = {
-            key: spec.initial_twin.get(key, view["initial_twin"][key]) for key in ("tags", "desired_properties")
-        }
+        view["initial_twin"] = {**view["initial_twin"], **spec.initial_twin}
     if spec.allocation_policy is not None:
         view["allocation_policy"] = spec.allocation_policy
     if spec.iot_hubs is not None:
         view["iot_hubs"] = sorted(spec.iot_hubs)
     if spec.reprovision_policy is not None:
-        view["reprovision_policy"] = {
-            "update_hub_assignment": spec.reprovision_policy["updateHubAssignment"],
-            "migrate_device_data": spec.reprovision_policy["migrateDeviceData"],
-        }
+        view["reprovision_policy"] = dict(spec.reprovision_policy)
     return view
 
 
@@ -296,18 +258,16 @@ def wire_record(spec: EnrollmentSpec, current_record: dict | None) -> dict:
     if spec.device_id is not None:
         body["deviceId"] = spec.device_id
     if spec.initial_twin is not None:
-        twin = body.get("initialTwin") or {}
-        tags = spec.initial_twin.get("tags", strip_twin_bookkeeping(twin.get("tags")))
-        desired = spec.initial_twin.get(
-            "desired_properties", strip_twin_bookkeeping((twin.get("properties") or {}).get("desired"))
+        # A part left out keeps what DPS has.
+        body["initialTwin"] = initial_twin_wire(
+            {**initial_twin_view(body.get("initialTwin") or {}), **spec.initial_twin}
         )
-        body["initialTwin"] = {"tags": tags, "properties": {"desired": desired}}
     if spec.allocation_policy is not None:
         body["allocationPolicy"] = spec.allocation_policy
     if spec.iot_hubs is not None:
         body["iotHubs"] = list(spec.iot_hubs)
     if spec.reprovision_policy is not None:
-        body["reprovisionPolicy"] = dict(spec.reprovision_policy)
+        body["reprovisionPolicy"] = reprovision_policy_wire(spec.reprovision_policy)
     return body
 
 

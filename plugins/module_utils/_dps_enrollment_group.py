@@ -21,19 +21,31 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_certificate
     load_first_certificate,
     read_certificate_file,
 )
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import strip_twin_bookkeeping
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_records import (
+    ALLOCATION_POLICIES,
+    PROVISIONING_STATUSES,
+    STATES,
+    TWIN_PARTS,
+    check_choice,
+    check_iot_hubs,
+    initial_twin_view,
+    initial_twin_wire,
+    reprovision_policy_view,
+    reprovision_policy_wire,
+    validate_initial_twin,
+    validate_reprovision_policy,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
+    REGISTRATION_ID_PATTERN,
     certificate_pem,
     fingerprints,
     format_time,
     not_after_of,
 )
 
-ENROLLMENT_GROUP_ID_PATTERN = re.compile(r"^[a-z0-9\-._:]*[a-z0-9\-]$")
+# Group ids follow the registration-id character rules (protocols.md 1.7) but may be twice as long.
 ENROLLMENT_GROUP_ID_MAX_LENGTH = 128
-ALLOCATION_POLICIES = ("hashed", "geoLatency", "static", "custom")
-PROVISIONING_STATUSES = ("enabled", "disabled")
 SLOTS = ("primary", "secondary")
 FRACTION = re.compile(r"\.\d+(?=Z$)")
 VIEW_KEYS = (
@@ -83,7 +95,7 @@ def validate_enrollment_group_id(value) -> str:
         raise ConfigurationError(
             f"{field}: {value!r} has uppercase letters; use {value.lower()!r} (DPS compares ids case-insensitively)"
         )
-    if not ENROLLMENT_GROUP_ID_PATTERN.match(value):
+    if not REGISTRATION_ID_PATTERN.match(value):
         raise ConfigurationError(
             f"{field}: {value!r} is not valid for DPS; use lowercase letters, digits and '-', '.', '_', ':' only, "
             "ending with a letter, a digit or '-'"
@@ -96,7 +108,7 @@ def validate_enrollment_group_id(value) -> str:
 
 @dataclass
 class _Desired:
-    """The validated request: certificates loaded, twin and policies in wire shape."""
+    """The validated request: certificates loaded, twin and reprovision policy in snake_case."""
 
     signing: dict  # slot -> cryptography certificate
     ca_references: dict  # slot -> certificate name in DPS
@@ -120,22 +132,10 @@ def _certificate_option(request, slot):
     return None
 
 
-def _string_map(value, field):
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigurationError(f"{field}: must be a dictionary, got {type(value).__name__}")
-    for key in value:
-        if not isinstance(key, str) or not key or key.startswith("$"):
-            raise ConfigurationError(f"{field}: key {key!r} is not allowed; keys are non-empty and do not start with $")
-    return value
-
-
 def _validate(request: EnrollmentGroupRequest) -> _Desired | None:
     """Every option is checked here, before any request; None for state=absent."""
     validate_enrollment_group_id(request.enrollment_group_id)
-    if request.state not in ("present", "absent"):
-        raise ConfigurationError(f"state: {request.state!r} is not known; use present or absent")
+    check_choice(request.state, STATES, "state")
     if request.state == "absent":
         return None
     signing = {slot: cert for slot in SLOTS if (cert := _certificate_option(request, slot)) is not None}
@@ -159,49 +159,16 @@ def _validate(request: EnrollmentGroupRequest) -> _Desired | None:
         raise ConfigurationError("signing_certificate: a secondary signing certificate needs a primary one")
     if references and "primary" not in references:
         raise ConfigurationError("ca_reference: secondary_ca_reference needs ca_reference")
-    if request.provisioning_status not in PROVISIONING_STATUSES:
-        raise ConfigurationError(
-            f"provisioning_status: {request.provisioning_status!r} is not known; use enabled or disabled"
-        )
+    check_choice(request.provisioning_status, PROVISIONING_STATUSES, "provisioning_status")
     if not isinstance(request.iot_edge, bool):
         raise ConfigurationError(f"iot_edge: must be true or false, got {request.iot_edge!r}")
-    if request.allocation_policy is not None and request.allocation_policy not in ALLOCATION_POLICIES:
-        raise ConfigurationError(
-            f"allocation_policy: {request.allocation_policy!r} is not known; use one of {', '.join(ALLOCATION_POLICIES)}"
-        )
-    if request.iot_hubs is not None and (
-        not isinstance(request.iot_hubs, list) or not all(isinstance(h, str) and h for h in request.iot_hubs)
-    ):
-        raise ConfigurationError("iot_hubs: must be a list of IoT hub host names (e.g. myhub.azure-devices.net)")
-    initial_twin = None
-    if request.initial_twin is not None:
-        if not isinstance(request.initial_twin, dict):
-            raise ConfigurationError("initial_twin: must be a dictionary with tags and desired_properties")
-        unknown = sorted(set(request.initial_twin) - {"tags", "desired_properties"})
-        if unknown:
-            raise ConfigurationError(
-                f"initial_twin: unknown key(s) {', '.join(unknown)}; use tags and desired_properties"
-            )
-        initial_twin = {
-            "tags": _string_map(request.initial_twin.get("tags"), "initial_twin.tags"),
-            "desired_properties": _string_map(
-                request.initial_twin.get("desired_properties"), "initial_twin.desired_properties"
-            ),
-        }
-    reprovision = None
-    if request.reprovision_policy is not None:
-        given = request.reprovision_policy
-        if not isinstance(given, dict) or set(given) - {"update_hub_assignment", "migrate_device_data"}:
-            raise ConfigurationError(
-                "reprovision_policy: use a dictionary with update_hub_assignment and migrate_device_data (booleans)"
-            )
-        # DPS's own defaults for a key left out.
-        reprovision = {
-            key: True if given.get(key) is None else given.get(key)
-            for key in ("update_hub_assignment", "migrate_device_data")
-        }
-        if not all(isinstance(v, bool) for v in reprovision.values()):
-            raise ConfigurationError("reprovision_policy: update_hub_assignment and migrate_device_data are booleans")
+    check_choice(request.allocation_policy, ALLOCATION_POLICIES, "allocation_policy")
+    check_iot_hubs(request.iot_hubs, "iot_hubs")
+    initial_twin = validate_initial_twin(request.initial_twin, "initial_twin")
+    if initial_twin is not None:
+        # The group's initial twin is managed whole: a part left out is empty.
+        initial_twin = {part: initial_twin.get(part, {}) for part in TWIN_PARTS}
+    reprovision = validate_reprovision_policy(request.reprovision_policy, "reprovision_policy")
     return _Desired(
         signing=signing, ca_references=references, initial_twin=initial_twin, reprovision_policy=reprovision
     )
@@ -238,28 +205,15 @@ def group_view(record, desired_twin=None) -> dict | None:
             slot: x509["caReferences"][slot] for slot in SLOTS if x509["caReferences"].get(slot)
         }
     twin = record.get("initialTwin")
-    reprovision = record.get("reprovisionPolicy")
     return {
         "enrollment_group_id": record.get("enrollmentGroupId"),
         "attestation": attestation,
         "provisioning_status": record.get("provisioningStatus") or "enabled",
         "iot_edge": bool((record.get("capabilities") or {}).get("iotEdge", False)),
-        "initial_twin": None
-        if twin is None
-        else {
-            "tags": strip_twin_bookkeeping(twin.get("tags"), (desired_twin or {}).get("tags")),
-            "desired_properties": strip_twin_bookkeeping(
-                ((twin.get("properties") or {}).get("desired")), (desired_twin or {}).get("desired_properties")
-            ),
-        },
+        "initial_twin": None if twin is None else initial_twin_view(twin, desired_twin),
         "allocation_policy": record.get("allocationPolicy"),
         "iot_hubs": record.get("iotHubs"),
-        "reprovision_policy": None
-        if reprovision is None
-        else {
-            "update_hub_assignment": reprovision.get("updateHubAssignment", True),
-            "migrate_device_data": reprovision.get("migrateDeviceData", True),
-        },
+        "reprovision_policy": reprovision_policy_view(record.get("reprovisionPolicy")),
         "etag": record.get("etag"),
     }
 
@@ -373,19 +327,13 @@ def _wire_body(request, desired: _Desired, current) -> dict:
     body["capabilities"] = {"iotEdge": request.iot_edge}
     body["provisioningStatus"] = request.provisioning_status
     if desired.initial_twin is not None:
-        body["initialTwin"] = {
-            "tags": copy.deepcopy(desired.initial_twin["tags"]),
-            "properties": {"desired": copy.deepcopy(desired.initial_twin["desired_properties"])},
-        }
+        body["initialTwin"] = initial_twin_wire(copy.deepcopy(desired.initial_twin))
     if request.allocation_policy is not None:
         body["allocationPolicy"] = request.allocation_policy
     if request.iot_hubs is not None:
         body["iotHubs"] = list(request.iot_hubs)
     if desired.reprovision_policy is not None:
-        body["reprovisionPolicy"] = {
-            "updateHubAssignment": desired.reprovision_policy["update_hub_assignment"],
-            "migrateDeviceData": desired.reprovision_policy["migrate_device_data"],
-        }
+        body["reprovisionPolicy"] = reprovision_policy_wire(desired.reprovision_policy)
     if body.get("allocationPolicy") == "custom" and not body.get("customAllocationDefinition"):
         raise ConfigurationError(
             "allocation_policy: custom needs a webhook (customAllocationDefinition), which this module does not "

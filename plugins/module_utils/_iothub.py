@@ -21,6 +21,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._connection_stri
     ConnectionString,
     parse_service_connection_string,
 )
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_records import strip_metadata
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
     RETRYABLE_STATUSES,
     ApiError,
@@ -36,7 +37,6 @@ IOTHUB_CONNECTION_STRING_ENV = "EDGEFLEET_IOTHUB_CONNECTION_STRING"
 QUERY_PAGE_SIZE = 100
 EDGE_AGENT = "$edgeAgent"
 # Keys the hub adds to twin property collections; they are bookkeeping, not configuration.
-TWIN_BOOKKEEPING = ("$metadata", "$version")
 
 
 class MissingLibraryError(CloudError):
@@ -291,17 +291,6 @@ class DeviceInfoRequest:
     page_size: int = QUERY_PAGE_SIZE
 
 
-def strip_bookkeeping(properties) -> dict:
-    """A twin property collection without ``$metadata`` / ``$version`` (at any depth)."""
-    if not isinstance(properties, dict):
-        return {}
-    return {
-        key: strip_bookkeeping(value) if isinstance(value, dict) else value
-        for key, value in properties.items()
-        if key not in TWIN_BOOKKEEPING
-    }
-
-
 def _module_status(section) -> dict:
     section = section if isinstance(section, dict) else {}
     return {name: (module or {}).get("runtimeStatus") for name, module in section.items() if isinstance(module, dict)}
@@ -311,7 +300,7 @@ def edge_agent_view(twin) -> dict | None:
     """What ``$edgeAgent`` reports about the runtime: the last deployment status and each module's status."""
     if twin is None:
         return None
-    reported = strip_bookkeeping((twin.get("properties") or {}).get("reported"))
+    reported = strip_metadata((twin.get("properties") or {}).get("reported"))
     return {
         "connection_state": twin.get("connection_state"),
         "last_desired_status": reported.get("lastDesiredStatus"),
@@ -343,8 +332,8 @@ def device_view(device: dict, twin: dict | None, modules: list | None, edge_agen
         "device_scope": device.get("device_scope"),
         "etag": device.get("etag"),
         "tags": twin.get("tags") or {},
-        "desired_properties": strip_bookkeeping(properties.get("desired")),
-        "reported_properties": strip_bookkeeping(properties.get("reported")),
+        "desired_properties": strip_metadata(properties.get("desired")),
+        "reported_properties": strip_metadata(properties.get("reported")),
         "twin_version": twin.get("version"),
         "module_identities": None,
         "edge_agent": None,
@@ -406,5 +395,4 @@ __all__ = (
     "hub_api_error",
     "load_sdk",
     "parse_hub_connection_string",
-    "strip_bookkeeping",
 )

@@ -265,7 +265,18 @@ def test_a_concurrent_change_is_refused_and_reported_not_overwritten(certs):
         ),
         ({"registration_id": "gw-01", "provisioning_status": "on"}, r"enrollments\[0\]\.provisioning_status: 'on'"),
         ({"registration_id": "gw-01", "iot_hubs": "hub"}, r"enrollments\[0\]\.iot_hubs: must be a list"),
-        ({"registration_id": "gw-01", "initial_twin": {"tag": {}}}, r"enrollments\[0\]\.initial_twin: use a dict"),
+        (
+            {"registration_id": "gw-01", "initial_twin": {"tags": {"$metadata": {}}}},
+            r"enrollments\[0\]\.initial_twin\.tags: key '\$metadata' is not allowed",
+        ),
+        (
+            {"registration_id": "gw-01", "reprovision_policy": {"update_hub_assignment": "false"}},
+            r"enrollments\[0\]\.reprovision_policy: update_hub_assignment and migrate_device_data are booleans",
+        ),
+        (
+            {"registration_id": "gw-01", "initial_twin": {"tag": {}}},
+            r"enrollments\[0\]\.initial_twin: unknown key\(s\) tag; use a dictionary",
+        ),
     ],
 )
 def test_bad_input_names_the_field_before_any_request(certs, item, message):
