@@ -18,6 +18,7 @@ import copy
 import os
 from dataclasses import dataclass, field
 
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_certificate import load_first_certificate
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import BULK_LIMIT
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_records import (
     ALLOCATION_POLICIES,
@@ -37,7 +38,6 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     PkiError,
     common_name_of,
     fingerprints,
-    load_certificates,
     validate_registration_id,
 )
 
@@ -113,12 +113,7 @@ def _read_pem(item: dict, slot: str, where: str, check_mode: bool) -> str | None
 
 def _leaf_certificate(pem: str, *, registration_id: str, where: str):
     """The first certificate of a PEM (a full chain is fine): its CN must be the registration id."""
-    try:
-        leaf = load_certificates(pem.encode("ascii"), path=where)[0]
-    except (PkiError, UnicodeEncodeError, IndexError):
-        raise ConfigurationError(
-            f"{where}: not a PEM certificate; pass the device certificate (-----BEGIN CERTIFICATE-----)"
-        ) from None
+    leaf = load_first_certificate(pem, field=where)
     common_name = common_name_of(leaf.subject)
     if common_name != registration_id:
         raise ConfigurationError(
