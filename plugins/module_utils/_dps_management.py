@@ -274,8 +274,11 @@ class DpsManagementClient:
         return True
 
 
-def management_client(params, *, retry: RetryPolicy) -> DpsManagementClient:
-    """A DpsManagementClient from dps_certificate's options (ConfigurationError on a bad combination)."""
+def management_client(params, **http_options) -> DpsManagementClient:
+    """A DpsManagementClient from dps_certificate's options (ConfigurationError on a bad combination).
+
+    ``http_options`` are ca_bundle, validate_certs, timeout and retry (see _module.http_options).
+    """
     resource_id = dps_resource_id(
         subscription_id=params.get("subscription_id"),
         resource_group=params.get("resource_group"),
@@ -292,10 +295,7 @@ def management_client(params, *, retry: RetryPolicy) -> DpsManagementClient:
         resource_id,
         auth_headers=auth_headers,
         management_url=params.get("management_url") or DEFAULT_MANAGEMENT_URL,
-        ca_bundle=params.get("ca_bundle"),
-        validate_certs=params.get("validate_certs", True),
-        timeout=params.get("timeout", 30),
-        retry=retry,
+        **http_options,
     )
 
 

@@ -53,6 +53,16 @@ def retry_policy(params) -> RetryPolicy:
     return RetryPolicy(max_retries=params["max_retries"], budget_seconds=params["retry_budget_seconds"])
 
 
+def http_options(params) -> dict:
+    """The client keyword arguments that http_argument_spec()'s options give: TLS, timeout and retries."""
+    return {
+        "ca_bundle": params["ca_bundle"],
+        "validate_certs": params["validate_certs"],
+        "timeout": params["timeout"],
+        "retry": retry_policy(params),
+    }
+
+
 def dps_client(params):
     """A DpsServiceClient from the module's connection options (ConfigurationError on a bad connection string)."""
     from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import (
@@ -60,13 +70,7 @@ def dps_client(params):
         parse_connection_string,
     )
 
-    return DpsServiceClient(
-        parse_connection_string(params["connection_string"]),
-        ca_bundle=params["ca_bundle"],
-        validate_certs=params["validate_certs"],
-        timeout=params["timeout"],
-        retry=retry_policy(params),
-    )
+    return DpsServiceClient(parse_connection_string(params["connection_string"]), **http_options(params))
 
 
 def _exit_with_result(module, result: dict) -> None:
@@ -116,6 +120,7 @@ __all__ = (
     "dps_argument_spec",
     "dps_client",
     "http_argument_spec",
+    "http_options",
     "require_cryptography",
     "retry_policy",
     "run_cloud_core",

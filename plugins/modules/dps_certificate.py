@@ -202,7 +202,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_management 
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import (
     http_argument_spec,
-    retry_policy,
+    http_options,
     run_cloud_core,
 )
 
@@ -249,7 +249,7 @@ def main():
     run_cloud_core(
         module,
         lambda: ensure_dps_certificate(
-            management_client(module.params, retry=retry_policy(module.params)),
+            management_client(module.params, **http_options(module.params)),
             request,
             check_mode=module.check_mode,
         ),

@@ -162,7 +162,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub import (
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import (
     http_argument_spec,
-    retry_policy,
+    http_options,
     run_cloud_core,
 )
 
@@ -187,13 +187,7 @@ def main():
     params = module.params
 
     def call():
-        registry = IoTHubRegistry(
-            parse_hub_connection_string(params["connection_string"]),
-            ca_bundle=params["ca_bundle"],
-            validate_certs=params["validate_certs"],
-            timeout=params["timeout"],
-            retry=retry_policy(params),
-        )
+        registry = IoTHubRegistry(parse_hub_connection_string(params["connection_string"]), **http_options(params))
         return device_info(registry, DeviceInfoRequest(device_ids=params["device_ids"] or []))
 
     run_cloud_core(module, call)

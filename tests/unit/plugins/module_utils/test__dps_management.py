@@ -287,9 +287,8 @@ def test_management_client_from_module_params(cloud):
         "resource_id": cloud.management_resource_id,
         "bearer_token": cloud.management_token,
         "management_url": cloud.dps_url,
-        "ca_bundle": str(cloud.ca_bundle),
-        "validate_certs": True,
-        "timeout": 10,
     }
-    client = management_client(params, retry=RetryPolicy())
+    client = management_client(
+        params, ca_bundle=str(cloud.ca_bundle), validate_certs=True, timeout=10, retry=RetryPolicy()
+    )
     assert client.get_certificate("nothing-here") is None
