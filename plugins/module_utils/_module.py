@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import (
+    DpsServiceClient,
+    parse_connection_string,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
     ApiError,
     CloudError,
@@ -65,11 +69,6 @@ def http_options(params) -> dict:
 
 def dps_client(params):
     """A DpsServiceClient from the module's connection options (ConfigurationError on a bad connection string)."""
-    from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import (
-        DpsServiceClient,
-        parse_connection_string,
-    )
-
     return DpsServiceClient(parse_connection_string(params["connection_string"]), **http_options(params))
 
 
