@@ -16,8 +16,7 @@ import base64
 import hashlib
 import hmac
 import time
-
-from ansible.module_utils.six.moves.urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._connection_string import (
     ConnectionString,

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-
-from ansible.module_utils.six.moves.urllib.parse import quote
+from urllib.parse import quote
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
     ApiError,

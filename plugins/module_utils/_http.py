@@ -16,12 +16,11 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import socket
 import ssl
 import time
 from dataclasses import dataclass, field
+from urllib.error import HTTPError
 
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
 from ansible.module_utils.urls import Request
 
 RETRYABLE_STATUSES = frozenset((408, 429, 500, 502, 503, 504))
@@ -214,7 +213,7 @@ class JsonHttpClient:
                 raw = error.read()
             except (OSError, http.client.HTTPException):
                 raw = b""
-        except (URLError, OSError, http.client.HTTPException, ssl.SSLError, socket.timeout) as error:
+        except (OSError, http.client.HTTPException) as error:  # URLError, TLS errors and timeouts are OSErrors
             reason = getattr(error, "reason", error)
             if isinstance(reason, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(reason):
                 raise TransportError(
