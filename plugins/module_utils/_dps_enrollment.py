@@ -336,8 +336,6 @@ def apply_plans(client, plans) -> list:
                     body = wire_record(plan.spec, plan.current)
                     if plan.current is not None:
                         body["etag"] = plan.current.get("etag")
-                    else:
-                        body.pop("etag", None)
                     items.append(body)
             result = client.bulk_enrollments(mode, items)
             by_id = {plan.spec.registration_id.lower(): plan for plan in chunk}
@@ -359,16 +357,18 @@ def ensure_enrollments(client, enrollments, defaults: dict, *, check_mode: bool)
     """The dps_enrollment core: validate all, read, compare, write (not in check mode), report."""
     specs = build_specs(enrollments, defaults, check_mode)
     plans = plan_enrollments(specs, read_current(client, specs))
-    failures = [] if check_mode else apply_plans(client, [p for p in plans if p.action != "none"])
+    writes = [plan for plan in plans if plan.action != "none"]
+    failures = [] if check_mode else apply_plans(client, writes)
     failed_ids = {failure["registration_id"].lower() for failure in failures if failure["registration_id"]}
-    changed_plans = [p for p in plans if p.action != "none" and p.spec.registration_id.lower() not in failed_ids]
+    changed_ids = {p.spec.registration_id for p in writes if p.spec.registration_id.lower() not in failed_ids}
+    changed_plans = [p for p in writes if p.spec.registration_id in changed_ids]
     result = {
         "changed": bool(changed_plans),
         "enrollments": [
             {
                 "registration_id": plan.spec.registration_id,
                 "action": plan.action,
-                "changed": plan in changed_plans,
+                "changed": plan.spec.registration_id in changed_ids,
                 "enrollment": plan.after,
             }
             for plan in plans
@@ -384,14 +384,12 @@ def ensure_enrollments(client, enrollments, defaults: dict, *, check_mode: bool)
     }
     if failures:
         listed = "; ".join(f"{f['registration_id']} ({f['action']}: {f['error_code']} {f['error']})" for f in failures)
-        error = ApiError(
-            f"DPS refused {len(failures)} of {len([p for p in plans if p.action != 'none'])} enrollment writes: "
-            f"{listed}. The others were applied; fix the cause and re-run.",
+        raise ApiError(
+            f"DPS refused {len(failures)} of {len(writes)} enrollment writes: {listed}. The others were applied; "
+            "fix the cause and re-run.",
             status=200,
             operation="IndividualEnrollment_RunBulkOperation",
         )
-        error.partial_result = result
-        raise error
     return result
 
 
