@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import QUERY_PAGE_SIZE
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_records import reprovision_policy_view
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError
 
 INDIVIDUAL = "individual"
@@ -84,15 +85,6 @@ def _initial_twin(twin) -> dict | None:
     }
 
 
-def _reprovision_policy(policy) -> dict | None:
-    if not isinstance(policy, dict):
-        return None
-    return {
-        "update_hub_assignment": policy.get("updateHubAssignment"),
-        "migrate_device_data": policy.get("migrateDeviceData"),
-    }
-
-
 def registration_view(state) -> dict | None:
     """DeviceRegistrationState -> snake_case (None stays None: the device never registered)."""
     if not isinstance(state, dict):
@@ -136,7 +128,7 @@ def enrollment_view(record: dict, kind: str) -> dict:
             "iot_hubs": record.get("iotHubs"),
             "iot_hub_host_name": record.get("iotHubHostName"),
             "initial_twin": _initial_twin(record.get("initialTwin")),
-            "reprovision_policy": _reprovision_policy(record.get("reprovisionPolicy")),
+            "reprovision_policy": reprovision_policy_view(record.get("reprovisionPolicy")),
             "etag": record.get("etag"),
             "created": record.get("createdDateTimeUtc"),
             "updated": record.get("lastUpdatedDateTimeUtc"),
