@@ -3,43 +3,18 @@
 from __future__ import annotations
 
 import copy
-import datetime
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import NameOID
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_enrollment import (
     GET_READ_LIMIT,
     ensure_enrollments,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ApiError, ConfigurationError
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
-    certificate_pem,
-    fingerprints,
-    generate_private_key,
-)
-from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import NOW
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import fingerprints
+from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import self_signed_device
 
 DEFAULTS = {"state": "present", "provisioning_status": "enabled", "iot_edge": True}
-
-
-def self_signed(common_name: str):
-    """A device certificate (self-signed is enough here: the core reads its CN and thumbprints)."""
-    key = generate_private_key("ec-p256")
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW)
-        .not_valid_after(NOW + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return certificate_pem(cert).decode(), fingerprints(cert)
 
 
 class FakeDps:
@@ -108,7 +83,8 @@ def certs():
     made = {}
     for name in [f"gw-{n:02d}" for n in range(1, 26)] + ["gw-01-next"]:
         common_name = name.removesuffix("-next")
-        pem, prints = self_signed(common_name)
+        certificate, pem = self_signed_device(common_name)
+        prints = fingerprints(certificate)
         PEMS[pem] = prints
         made[name] = pem
     return made

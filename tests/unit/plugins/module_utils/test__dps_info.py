@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import (
     DpsServiceClient,
@@ -25,6 +20,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
     RetriesExhaustedError,
     RetryPolicy,
 )
+from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import self_signed_device
 from lab.cloud import CloudLab
 
 INFO = {
@@ -277,28 +273,11 @@ def _client(cloud, **retry):
     )
 
 
-def _self_signed_pem(common_name):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return certificate, certificate.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def test_paged_query_against_the_emulator_returns_every_enrollment(cloud):
     client = _client(cloud)
     thumbprints = {}
     for index in range(5):
-        certificate, pem = _self_signed_pem(f"dev-{index}")
+        certificate, pem = self_signed_device(f"dev-{index}")
         thumbprints[f"dev-{index}"] = certificate.fingerprint(hashes.SHA256()).hex().upper()
         client.put_enrollment(
             {
@@ -321,7 +300,7 @@ def test_paged_query_against_the_emulator_returns_every_enrollment(cloud):
 
 def test_a_503_is_retried_inside_the_policy(cloud):
     client = _client(cloud)
-    _certificate, pem = _self_signed_pem("dev-x")
+    _certificate, pem = self_signed_device("dev-x")
     client.put_enrollment(
         {
             "registrationId": "dev-x",
