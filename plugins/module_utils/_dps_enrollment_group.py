@@ -48,17 +48,16 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
 ENROLLMENT_GROUP_ID_MAX_LENGTH = 128
 SLOTS = ("primary", "secondary")
 FRACTION = re.compile(r"\.\d+(?=Z$)")
-VIEW_KEYS = (
-    "enrollment_group_id",
-    "attestation",
+# The group's settings besides its attestation, compared field by field.
+SETTING_KEYS = (
     "provisioning_status",
     "iot_edge",
     "initial_twin",
     "allocation_policy",
     "iot_hubs",
     "reprovision_policy",
-    "etag",
 )
+VIEW_KEYS = ("enrollment_group_id", "attestation", *SETTING_KEYS, "etag")
 
 
 @dataclass
@@ -285,14 +284,7 @@ def _differences(current_view, desired_view) -> list:
             changed.append("attestation kind")
     elif current_att.get("ca_references") != desired_att.get("ca_references"):
         changed.append("ca references")
-    for key in (
-        "provisioning_status",
-        "iot_edge",
-        "initial_twin",
-        "allocation_policy",
-        "iot_hubs",
-        "reprovision_policy",
-    ):
+    for key in SETTING_KEYS:
         if current_view.get(key) != desired_view.get(key):
             changed.append(key)
     return changed
