@@ -26,7 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import BIN, COLLECTIONS, REPO, replace_doc_section, timed
+from _common import BIN, COLLECTIONS, REPO, replace_doc_section, run_module_process, timed
 
 sys.path.insert(0, str(COLLECTIONS))
 
@@ -112,26 +112,12 @@ def enrollment_items(devices) -> list[dict]:
 
 
 def run_module(lab: Lab, devices) -> dict:
-    """One dps_enrollment execution the way Ansible runs it: a new interpreter and an args file."""
     arguments = {"enrollments": enrollment_items(devices), "initial_twin": {"tags": {"fleet": "bench"}}}
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": arguments}, handle)
-    environment = dict(
-        os.environ,
-        PYTHONPATH=str(COLLECTIONS),
-        EDGEFLEET_DPS_CONNECTION_STRING=lab.info["dps"]["connection_string"],
-        EDGEFLEET_CA_BUNDLE=lab.info["ca_bundle"],
-    )
-    try:
-        completed = subprocess.run(
-            [sys.executable, str(MODULE), handle.name], env=environment, capture_output=True, text=True, check=False
-        )
-    finally:
-        os.unlink(handle.name)
-    result = json.loads(completed.stdout)
-    if result.get("failed"):
-        raise SystemExit(f"dps_enrollment failed: {result.get('msg')}")
-    return result
+    connection = {
+        "EDGEFLEET_DPS_CONNECTION_STRING": lab.info["dps"]["connection_string"],
+        "EDGEFLEET_CA_BUNDLE": lab.info["ca_bundle"],
+    }
+    return run_module_process(MODULE, arguments, env=connection)
 
 
 def put_one_by_one(lab: Lab, devices) -> int:

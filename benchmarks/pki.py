@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import BIN, COLLECTIONS, REPO, replace_doc_section, timed
+from _common import BIN, COLLECTIONS, REPO, replace_doc_section, run_module_process, timed
 
 sys.path.insert(0, str(COLLECTIONS))
 
@@ -61,24 +61,8 @@ def module_args(ca: Path, out: Path, devices: list[str], key_type: str) -> dict:
     return {"ca_path": str(ca), "path": str(out), "devices": devices, "key_type": key_type}
 
 
-def run_module_process(ca: Path, out: Path, devices: list[str], key_type: str) -> dict:
-    """One module execution the way Ansible runs it on the controller: a new interpreter and an args file."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump({"ANSIBLE_MODULE_ARGS": module_args(ca, out, devices, key_type)}, handle)
-    try:
-        completed = subprocess.run(
-            [sys.executable, str(MODULE), handle.name],
-            env=dict(os.environ, PYTHONPATH=str(COLLECTIONS)),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    finally:
-        os.unlink(handle.name)
-    result = json.loads(completed.stdout)
-    if result.get("failed"):
-        raise SystemExit(f"pki_identity failed: {result.get('msg')}")
-    return result
+def run_module(ca: Path, out: Path, devices: list[str], key_type: str) -> dict:
+    return run_module_process(MODULE, module_args(ca, out, devices, key_type))
 
 
 def run_ansible_adhoc(ca: Path, out: Path, devices: list[str], key_type: str) -> None:
@@ -200,9 +184,9 @@ def measure(work: Path, key_type: str, count: int, rounds: int) -> dict:
         out = work / f"{key_type}-round{round_number}"
         measured = {
             "raw": timed(run_raw_loop, ca, out / "raw", devices, key_type)[0],
-            "module": timed(run_module_process, ca, out / "module", devices, key_type)[0],
+            "module": timed(run_module, ca, out / "module", devices, key_type)[0],
         }
-        measured["module_recheck"], recheck = timed(run_module_process, ca, out / "module", devices, key_type)
+        measured["module_recheck"], recheck = timed(run_module, ca, out / "module", devices, key_type)
         if recheck["changed"]:
             raise SystemExit("pki_identity changed something on the no-change re-run")
         measured["ansible_adhoc"] = timed(run_ansible_adhoc, ca, out / "adhoc", devices, key_type)[0]
