@@ -8,6 +8,9 @@
 #   make test         setup + lint + sanity + unit + integration + molecule (what .ci/run runs)
 #   make demo         provision the demo inventory:  ansible-playbook -i inventory/demo/hosts.yml playbooks/provision_edge.yml
 #   make bench        benchmarks/run.py
+#   make lab-up       python -m lab up (HOSTS=3): emulators + podman edge hosts + .lab/inventory
+#   make lab-status   python -m lab status
+#   make lab-down     python -m lab down: remove every container, process and file of the lab
 # Each step prints "==> [name] ..."; the first failing step stops make with "*** FAILED: step [name] ...".
 
 SHELL := /bin/bash
@@ -22,7 +25,9 @@ STEP := scripts/step.sh
 # Tools started by other tools (ansible-lint -> ansible-playbook, molecule -> ansible) come from .venv too.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup lint sanity unit integration molecule test demo bench clean
+.PHONY: help setup lint sanity unit integration molecule test demo bench lab-up lab-status lab-down clean
+
+HOSTS ?= 3
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile
@@ -58,6 +63,15 @@ demo: setup
 
 bench: setup
 	@$(STEP) bench $(BIN)/python benchmarks/run.py
+
+lab-up: setup
+	@$(STEP) lab-up $(BIN)/python -m lab up --hosts $(HOSTS)
+
+lab-status: setup
+	@$(BIN)/python -m lab status
+
+lab-down: setup
+	@$(STEP) lab-down $(BIN)/python -m lab down
 
 clean:
 	rm -rf build .collections .pytest_cache .ruff_cache

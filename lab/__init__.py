@@ -1,4 +1,4 @@
-"""Local stand-ins for Azure (``lab.cloud``) and, later, for edge devices.
+"""Local stand-ins for Azure (``lab.cloud``) and for edge devices (``lab.fleet``); ``python -m lab`` runs both.
 
 Test tooling only: nothing under ``plugins/`` imports this package and it is excluded from the Galaxy artifact.
 """

@@ -1,0 +1,84 @@
+"""The lab hosts' base image: Debian 12 minbase + systemd + sshd + python3, built offline with debootstrap.
+
+Built once and cached in podman's image store under a tag derived from the recipe, so a changed recipe builds a
+new image and an unchanged one is reused (about a minute to build, then free).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from lab.fleet.podman import Podman
+
+SUITE = "bookworm"
+PACKAGES = ("python3", "systemd", "systemd-sysv", "openssh-server", "sudo", "ca-certificates", "procps")
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+IMAGE_NAME = "localhost/edgefleet-lab-base"
+# Bump when the customisation below changes: it is part of the image tag.
+RECIPE_VERSION = "1"
+
+
+class ImageBuildError(RuntimeError):
+    """debootstrap or the import failed; the message says which and carries the tool's last lines."""
+
+
+def debian_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian mirror this machine's apt uses (deb822 or one-line sources), else deb.debian.org."""
+    for path in sorted(sources_dir.glob("sources.list.d/*.sources")):
+        found = re.search(r"^URIs:\s*(\S+)", path.read_text(), re.M)
+        if found and "security" not in found.group(1):
+            return found.group(1)
+    legacy = sources_dir / "sources.list"
+    if legacy.exists():
+        found = re.search(rf"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+{SUITE}\s", legacy.read_text(), re.M)
+        if found:
+            return found.group(1)
+    return DEFAULT_MIRROR
+
+
+def image_reference() -> str:
+    recipe = "\n".join([SUITE, *PACKAGES, RECIPE_VERSION])
+    return f"{IMAGE_NAME}:{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+
+
+def _customise(rootfs: Path) -> None:
+    """What every lab host shares; per-host files (host keys, sshd port, authorized_keys) come at create time."""
+    for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    # systemd gives each container its own id at first boot.
+    (rootfs / "etc/machine-id").write_text("")
+    shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
+    (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True)
+
+
+def ensure_base_image(podman: Podman, *, mirror: str | None = None, work_dir: Path | None = None, log=print) -> str:
+    """Return the image reference, building and importing it first when it is not in the store yet."""
+    reference = image_reference()
+    if podman.image_exists(reference):
+        return reference
+    mirror = mirror or debian_mirror()
+    log(f"building {reference} with debootstrap from {mirror} (about a minute, once)")
+    with tempfile.TemporaryDirectory(prefix="edgefleet-lab-rootfs-", dir=work_dir) as temporary:
+        rootfs = Path(temporary) / "rootfs"
+        completed = subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), mirror],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-15:])
+            raise ImageBuildError(f"debootstrap {SUITE} from {mirror} failed:\n{tail}")
+        _customise(rootfs)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        try:
+            podman.run("import", "--change", "CMD=/lib/systemd/systemd", "-", reference, stdin=tar.stdout)
+        finally:
+            tar.stdout.close()
+            tar.wait()
+    return reference

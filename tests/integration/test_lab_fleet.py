@@ -1,0 +1,113 @@
+"""`python -m lab up|status|down` with real podman hosts: systemd, sshd on loopback, inventory, idempotence, cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab.fleet.podman import CONTAINERS_CONF
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+# Ports of their own, so a lab a developer is running on the default ports is left alone.
+PORTS = ["--ssh-base-port", "22851", "--dps-port", "19543", "--device-port", "19544", "--hub-port", "19545"]
+
+
+def lab(state_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lab", "--state-dir", str(state_dir), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+
+
+@pytest.fixture
+def podman(tmp_path):
+    """podman with the lab's engine settings (runc, cgroupfs), to look at the hosts from outside."""
+    conf = tmp_path / "containers.conf"
+    conf.write_text(CONTAINERS_CONF)
+
+    def run(*args: str) -> str:
+        env = dict(os.environ, CONTAINERS_CONF=str(conf))
+        return subprocess.run(["podman", *args], capture_output=True, text=True, check=True, env=env).stdout
+
+    return run
+
+
+def listening(port: int) -> list[str]:
+    """Local addresses listening on ``port`` (ss -ltn)."""
+    lines = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout.splitlines()
+    return [line.split()[3] for line in lines if line.split()[3].endswith(f":{port}")]
+
+
+def ansible(inventory: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    return subprocess.run(
+        [str(BIN / "ansible"), "-i", str(inventory), *args], capture_output=True, text=True, env=env, check=False
+    )
+
+
+@pytest.fixture
+def state_dir(tmp_path):
+    directory = tmp_path / "lab"
+    yield directory
+    lab(directory, "down")  # whatever the test left
+
+
+def test_up_twice_then_down(state_dir, podman):
+    up = lab(state_dir, "up", "--hosts", "2", "--container-prefix", "edgefleet-test", *PORTS)
+    assert up.returncode == 0, up.stderr
+    status = json.loads(up.stdout)
+    assert [(h["name"], h["ssh"], h["state"]) for h in status["hosts"]] == [
+        ("edge-01", "127.0.0.1:22851", "running"),
+        ("edge-02", "127.0.0.1:22852", "running"),
+    ]
+    for host in status["hosts"]:
+        container = host["container"]
+        assert podman("exec", container, "cat", "/proc/1/comm").strip() == "systemd"
+        assert podman("exec", container, "hostname").strip() == host["name"]
+    # sshd and the emulators listen on loopback only
+    assert listening(22851) == ["127.0.0.1:22851"] and listening(22852) == ["127.0.0.1:22852"]
+    assert listening(19543) == ["127.0.0.1:19543"]
+
+    inventory = state_dir / "inventory"
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    assert sorted(hosts["all"]["children"]["edge"]["hosts"]) == ["edge-01", "edge-02"]
+    group_vars = inventory / "group_vars/all.yml"
+    assert group_vars.stat().st_mode & 0o777 == 0o600  # it holds the lab's connection strings
+    endpoints = yaml.safe_load(group_vars.read_text())
+    assert endpoints["edgefleet_dps_global_endpoint"] == "https://127.0.0.1:19544/"
+    assert endpoints["edgefleet_dps_connection_string"].startswith("HostName=127.0.0.1:19543;")
+
+    # Ansible reaches every host over real SSH, checking host keys, and each host trusts the lab CA system-wide.
+    ping = ansible(inventory, "edge", "-m", "ansible.builtin.ping")
+    assert ping.returncode == 0 and ping.stdout.count("pong") == 2, ping.stdout + ping.stderr
+    trust = ansible(
+        inventory, "edge", "-m", "ansible.builtin.uri", "-a", "url=https://127.0.0.1:19544/_emulator/health"
+    )
+    assert trust.returncode == 0, trust.stdout + trust.stderr
+
+    ids_before = podman("ps", "--filter", "name=edgefleet-test-edge", "--format", "{{.ID}}").split()
+    files_before = {path: path.read_bytes() for path in [inventory / "hosts.yml", group_vars]}
+    again = lab(state_dir, "up", "--hosts", "2", "--container-prefix", "edgefleet-test", *PORTS)
+    assert again.returncode == 0, again.stderr
+    assert "created" not in again.stderr and "started" not in again.stderr and "replaced" not in again.stderr
+    assert podman("ps", "--filter", "name=edgefleet-test-edge", "--format", "{{.ID}}").split() == ids_before
+    assert {path: path.read_bytes() for path in files_before} == files_before
+
+    down = lab(state_dir, "down")
+    assert down.returncode == 0, down.stderr
+    assert podman("ps", "--all", "--filter", "name=edgefleet-test-edge", "--format", "{{.Names}}").strip() == ""
+    assert [port for port in (22851, 22852, 19543, 19544, 19545) if listening(port)] == []
+    leftovers = subprocess.run(["pgrep", "-f", f"lab.cloud --state-dir {state_dir}"], capture_output=True, check=False)
+    assert leftovers.returncode == 1, leftovers.stdout
+    assert not state_dir.exists()
