@@ -9,9 +9,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import enroll
+import lab_fleet
 import pki
 
-BENCHMARKS = {"pki": pki.main, "enroll": enroll.main}
+BENCHMARKS = {"pki": pki.main, "enroll": enroll.main, "lab": lab_fleet.main}
 
 
 def main() -> int:

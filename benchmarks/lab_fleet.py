@@ -1,0 +1,121 @@
+"""Lab benchmark: `python -m lab up --hosts N` from a cached base image, its no-change re-run, memory per host.
+
+The baseline, in the same run: N bare containers of the same image started with `podman run` and no systemd
+(`sleep infinity`), which is what podman itself costs; the ratio shows what systemd, sshd, host keys, the CA
+install and the inventory add. Memory is podman's per-container figure once every host is up and idle.
+
+Ends with `lab: hosts=<n> up_seconds=<s> vs_bare_podman=<x> rerun_seconds=<r> memory_mb_per_host=<m>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import REPO, replace_doc_section, timed
+
+sys.path.insert(0, str(REPO))
+
+from lab.fleet.image import ensure_base_image
+from lab.fleet.podman import Podman
+
+# Ports of their own, away from a developer's default lab.
+PORTS = ["--ssh-base-port", "23101", "--dps-port", "19643", "--device-port", "19644", "--hub-port", "19645"]
+UNITS = {"b": 1e-6, "kb": 1e-3, "kib": 1.024e-3, "mb": 1.0, "mib": 1.048576, "gb": 1e3, "gib": 1073.741824}
+
+
+def lab(state_dir: Path, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "lab", "--state-dir", str(state_dir), *args],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        check=True,
+    )
+
+
+def megabytes(usage: str) -> float:
+    """'14.94MB / 25.28GB' -> 14.94"""
+    amount, unit = re.match(r"\s*([\d.]+)\s*([a-zA-Z]+)", usage).groups()
+    return float(amount) * UNITS[unit.lower()]
+
+
+def host_memory(podman: Podman, prefix: str) -> list[float]:
+    stats = json.loads(podman.run("stats", "--no-stream", "--format", "json").stdout or "[]")
+    return [megabytes(entry["mem_usage"]) for entry in stats if entry["name"].startswith(prefix)]
+
+
+def bare_containers(podman: Podman, image: str, count: int) -> None:
+    for index in range(count):
+        podman.run("run", "-d", "--name", f"edgefleet-bench-bare-{index}", "--network", "host", image, "sleep", "inf")
+
+
+def measure(hosts: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="edgefleet-bench-lab-") as work:
+        state_dir = Path(work) / "lab"
+        podman = Podman(Path(work))
+        image = ensure_base_image(podman, log=lambda line: print(line, file=sys.stderr))
+        try:
+            bare_seconds, _ = timed(bare_containers, podman, image, hosts)
+        finally:
+            for index in range(hosts):
+                podman.run("rm", "--force", "--time", "0", f"edgefleet-bench-bare-{index}", check=False)
+        try:
+            up_seconds, _ = timed(lab, state_dir, "up", "--hosts", str(hosts), "--container-prefix", "bench", *PORTS)
+            rerun_seconds, _ = timed(lab, state_dir, "up", "--hosts", str(hosts), "--container-prefix", "bench", *PORTS)
+            memory = host_memory(podman, "bench-edge-")
+        finally:
+            lab(state_dir, "down")
+    return {
+        "hosts": hosts,
+        "up_seconds": up_seconds,
+        "rerun_seconds": rerun_seconds,
+        "bare_seconds": bare_seconds,
+        "vs_bare_podman": up_seconds / bare_seconds,
+        "memory_mb_per_host": statistics.median(memory),
+        "memory_mb_max": max(memory),
+    }
+
+
+def doc_section(result: dict) -> str:
+    today = datetime.date.today().isoformat()
+    return (
+        f"Measured {today} on {platform.machine()} with {os.cpu_count()} cores (`make bench`, or "
+        "`.venv/bin/python benchmarks/run.py lab`); the base image was cached.\n\n"
+        "| hosts | `lab up` | per host | no-change `lab up` | bare `podman run` x N | vs_bare_podman "
+        "| memory per idle host (median, max) |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        f"| {result['hosts']} | {result['up_seconds']:.1f} s | {result['up_seconds'] / result['hosts']:.2f} s "
+        f"| {result['rerun_seconds']:.2f} s | {result['bare_seconds']:.1f} s | {result['vs_bare_podman']:.1f}x "
+        f"| {result['memory_mb_per_host']:.1f} MB, {result['memory_mb_max']:.1f} MB |\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=10)
+    parser.add_argument("--write-docs", action="store_true", help="write the results into docs/performance.md")
+    args = parser.parse_args(argv)
+    result = measure(args.hosts)
+    print(json.dumps(result, indent=2))
+    if args.write_docs:
+        replace_doc_section("lab", doc_section(result))
+    print(
+        f"lab: hosts={result['hosts']} up_seconds={result['up_seconds']:.1f} "
+        f"vs_bare_podman={result['vs_bare_podman']:.1f} rerun_seconds={result['rerun_seconds']:.2f} "
+        f"memory_mb_per_host={result['memory_mb_per_host']:.1f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
