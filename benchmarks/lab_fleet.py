@@ -29,7 +29,10 @@ from lab.fleet.image import ensure_base_image
 from lab.fleet.podman import Podman
 
 # Ports of their own, away from a developer's default lab.
-PORTS = ["--ssh-base-port", "23101", "--dps-port", "19643", "--device-port", "19644", "--hub-port", "19645"]
+PORTS = [
+    *("--ssh-base-port", "23101", "--dps-port", "19643", "--device-port", "19644", "--hub-port", "19645"),
+    *("--apt-port", "19680"),
+]
 UNITS = {"b": 1e-6, "kb": 1e-3, "kib": 1.024e-3, "mb": 1.0, "mib": 1.048576, "gb": 1e3, "gib": 1073.741824}
 
 
@@ -65,13 +68,14 @@ def measure(hosts: int) -> dict:
         podman = Podman(Path(work))
         image = ensure_base_image(podman, log=lambda line: print(line, file=sys.stderr))
         try:
-            bare_seconds, _ = timed(bare_containers, podman, image, hosts)
+            bare_seconds = timed(bare_containers, podman, image, hosts)[0]
         finally:
             for index in range(hosts):
                 podman.run("rm", "--force", "--time", "0", f"edgefleet-bench-bare-{index}", check=False)
         try:
-            up_seconds, _ = timed(lab, state_dir, "up", "--hosts", str(hosts), "--container-prefix", "bench", *PORTS)
-            rerun_seconds, _ = timed(lab, state_dir, "up", "--hosts", str(hosts), "--container-prefix", "bench", *PORTS)
+            up = ("up", "--hosts", str(hosts), "--container-prefix", "bench", *PORTS)
+            up_seconds = timed(lab, state_dir, *up)[0]
+            rerun_seconds = timed(lab, state_dir, *up)[0]
             memory = host_memory(podman, "bench-edge-")
         finally:
             lab(state_dir, "down")
