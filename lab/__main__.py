@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     up.add_argument("--dps-port", type=int, default=DEFAULTS.dps_port)
     up.add_argument("--device-port", type=int, default=DEFAULTS.device_port)
     up.add_argument("--hub-port", type=int, default=DEFAULTS.hub_port)
+    up.add_argument("--apt-port", type=int, default=DEFAULTS.apt_port, help="the runtime double's apt repository")
     up.add_argument("--debian-mirror", help="for debootstrap (default: the mirror this machine's apt uses)")
     down = commands.add_parser("down", help="remove the lab's containers, processes and files")
     down.add_argument("--purge-image", action="store_true", help="also remove the cached base image")
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             dps_port=args.dps_port,
             device_port=args.device_port,
             hub_port=args.hub_port,
+            apt_port=args.apt_port,
             debian_mirror=args.debian_mirror,
         )
     else:

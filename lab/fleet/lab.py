@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -36,13 +36,70 @@ from lab.fleet.hosts import (
 )
 from lab.fleet.image import ensure_base_image, image_reference
 from lab.fleet.podman import Podman
+from lab.runtime.packages import build_repository
 
 REPO = Path(__file__).resolve().parents[2]
-CLOUD_START_TIMEOUT = 30.0
+SERVICE_START_TIMEOUT = 30.0
 
 
 class LabError(RuntimeError):
     """Something the lab needs is missing or did not start; the message says what to do."""
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def start_detached(command: list[str], log_path: Path, ready, what: str, timeout: float = SERVICE_START_TIMEOUT) -> int:
+    """Start ``command`` in its own session (it outlives `lab up`; `lab down` ends it) and wait for ``ready(pid)``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready(process.pid):
+            return process.pid
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    process.kill()
+    raise LabError(f"{what} did not start; the end of {log_path}:\n{log_path.read_text()[-2000:]}")
+
+
+def stop_pid(pid: int | None) -> bool:
+    """SIGTERM, then SIGKILL after 10 s; False when nothing ran."""
+    if not pid_alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=5) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 @dataclass
@@ -56,8 +113,8 @@ class LabConfig:
     dps_port: int = 18443
     device_port: int = 18444
     hub_port: int = 18445
+    apt_port: int = 18480
     debian_mirror: str | None = None
-    extra_cloud_args: list[str] = field(default_factory=list)
 
     @property
     def lab_id(self) -> str:
@@ -114,23 +171,16 @@ class Lab:
         if not self.cloud_info_path.exists():
             return None
         info = json.loads(self.cloud_info_path.read_text())
-        try:
-            os.kill(info["pid"], 0)
-        except (OSError, KeyError):
+        if not pid_alive(info.get("pid")):
             return None
         context = ssl.create_default_context(cafile=info["ca_bundle"])
-        try:
-            with urllib.request.urlopen(f"{info['control_url']}/health", context=context, timeout=5) as answer:
-                return info if answer.status == 200 else None
-        except OSError:
-            return None
+        return info if http_ok(f"{info['control_url']}/health", context) else None
 
     def ensure_cloud(self) -> dict:
         info = self.cloud_info()
         if info is not None:
             return info
         self.cloud_info_path.unlink(missing_ok=True)
-        self.cloud_dir.mkdir(parents=True, exist_ok=True)
         command = [
             sys.executable,
             "-m",
@@ -143,50 +193,64 @@ class Lab:
             str(self.config.device_port),
             "--hub-port",
             str(self.config.hub_port),
-            *self.config.extra_cloud_args,
         ]
-        with open(self.cloud_dir / "cloud.log", "ab") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=REPO,
-                env=dict(os.environ, PYTHONPATH=str(REPO)),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,  # outlives `lab up`; `lab down` ends it
-            )
-        deadline = time.monotonic() + CLOUD_START_TIMEOUT
-        while time.monotonic() < deadline:
+
+        def ready(pid: int) -> bool:
             info = self.cloud_info()
-            if info is not None and info["pid"] == process.pid:
-                self.log(f"cloud emulators up: DPS {info['dps']['url']}, hub {info['iothub']['url']}")
-                return info
-            if process.poll() is not None:
-                break
-            time.sleep(0.2)
-        process.kill()
-        tail = (self.cloud_dir / "cloud.log").read_text()[-2000:]
-        raise LabError(
-            f"the cloud emulators did not start (ports {self.config.dps_port}-{self.config.hub_port}?):\n{tail}"
+            return info is not None and info["pid"] == pid
+
+        start_detached(
+            command,
+            self.cloud_dir / "cloud.log",
+            ready,
+            f"the cloud emulators (ports {self.config.dps_port}, {self.config.device_port}, {self.config.hub_port})",
         )
+        info = self.cloud_info()
+        self.log(f"cloud emulators up: DPS {info['dps']['url']}, hub {info['iothub']['url']}")
+        return info
 
     def stop_cloud(self) -> bool:
-        info = json.loads(self.cloud_info_path.read_text()) if self.cloud_info_path.exists() else None
-        if not info:
-            return False
-        try:
-            os.kill(info["pid"], signal.SIGTERM)
-        except OSError:
-            return False
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(info["pid"], 0)
-            except OSError:
-                return True
-            time.sleep(0.1)
-        os.kill(info["pid"], signal.SIGKILL)
-        return True
+        info = json.loads(self.cloud_info_path.read_text()) if self.cloud_info_path.exists() else {}
+        return stop_pid(info.get("pid"))
+
+    # ---- apt repository of the runtime double -------------------------------------------------------------
+
+    @property
+    def apt_dir(self) -> Path:
+        return self.state_dir / "apt"
+
+    @property
+    def apt_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.apt_port}/"
+
+    def _apt_pid(self) -> int | None:
+        pid_file = self.state_dir / "apt.pid"
+        return int(pid_file.read_text()) if pid_file.exists() else None
+
+    def ensure_apt_repository(self) -> str:
+        """Build the double's packages (when their sources changed) and serve them on 127.0.0.1."""
+        build_repository(self.apt_dir / "repo")
+        if pid_alive(self._apt_pid()) and http_ok(f"{self.apt_url}Packages"):
+            return self.apt_url
+        command = [
+            sys.executable,
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(self.apt_dir / "repo"),
+            str(self.config.apt_port),
+        ]
+        pid = start_detached(
+            command,
+            self.apt_dir / "http.log",
+            lambda _pid: http_ok(f"{self.apt_url}Packages"),
+            f"the apt repository server (port {self.config.apt_port})",
+        )
+        (self.state_dir / "apt.pid").write_text(str(pid))
+        self.log(f"apt repository of the runtime double: {self.apt_url}")
+        return self.apt_url
 
     # ---- hosts ---------------------------------------------------------------------------------------------
 
@@ -222,7 +286,7 @@ class Lab:
 
     # ---- inventory -----------------------------------------------------------------------------------------
 
-    def write_inventory(self, cloud: dict) -> Path:
+    def write_inventory(self, cloud: dict, apt_url: str) -> Path:
         specs = self.config.host_specs()
         lines = []
         for spec in specs:
@@ -260,6 +324,8 @@ class Lab:
             "edgefleet_iothub_connection_string": cloud["iothub"]["connection_string"],
             "edgefleet_iothub_hostname": cloud["iothub"]["host_name"],
             "edgefleet_ca_bundle": cloud["ca_bundle"],
+            # The runtime double's packages, instead of packages.microsoft.com.
+            "edgefleet_apt_repository": f"deb [trusted=yes] {apt_url} ./",
         }
         self.inventory_dir.mkdir(parents=True, exist_ok=True)
         _write(self.inventory_dir / "hosts.yml", "---\n" + yaml.safe_dump(hosts, sort_keys=False), 0o644)
@@ -277,9 +343,10 @@ class Lab:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         image = ensure_base_image(self.podman, mirror=self.config.debian_mirror, work_dir=self.state_dir, log=self.log)
         cloud = self.ensure_cloud()
+        apt_url = self.ensure_apt_repository()
         for line in self.ensure_hosts(image, Path(cloud["ca_bundle"])):
             self.log(line)
-        inventory = self.write_inventory(cloud)
+        inventory = self.write_inventory(cloud, apt_url)
         self.log(f"inventory: {inventory / 'hosts.yml'}")
         return self.status()
 
@@ -290,6 +357,8 @@ class Lab:
             done.append(f"{name}: removed")
         if self.stop_cloud():
             done.append("cloud emulators: stopped")
+        if stop_pid(self._apt_pid()):
+            done.append("apt repository server: stopped")
         if purge_image and self.podman.image_exists(image_reference()):
             self.podman.run("rmi", image_reference())
             done.append(f"{image_reference()}: removed")
@@ -324,6 +393,7 @@ class Lab:
                 }
                 for name, entry in sorted(containers.items())
             ],
+            "apt_repository": self.apt_url if pid_alive(self._apt_pid()) else None,
             "inventory": str(self.inventory_dir / "hosts.yml") if (self.inventory_dir / "hosts.yml").exists() else None,
         }
 

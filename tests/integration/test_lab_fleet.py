@@ -16,7 +16,10 @@ from lab.fleet.podman import CONTAINERS_CONF
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # Ports of their own, so a lab a developer is running on the default ports is left alone.
-PORTS = ["--ssh-base-port", "22851", "--dps-port", "19543", "--device-port", "19544", "--hub-port", "19545"]
+PORTS = [
+    *("--ssh-base-port", "22851", "--dps-port", "19543", "--device-port", "19544", "--hub-port", "19545"),
+    *("--apt-port", "19580"),
+]
 
 
 def lab(state_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -36,9 +39,9 @@ def podman(tmp_path):
     conf = tmp_path / "containers.conf"
     conf.write_text(CONTAINERS_CONF)
 
-    def run(*args: str) -> str:
+    def run(*args: str, check: bool = True) -> str:
         env = dict(os.environ, CONTAINERS_CONF=str(conf))
-        return subprocess.run(["podman", *args], capture_output=True, text=True, check=True, env=env).stdout
+        return subprocess.run(["podman", *args], capture_output=True, text=True, check=check, env=env).stdout
 
     return run
 
@@ -107,7 +110,70 @@ def test_up_twice_then_down(state_dir, podman):
     down = lab(state_dir, "down")
     assert down.returncode == 0, down.stderr
     assert podman("ps", "--all", "--filter", "name=edgefleet-test-edge", "--format", "{{.Names}}").strip() == ""
-    assert [port for port in (22851, 22852, 19543, 19544, 19545) if listening(port)] == []
-    leftovers = subprocess.run(["pgrep", "-f", f"lab.cloud --state-dir {state_dir}"], capture_output=True, check=False)
-    assert leftovers.returncode == 1, leftovers.stdout
+    assert [port for port in (22851, 22852, 19543, 19544, 19545, 19580) if listening(port)] == []
+    for started in (f"lab.cloud --state-dir {state_dir}", f"http.server --bind 127.0.0.1 --directory {state_dir}"):
+        leftovers = subprocess.run(["pgrep", "-f", started], capture_output=True, check=False)
+        assert leftovers.returncode == 1, leftovers.stdout
     assert not state_dir.exists()
+
+
+def test_the_runtime_double_installs_from_the_lab_repository_like_the_real_packages(state_dir, podman):
+    up = lab(state_dir, "up", "--hosts", "1", "--container-prefix", "edgefleet-test", *PORTS)
+    assert up.returncode == 0, up.stderr
+    inventory = state_dir / "inventory"
+    repository = yaml.safe_load((inventory / "group_vars/all.yml").read_text())["edgefleet_apt_repository"]
+    assert repository == "deb [trusted=yes] http://127.0.0.1:19580/ ./"
+    source = ansible(
+        inventory,
+        "edge",
+        "-m",
+        "ansible.builtin.copy",
+        "-a",
+        f"dest=/etc/apt/sources.list.d/edgefleet-lab.list content='{repository}\n' mode=0644",
+    )
+    assert source.returncode == 0, source.stdout
+
+    def apt(*packages: str) -> subprocess.CompletedProcess:
+        return ansible(
+            inventory, "edge", "-m", "ansible.builtin.apt", "-a", f"name={','.join(packages)} update_cache=true"
+        )
+
+    # As the real aziot-edge: no container engine, no install.
+    refused = apt("aziot-edge")
+    assert refused.returncode != 0 and "ERROR: No container runtime detected." in refused.stdout
+    # The documented order: the container engine first, then IoT Edge.
+    engine = apt("moby-engine")
+    assert engine.returncode == 0, engine.stdout
+    installed = apt("aziot-edge")
+    assert installed.returncode == 0, installed.stdout
+
+    def host(*command: str) -> str:
+        return podman("exec", "edgefleet-test-edge-01", *command).strip()
+
+    assert host("iotedge", "version") == "iotedge 1.5.44"
+    assert host("dpkg-query", "-W", "-f", "${Version}", "aziot-identity-service") == "1.5.6-1"
+
+    def groups(user: str) -> set[str]:
+        return set(host("id", "-nG", user).split())
+
+    assert {"aziotcs", "aziotks", "aziottpm"} <= groups("aziotid")
+    assert "aziotks" in groups("aziotcs")
+    assert {"docker", "systemd-journal", "aziotcs", "aziotks", "aziotid"} <= groups("iotedge")
+    assert host("id", "-u", "edgeagentuser") == "13622" and host("id", "-u", "edgehubuser") == "13623"
+
+    def owner_and_mode(path: str) -> str:
+        return host("stat", "-c", "%U:%G %a", path)
+
+    assert owner_and_mode("/etc/aziot/config.toml.edge.template") == "root:root 600"
+    assert owner_and_mode("/etc/aziot/edged/config.d") == "iotedge:iotedge 700"
+    assert owner_and_mode("/etc/aziot/edged/config.toml.default") == "iotedge:iotedge 400"
+    assert owner_and_mode("/var/lib/aziot/keyd") == "aziotks:aziotks 700"
+    assert owner_and_mode("/etc/aziot/identityd/config.d") == "aziotid:aziotid 700"
+    assert owner_and_mode("/etc/aziot/certd/config.toml.default") == "aziotcs:aziotcs 400"
+
+    # The identity service's sockets are enabled and listening; aziot-edged is enabled but not started.
+    for socket in ("aziot-keyd", "aziot-certd", "aziot-identityd", "aziot-tpmd"):
+        assert host("systemctl", "is-active", f"{socket}.socket") == "active"
+    assert host("systemctl", "is-enabled", "aziot-edged.service") == "enabled"
+    inactive = podman("exec", "edgefleet-test-edge-01", "systemctl", "is-active", "aziot-edged.service", check=False)
+    assert inactive.strip() == "inactive"

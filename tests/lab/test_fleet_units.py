@@ -81,7 +81,7 @@ def test_the_inventory_points_at_the_hosts_and_the_emulators(tmp_path):
         },
         "iothub": {"connection_string": "HostName=127.0.0.1:18445;...", "host_name": "127.0.0.1:18445"},
     }
-    inventory = lab.write_inventory(cloud)
+    inventory = lab.write_inventory(cloud, "http://127.0.0.1:18480/")
     hosts = yaml.safe_load((inventory / "hosts.yml").read_text())["all"]
     assert hosts["children"]["edge"]["hosts"]["edge-02"] == {"ansible_host": "127.0.0.1", "ansible_port": 23002}
     assert "StrictHostKeyChecking=yes" in hosts["vars"]["ansible_ssh_common_args"]
@@ -90,4 +90,5 @@ def test_the_inventory_points_at_the_hosts_and_the_emulators(tmp_path):
     group_vars = yaml.safe_load((inventory / "group_vars/all.yml").read_text())
     assert group_vars["edgefleet_dps_id_scope"] == "0ne00C0FFEE"
     assert group_vars["edgefleet_ca_bundle"] == "/lab/ca.pem"
+    assert group_vars["edgefleet_apt_repository"] == "deb [trusted=yes] http://127.0.0.1:18480/ ./"
     assert (inventory / "group_vars/all.yml").stat().st_mode & 0o777 == 0o600
