@@ -177,3 +177,42 @@ def test_the_runtime_double_installs_from_the_lab_repository_like_the_real_packa
     assert host("systemctl", "is-enabled", "aziot-edged.service") == "enabled"
     inactive = podman("exec", "edgefleet-test-edge-01", "systemctl", "is-active", "aziot-edged.service", check=False)
     assert inactive.strip() == "inactive"
+
+    # iotedge config apply on the host, as root and as another user.
+    config = (
+        'hostname = "edge-01"\n\n[provisioning]\nsource = "dps"\nglobal_endpoint = "https://127.0.0.1:19544/"\n'
+        'id_scope = "0ne00C0FFEE"\n\n[provisioning.attestation]\nmethod = "x509"\n'
+        'identity_cert = "file:///var/aziot/certs/device-id.pem"\n'
+        'identity_pk = "file:///var/aziot/secrets/device-id.key.pem"\n'
+    )
+    written = ansible(
+        inventory,
+        "edge",
+        "-m",
+        "ansible.builtin.copy",
+        "-a",
+        f"dest=/etc/aziot/config.toml mode=0600 content='{config}'",
+    )
+    assert written.returncode == 0, written.stdout
+    applied = podman("exec", "edgefleet-test-edge-01", "iotedge", "config", "apply")
+    assert applied.startswith("Warning: the previous identity config file is unreadable\n")
+    assert "Azure IoT Edge has been configured successfully!" in applied and applied.endswith("Done.\n")
+    for service, owner in (
+        ("keyd", "aziotks"),
+        ("certd", "aziotcs"),
+        ("identityd", "aziotid"),
+        ("tpmd", "aziottpm"),
+        ("edged", "iotedge"),
+    ):
+        assert owner_and_mode(f"/etc/aziot/{service}/config.d/00-super.toml") == f"{owner}:{owner} 600"
+    as_user = podman(
+        "exec",
+        "--user",
+        "iotedge",
+        "edgefleet-test-edge-01",
+        "sh",
+        "-c",
+        "iotedge config apply 2>&1; echo rc=$?",
+        check=False,
+    )
+    assert as_user == "Command failed: this command must be run as root\nrc=1\n"
