@@ -196,6 +196,7 @@ Requires=aziot-edged.mgmt.socket aziot-edged.workload.socket
 
 [Service]
 ExecStart=/usr/libexec/aziot/aziot-edged
+Sockets=aziot-edged.mgmt.socket aziot-edged.workload.socket
 User=iotedge
 Group=iotedge
 Restart=on-failure
@@ -215,6 +216,7 @@ WantedBy=multi-user.target
 PartOf=aziot-edged.service
 
 [Socket]
+Service=aziot-edged.service
 ListenStream=/var/run/iotedge/mgmt.sock
 SocketMode=0660
 DirectoryMode=0755
@@ -235,6 +237,7 @@ WantedBy=sockets.target
 PartOf=aziot-edged.service
 
 [Socket]
+Service=aziot-edged.service
 ListenStream=/var/run/iotedge/workload.sock
 SocketMode=0666
 DirectoryMode=0755

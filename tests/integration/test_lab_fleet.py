@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import ssl
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -216,3 +220,68 @@ def test_the_runtime_double_installs_from_the_lab_repository_like_the_real_packa
         check=False,
     )
     assert as_user == "Command failed: this command must be run as root\nrc=1\n"
+
+
+def wait_for_edge_agent(podman, container: str, timeout: float = 90) -> str:
+    """`iotedge list` until edgeAgent runs (identityd polls DPS every 5 s, as the real one)."""
+    deadline = time.monotonic() + timeout
+    listing = ""
+    while time.monotonic() < deadline:
+        listing = podman("exec", container, "sh", "-c", "iotedge list 2>&1 || true", check=False)
+        if re.search(r"^edgeAgent\s+running\s+Up ", listing, re.M):
+            return listing
+        time.sleep(2)
+    raise AssertionError(f"edgeAgent not running after {timeout} s:\n{listing}")
+
+
+def test_by_hand_a_host_registers_with_dps_and_runs_edge_agent(state_dir, podman, tmp_path, ansible_playbook):
+    up = lab(state_dir, "up", "--hosts", "1", "--container-prefix", "edgefleet-test", *PORTS)
+    assert up.returncode == 0, up.stderr
+    inventory = state_dir / "inventory"
+    container = "edgefleet-test-edge-01"
+    run = ansible_playbook(
+        "tests/integration/playbooks/lab_by_hand.yml",
+        inventory=inventory,
+        extra_vars={"pki_dir": str(tmp_path / "pki"), "registration_id": "edge-01", "key_owner": "aziotks"},
+    )
+    assert run.returncode == 0, run.output
+
+    listing = wait_for_edge_agent(podman, container)
+    lines = listing.splitlines()
+    assert lines[0] == "NAME             STATUS           DESCRIPTION      Config"
+    assert re.fullmatch(
+        r"edgeAgent        running          Up \d+ seconds?\s+mcr\.microsoft\.com/azureiotedge-agent:1\.5", lines[1]
+    ), lines[1]
+
+    cloud = json.loads((state_dir / "cloud/cloud.json").read_text())
+    context = ssl.create_default_context(cafile=cloud["ca_bundle"])
+    with urllib.request.urlopen(f"{cloud['control_url']}/state", context=context) as answer:
+        state = json.load(answer)
+    registration = {r["registrationId"]: r for r in state["dps"]["registrations"]}["edge-01"]
+    assert registration["status"] == "assigned" and registration["deviceId"] == "edge-01"
+    device = {d["deviceId"]: d for d in state["iothubs"][0]["devices"]}["edge-01"]
+    assert device["capabilities"] == {"iotEdge": True}
+    journal = podman(
+        "exec", container, "journalctl", "--no-pager", "-o", "cat", "-u", "aziot-identityd", "-u", "aziot-edged"
+    )
+    for line in (
+        "Provisioning starting. Reason: Startup",
+        "Successfully provisioned with DPS.",
+        "Provisioning complete.",
+        "Device is edge-01 on 127.0.0.1:19545",
+        "Edge runtime is running",
+    ):
+        assert line in journal, journal
+
+    # A key that aziotks cannot read fails as on a real device: keyd refuses it, identityd cannot provision.
+    podman("exec", container, "chown", "root:root", "/var/aziot/secrets/device-id.key.pem")
+    podman("exec", container, "iotedge", "config", "apply")
+    deadline = time.monotonic() + 30
+    journal = ""
+    while time.monotonic() < deadline and "Permission denied" not in journal:
+        time.sleep(1)
+        journal = podman(
+            "exec", container, "journalctl", "--no-pager", "-o", "cat", "-u", "aziot-keyd", "-u", "aziot-identityd"
+        )
+    assert "could not load key pair 'device-id' from /var/aziot/secrets/device-id.key.pem: Permission denied" in journal
+    assert "Failed to provision with IoT Hub" in journal
