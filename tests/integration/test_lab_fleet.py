@@ -234,46 +234,62 @@ def wait_for_edge_agent(podman, container: str, timeout: float = 90) -> str:
     raise AssertionError(f"edgeAgent not running after {timeout} s:\n{listing}")
 
 
-def test_by_hand_a_host_registers_with_dps_and_runs_edge_agent(state_dir, podman, tmp_path, ansible_playbook):
-    up = lab(state_dir, "up", "--hosts", "1", "--container-prefix", "edgefleet-test", *PORTS)
-    assert up.returncode == 0, up.stderr
-    inventory = state_dir / "inventory"
-    container = "edgefleet-test-edge-01"
-    run = ansible_playbook(
-        "tests/integration/playbooks/lab_by_hand.yml",
-        inventory=inventory,
-        extra_vars={"pki_dir": str(tmp_path / "pki"), "registration_id": "edge-01", "key_owner": "aziotks"},
-    )
-    assert run.returncode == 0, run.output
-
-    listing = wait_for_edge_agent(podman, container)
-    lines = listing.splitlines()
-    assert lines[0] == "NAME             STATUS           DESCRIPTION      Config"
-    assert re.fullmatch(
-        r"edgeAgent        running          Up \d+ seconds?\s+mcr\.microsoft\.com/azureiotedge-agent:1\.5", lines[1]
-    ), lines[1]
-
+def emulator_state(state_dir: Path) -> dict:
     cloud = json.loads((state_dir / "cloud/cloud.json").read_text())
     context = ssl.create_default_context(cafile=cloud["ca_bundle"])
     with urllib.request.urlopen(f"{cloud['control_url']}/state", context=context) as answer:
-        state = json.load(answer)
-    registration = {r["registrationId"]: r for r in state["dps"]["registrations"]}["edge-01"]
-    assert registration["status"] == "assigned" and registration["deviceId"] == "edge-01"
-    device = {d["deviceId"]: d for d in state["iothubs"][0]["devices"]}["edge-01"]
-    assert device["capabilities"] == {"iotEdge": True}
-    journal = podman(
-        "exec", container, "journalctl", "--no-pager", "-o", "cat", "-u", "aziot-identityd", "-u", "aziot-edged"
+        return json.load(answer)
+
+
+def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, tmp_path, ansible_playbook):
+    """edge-01 through an individual enrollment, edge-02 through the group enrollment of the verified fleet CA."""
+    up = lab(state_dir, "up", "--hosts", "2", "--container-prefix", "edgefleet-test", *PORTS)
+    assert up.returncode == 0, up.stderr
+    run = ansible_playbook(
+        "tests/integration/playbooks/lab_by_hand.yml",
+        inventory=state_dir / "inventory",
+        extra_vars={"pki_dir": str(tmp_path / "pki"), "individual": ["edge-01"], "key_owner": "aziotks"},
     )
-    for line in (
-        "Provisioning starting. Reason: Startup",
-        "Successfully provisioned with DPS.",
-        "Provisioning complete.",
-        "Device is edge-01 on 127.0.0.1:19545",
-        "Edge runtime is running",
-    ):
-        assert line in journal, journal
+    assert run.returncode == 0, run.output
+
+    for host in ("edge-01", "edge-02"):
+        lines = wait_for_edge_agent(podman, f"edgefleet-test-{host}").splitlines()
+        assert lines[0] == "NAME             STATUS           DESCRIPTION      Config"
+        assert re.fullmatch(
+            r"edgeAgent        running          Up \d+ seconds?\s+mcr\.microsoft\.com/azureiotedge-agent:1\.5", lines[1]
+        ), lines[1]
+        journal = podman(
+            "exec",
+            f"edgefleet-test-{host}",
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "cat",
+            "-u",
+            "aziot-identityd",
+            "-u",
+            "aziot-edged",
+        )
+        for line in (
+            "Provisioning starting. Reason: Startup",
+            "Successfully provisioned with DPS.",
+            "Provisioning complete.",
+            f"Device is {host} on 127.0.0.1:19545",
+            "Edge runtime is running",
+        ):
+            assert line in journal, journal
+
+    state = emulator_state(state_dir)
+    registrations = {r["registrationId"]: r for r in state["dps"]["registrations"]}
+    assert registrations["edge-01"]["status"] == "assigned" and registrations["edge-02"]["status"] == "assigned"
+    assert registrations["edge-02"].get("enrollmentGroupId") == "fleet"
+    devices = {d["deviceId"]: d for d in state["iothubs"][0]["devices"]}
+    assert devices["edge-01"]["capabilities"] == {"iotEdge": True}
+    assert devices["edge-01"]["authentication"]["type"] == "selfSigned"
+    assert devices["edge-02"]["authentication"]["type"] == "certificateAuthority"
 
     # A key that aziotks cannot read fails as on a real device: keyd refuses it, identityd cannot provision.
+    container = "edgefleet-test-edge-01"
     podman("exec", container, "chown", "root:root", "/var/aziot/secrets/device-id.key.pem")
     podman("exec", container, "iotedge", "config", "apply")
     deadline = time.monotonic() + 30
