@@ -301,3 +301,21 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
         )
     assert "could not load key pair 'device-id' from /var/aziot/secrets/device-id.key.pem: Permission denied" in journal
     assert "Failed to provision with IoT Hub" in journal
+
+    # A registration id that is not the certificate's CN: DPS refuses the device (401002), identityd says so.
+    container = "edgefleet-test-edge-02"
+    podman(
+        "exec",
+        container,
+        "sed",
+        "-i",
+        's/^registration_id = .*/registration_id = "someone-else"/',
+        "/etc/aziot/config.toml",
+    )
+    podman("exec", container, "iotedge", "config", "apply")
+    refused = "Failed to provision with IoT Hub: DPS: Unauthorized access (error code 401002)"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and refused not in journal:
+        time.sleep(1)
+        journal = podman("exec", container, "journalctl", "--no-pager", "-o", "cat", "-u", "aziot-identityd")
+    assert refused in journal, journal
