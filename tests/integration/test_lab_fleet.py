@@ -288,6 +288,27 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
     assert devices["edge-01"]["authentication"]["type"] == "selfSigned"
     assert devices["edge-02"]["authentication"]["type"] == "certificateAuthority"
 
+    # iotedge check: no errors on a provisioned host, in JSON and in text.
+    checked = podman("exec", "edgefleet-test-edge-02", "iotedge", "check", "--output", "json")
+    checks = json.loads(checked)["checks"]
+    assert not [name for name, check in checks.items() if check["result"]["result"] in ("error", "fatal")], checks
+    for name in (
+        "identityd-config-well-formed",
+        "configs-up-to-date",
+        "certs-read",
+        "key-pairs-read",
+        "certs-match-private-keys",
+        "identity-certificate-expiry",
+        "host-connect-dps-endpoint",
+        "host-connect-iothub-https",
+        "connect-management-uri",
+    ):
+        assert checks[name]["result"] == {"result": "ok"}, (name, checks[name])
+    text = podman("exec", "edgefleet-test-edge-02", "iotedge", "check")
+    header = "Configuration checks (aziot-identity-service)"
+    assert text.startswith(f"\n{header}\n{'-' * len(header)}\n√ keyd configuration is well-formed - OK\n"), text
+    assert re.search(r"^\d+ check\(s\) succeeded\.$", text, re.M) and "raised errors" not in text
+
     # A key that aziotks cannot read fails as on a real device: keyd refuses it, identityd cannot provision.
     container = "edgefleet-test-edge-01"
     podman("exec", container, "chown", "root:root", "/var/aziot/secrets/device-id.key.pem")
@@ -301,6 +322,14 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
         )
     assert "could not load key pair 'device-id' from /var/aziot/secrets/device-id.key.pem: Permission denied" in journal
     assert "Failed to provision with IoT Hub" in journal
+    report = podman("exec", container, "sh", "-c", "iotedge check; echo rc=$?", check=False)
+    assert re.search(
+        r"^\u00d7 all preloaded key pairs readable by aziotks - Error\n    /var/aziot/secrets/device-id.key.pem is not readable "
+        r"by user aziotks \(uid \d+, gid \d+\), see https://aka.ms/iotedge/cert-permissions$",
+        report,
+        re.M,
+    ), report
+    assert report.rstrip().endswith("rc=1")
 
     # A registration id that is not the certificate's CN: DPS refuses the device (401002), identityd says so.
     container = "edgefleet-test-edge-02"

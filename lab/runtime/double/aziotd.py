@@ -22,9 +22,9 @@ import tomllib
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from edgefleet_iotedge_double import IDENTITY_SERVICE_VERSION
-from edgefleet_iotedge_double.ipc import activated_sockets, call, serve_json
-from edgefleet_iotedge_double.journal import log
+from . import IDENTITY_SERVICE_VERSION
+from .ipc import activated_sockets, call, serve_json
+from .journal import log
 
 ETC = Path("/etc/aziot")
 KEYD_SOCKET = "/run/aziot/keyd.sock"

@@ -18,9 +18,9 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import quote
 
-from edgefleet_iotedge_double import EDGE_VERSION
-from edgefleet_iotedge_double.ipc import activated_sockets, call
-from edgefleet_iotedge_double.journal import log
+from . import EDGE_VERSION
+from .ipc import activated_sockets, call
+from .journal import log
 
 CONFIG = Path("/etc/aziot/edged/config.d/00-super.toml")
 IDENTITYD_SOCKET = "/run/aziot/identityd.sock"

@@ -1,4 +1,4 @@
-"""``iotedge``: the CLI of the runtime double. So far ``version``, ``config apply`` and ``list``."""
+"""``iotedge``: the CLI of the runtime double. So far ``version``, ``config apply``, ``list`` and ``check``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 
-from edgefleet_iotedge_double import EDGE_VERSION
+from . import EDGE_VERSION
 
 DEFAULT_HOST = "unix:///var/run/iotedge/mgmt.sock"
 MGMT_API_VERSION = "2020-07-07"
@@ -130,11 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iotedge {EDGE_VERSION}")
         return 0
     if args[:2] == ["config", "apply"]:
-        from edgefleet_iotedge_double import config_apply
+        from . import config_apply
 
         return config_apply.main(args[2:])
     if args == ["list"]:
         return list_command()
+    if args[:1] == ["check"]:
+        from . import check
+
+        return check.main(args[1:])
     command = " ".join(args) or "(none)"
     print(f"iotedge {command}: not implemented by the edgefleet test double yet", file=sys.stderr)
     return 2

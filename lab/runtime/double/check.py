@@ -1,0 +1,499 @@
+"""``iotedge check [--output text|json] [--verbose] [--warnings-as-errors] [--dont-run ID...]`` of the double.
+
+The checks that make sense without a container engine (device-side.md 3.3): configuration files well-formed and
+up to date with config.toml, the preloaded certificate and key readable by aziotcs/aziotks and matching, identity
+certificate expiry, the identity services answering, and TLS to the DPS endpoint and the assigned hub. Checks that
+need a container engine or Microsoft's servers (versions, time, container connectivity) are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from . import EDGE_VERSION
+from .config_apply import ApplyError, parse, service_files, validate
+
+ETC = Path("/etc/aziot")
+CONFIG = ETC / "config.toml"
+DEVICE_INFO = Path("/var/lib/aziot/identityd/device_info")
+AZIOT_SOCKETS = {
+    "keyd": "/run/aziot/keyd.sock",
+    "certd": "/run/aziot/certd.sock",
+    "identityd": "/run/aziot/identityd.sock",
+}
+EXPIRY_WARNING_DAYS = 7
+AZIOT_CONFIG = "Configuration checks (aziot-identity-service)"
+AZIOT_CONNECTIVITY = "Connectivity checks (aziot-identity-service)"
+EDGE_CONFIG = "Configuration checks"
+EDGE_CONNECTIVITY = "Connectivity checks"
+# The real check's marks: check mark, double exclamation, multiplication sign.
+SYMBOLS = {
+    "ok": ("\u221a", "OK"),
+    "warning": ("\u203c", "Warning"),
+    "error": ("\u00d7", "Error"),
+    "fatal": ("\u00d7", "Error"),
+}
+
+
+@dataclass
+class Outcome:
+    result: str  # ok | warning | error | fatal | skipped | ignored
+    details: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        body: dict = {"result": self.result}
+        if self.details and self.result in ("warning", "error", "fatal"):
+            body["details"] = self.details
+        return body
+
+
+def ok(*details: str) -> Outcome:
+    return Outcome("ok", list(details))
+
+
+def warning(*details: str) -> Outcome:
+    return Outcome("warning", list(details))
+
+
+def error(*details: str) -> Outcome:
+    return Outcome("error", list(details))
+
+
+def skipped(*details: str) -> Outcome:
+    return Outcome("skipped", list(details))
+
+
+# ---- what the checks look at ------------------------------------------------------------------------------
+
+
+class Device:
+    """The host as the checks see it, loaded once."""
+
+    def __init__(self) -> None:
+        self.config_source = CONFIG.read_text()
+        self.settings = None
+        self.settings_error = None
+        try:
+            self.settings = validate(self.config_source, parse(self.config_source), socket.gethostname())
+        except ApplyError as failure:
+            self.settings_error = str(failure)
+
+    @staticmethod
+    def service_file(service: str) -> Path:
+        return ETC / service / "config.d/00-super.toml"
+
+    def service_config(self, service: str) -> dict:
+        return tomllib.loads(self.service_file(service).read_text())
+
+    @staticmethod
+    def readable_by(user: str, path: str) -> bool:
+        return subprocess.run(["runuser", "-u", user, "--", "test", "-r", path], check=False).returncode == 0
+
+    @staticmethod
+    def user_ids(user: str) -> str:
+        uid = subprocess.run(["id", "-u", user], capture_output=True, text=True, check=False).stdout.strip()
+        gid = subprocess.run(["id", "-g", user], capture_output=True, text=True, check=False).stdout.strip()
+        return f"uid {uid}, gid {gid}"
+
+
+def _file_path(uri: str) -> str:
+    return urlsplit(uri).path
+
+
+def _openssl(*args: str, stdin: str | None = None) -> str:
+    return subprocess.run(["openssl", *args], input=stdin, capture_output=True, text=True, check=False).stdout
+
+
+def _not_after(path: str) -> datetime.datetime | None:
+    text = _openssl("x509", "-noout", "-enddate", "-in", path).strip()
+    if not text.startswith("notAfter="):
+        return None
+    moment = datetime.datetime.strptime(text.split("=", 1)[1], "%b %d %H:%M:%S %Y %Z")
+    return moment.replace(tzinfo=datetime.UTC)
+
+
+def _not_before(path: str) -> datetime.datetime | None:
+    text = _openssl("x509", "-noout", "-startdate", "-in", path).strip()
+    if not text.startswith("notBefore="):
+        return None
+    return datetime.datetime.strptime(text.split("=", 1)[1], "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.UTC)
+
+
+def _tls_handshake(host: str, port: int) -> None:
+    context = ssl.create_default_context()
+    with socket.create_connection((host, port), timeout=10) as raw, context.wrap_socket(raw, server_hostname=host):
+        pass
+
+
+# ---- the checks -------------------------------------------------------------------------------------------
+
+
+def well_formed(service: str):
+    def run(device: Device) -> Outcome:
+        path = device.service_file(service)
+        if not path.exists():
+            return error(f"{path} does not exist.", "Did you run 'iotedge config apply'?")
+        try:
+            device.service_config(service)
+        except (OSError, tomllib.TOMLDecodeError) as failure:
+            return error(f"{path} could not be parsed: {failure}")
+        return ok()
+
+    return run
+
+
+def up_to_date(services: tuple[str, ...]):
+    def run(device: Device) -> Outcome:
+        if device.settings is None:
+            return error(f"{CONFIG} is not valid: {device.settings_error}")
+        uids = {}
+        for user in ("aziotks", "aziotcs", "aziotid", "aziottpm", "iotedge"):
+            uids[user] = int(subprocess.run(["id", "-u", user], capture_output=True, text=True, check=True).stdout)
+        expected = service_files(device.settings, uids)
+        for service in services:
+            path = device.service_file(service)
+            if not path.exists():
+                return warning(f"{path} does not exist.", "Did you run 'iotedge config apply'?")
+            if path.read_text() != expected[service]:
+                return warning(f"{path} is not up-to-date with {CONFIG}.", "Did you run 'iotedge config apply'?")
+        return ok()
+
+    return run
+
+
+def valid_hostname(device: Device) -> Outcome:
+    hostname = device.service_config("identityd").get("hostname", "")
+    if not re.fullmatch(
+        r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*", hostname
+    ):
+        return error(f"identityd config has hostname {hostname!r}, which is not a valid RFC 1035 host name")
+    return ok()
+
+
+def _preloaded(device: Device, service: str, table: str) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in (device.service_config(service).get(table) or {}).items()
+        if isinstance(value, str) and value.startswith("file:")
+    }
+
+
+def certs_preloaded(device: Device) -> Outcome:
+    for name, uri in _preloaded(device, "certd", "preloaded_certs").items():
+        path = _file_path(uri)
+        if not Path(path).is_file():
+            return error(f"preloaded cert {name!r} does not exist at {path}")
+        if _not_after(path) is None:
+            return error(f"preloaded cert {name!r} at {path} is not a PEM certificate")
+    return ok()
+
+
+def readable(service: str, table: str, user: str):
+    def run(device: Device) -> Outcome:
+        for _name, uri in _preloaded(device, service, table).items():
+            path = _file_path(uri)
+            if not device.readable_by(user, path):
+                return error(
+                    f"{path} is not readable by user {user} ({device.user_ids(user)}), "
+                    "see https://aka.ms/iotedge/cert-permissions"
+                )
+        return ok()
+
+    return run
+
+
+def certs_match_keys(device: Device) -> Outcome:
+    cert = _preloaded(device, "certd", "preloaded_certs").get("device-id")
+    key = _preloaded(device, "keyd", "preloaded_keys").get("device-id")
+    if not cert or not key:
+        return skipped()
+    certificate_key = _openssl("x509", "-noout", "-pubkey", "-in", _file_path(cert))
+    private_key = _openssl("pkey", "-pubout", "-in", _file_path(key))
+    if not certificate_key or certificate_key != private_key:
+        return error("certificate 'device-id' does not match its private key 'device-id'")
+    return ok()
+
+
+def identity_certificate_expiry(device: Device) -> Outcome:
+    cert = _preloaded(device, "certd", "preloaded_certs").get("device-id")
+    if not cert:
+        return skipped()
+    path = _file_path(cert)
+    not_after, not_before = _not_after(path), _not_before(path)
+    if not_after is None:
+        return error(f"device identity certificate at {path} cannot be read")
+    now = datetime.datetime.now(datetime.UTC)
+    if not_before and not_before > now:
+        return error(f"device identity certificate 'device-id' has not-before time {not_before} which is in the future")
+    if not_after <= now:
+        return error(f"device identity certificate 'device-id' expired at {not_after}")
+    days = (not_after - now).days
+    if days < EXPIRY_WARNING_DAYS:
+        return warning(f"device identity certificate 'device-id' will expire soon ({not_after}, in {days} days)")
+    return ok()
+
+
+def running(service: str):
+    def run(_device: Device) -> Outcome:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.settimeout(5)
+                client.connect(AZIOT_SOCKETS[service])
+        except OSError as failure:
+            return error(f"could not connect to {AZIOT_SOCKETS[service]}: {failure.strerror or failure}")
+        return ok()
+
+    return run
+
+
+def dps_endpoint(device: Device) -> Outcome:
+    if device.settings is None or device.settings.source != "dps":
+        return skipped()
+    endpoint = urlsplit(device.settings.global_endpoint)
+    try:
+        _tls_handshake(endpoint.hostname, endpoint.port or 443)
+    except (OSError, ssl.SSLError) as failure:
+        return error(f"could not connect to {endpoint.netloc}: {failure}")
+    return ok()
+
+
+def iothub_https(_device: Device) -> Outcome:
+    try:
+        hub = json.loads(DEVICE_INFO.read_text())["hub"]
+    except (OSError, ValueError, KeyError):
+        return skipped("the device is not provisioned yet")
+    host, _separator, port = hub.partition(":")
+    try:
+        _tls_handshake(host, int(port or 443))
+    except (OSError, ssl.SSLError) as failure:
+        return error(f"could not connect to {hub}: {failure}")
+    return ok()
+
+
+def management_uri(device: Device) -> Outcome:
+    uri = (device.service_config("edged").get("connect") or {}).get("management_uri", "")
+    if not uri.startswith("unix://"):
+        return error(f"configuration has an invalid management URI {uri!r}")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(5)
+            client.connect(uri.removeprefix("unix://"))
+    except OSError as failure:
+        return error(f"could not connect to {uri}: {failure.strerror or failure}")
+    return ok()
+
+
+def container_engine(_device: Device) -> Outcome:
+    if subprocess.run(["getent", "group", "docker"], capture_output=True, check=False).returncode != 0:
+        return error("could not find a container engine: the docker group does not exist")
+    return ok()
+
+
+def not_applicable(reason: str):
+    return lambda _device: skipped(reason)
+
+
+NO_ENGINE = "the edgefleet test double has no container engine"
+NO_INTERNET = "the edgefleet test double does not compare with Microsoft's servers"
+
+CHECKS = [
+    (AZIOT_CONFIG, "keyd-config-well-formed", "keyd configuration is well-formed", well_formed("keyd")),
+    (AZIOT_CONFIG, "certd-config-well-formed", "certd configuration is well-formed", well_formed("certd")),
+    (AZIOT_CONFIG, "tpmd-config-well-formed", "tpmd configuration is well-formed", well_formed("tpmd")),
+    (AZIOT_CONFIG, "identityd-config-well-formed", "identityd configuration is well-formed", well_formed("identityd")),
+    (
+        AZIOT_CONFIG,
+        "configs-up-to-date",
+        "daemon configurations up-to-date with config.toml",
+        up_to_date(("keyd", "certd", "identityd", "tpmd")),
+    ),
+    (AZIOT_CONFIG, "hostname", "identityd config toml file specifies a valid hostname", valid_hostname),
+    (AZIOT_CONFIG, "aziot-version", "aziot-identity-service package is up-to-date", not_applicable(NO_INTERNET)),
+    (AZIOT_CONFIG, "host-local-time", "host time is close to reference time", not_applicable(NO_INTERNET)),
+    (
+        AZIOT_CONFIG,
+        "identity-certificate-expiry",
+        "production readiness: identity certificates expiry",
+        identity_certificate_expiry,
+    ),
+    (AZIOT_CONFIG, "certs-preloaded", "preloaded certificates are valid", certs_preloaded),
+    (AZIOT_CONFIG, "keyd-running", "keyd is running", running("keyd")),
+    (AZIOT_CONFIG, "certd-running", "certd is running", running("certd")),
+    (AZIOT_CONFIG, "identityd-running", "identityd is running", running("identityd")),
+    (
+        AZIOT_CONFIG,
+        "certs-read",
+        "all preloaded certificates readable by aziotcs",
+        readable("certd", "preloaded_certs", "aziotcs"),
+    ),
+    (
+        AZIOT_CONFIG,
+        "key-pairs-read",
+        "all preloaded key pairs readable by aziotks",
+        readable("keyd", "preloaded_keys", "aziotks"),
+    ),
+    (AZIOT_CONFIG, "certs-match-private-keys", "all preloaded certificates match their private keys", certs_match_keys),
+    (
+        AZIOT_CONNECTIVITY,
+        "host-connect-dps-endpoint",
+        "host can connect to and perform TLS handshake with DPS endpoint",
+        dps_endpoint,
+    ),
+    (
+        AZIOT_CONNECTIVITY,
+        "host-connect-iothub-https",
+        "host can connect to and perform TLS handshake with iothub HTTPS / WebSockets port",
+        iothub_https,
+    ),
+    (
+        AZIOT_CONNECTIVITY,
+        "host-connect-iothub-amqp",
+        "host can connect to and perform TLS handshake with iothub AMQP port",
+        not_applicable("the lab hub speaks HTTPS only"),
+    ),
+    (
+        AZIOT_CONNECTIVITY,
+        "host-connect-iothub-mqtt",
+        "host can connect to and perform TLS handshake with iothub MQTT port",
+        not_applicable("the lab hub speaks HTTPS only"),
+    ),
+    (EDGE_CONFIG, "aziot-edged-config-well-formed", "aziot-edged configuration is well-formed", well_formed("edged")),
+    (EDGE_CONFIG, "config-up-to-date", "configuration up-to-date with config.toml", up_to_date(("edged",))),
+    (EDGE_CONFIG, "container-engine-uri", "container engine is installed and functional", container_engine),
+    (
+        EDGE_CONFIG,
+        "connect-management-uri",
+        "configuration has correct URIs for daemon mgmt endpoint",
+        management_uri,
+    ),
+    (EDGE_CONFIG, "aziot-edge-version", "aziot-edge package is up-to-date", not_applicable(NO_INTERNET)),
+    (EDGE_CONFIG, "container-engine-logrotate", "production readiness: logs policy", not_applicable(NO_ENGINE)),
+    (
+        EDGE_CONNECTIVITY,
+        "container-default-connect-upstream-https",
+        "container on the default network can connect to upstream HTTPS / WebSockets port",
+        not_applicable(NO_ENGINE),
+    ),
+]
+
+
+# ---- running and printing ---------------------------------------------------------------------------------
+
+
+def run_checks(device: Device | None, dont_run: set[str]) -> list[tuple[str, str, str, Outcome]]:
+    results = []
+    fatal = False
+    for section, check_id, description, check in CHECKS:
+        if check_id in dont_run:
+            outcome = Outcome("ignored")
+        elif fatal or device is None:
+            outcome = skipped("skipping because of previous failures")
+        else:
+            try:
+                outcome = check(device)
+            except (OSError, ValueError, KeyError, tomllib.TOMLDecodeError, subprocess.SubprocessError) as failure:
+                outcome = error(str(failure))
+        results.append((section, check_id, description, outcome))
+    return results
+
+
+def text_report(results, *, verbose: bool, warnings_as_errors: bool) -> tuple[str, int]:
+    lines: list[str] = []
+    section = None
+    counts = {"ok": 0, "warning": 0, "error": 0}
+    for result_section, _check_id, description, outcome in results:
+        if outcome.result in ("skipped", "ignored") and not verbose:
+            continue
+        if result_section != section:
+            section = result_section
+            lines += ["", section, "-" * len(section)]
+        if outcome.result in ("skipped", "ignored"):
+            lines.append(f"{SYMBOLS['warning'][0]} {description} - Warning")
+            lines += [f"    {detail}" for detail in outcome.details or ["skipped"]]
+            continue
+        result = "error" if outcome.result == "fatal" else outcome.result
+        if result == "warning" and warnings_as_errors:
+            result = "error"
+        counts[result] += 1
+        symbol, word = SYMBOLS[result]
+        lines.append(f"{symbol} {description} - {word}")
+        if result != "ok":
+            lines += [f"    {detail}" for detail in outcome.details]
+    lines.append("")
+    lines.append(f"{counts['ok']} check(s) succeeded.")
+    if counts["warning"]:
+        lines.append(f"{counts['warning']} check(s) raised warnings. Re-run with --verbose for more details.")
+    if counts["error"]:
+        lines.append(f"{counts['error']} check(s) raised errors. Re-run with --verbose for more details.")
+    return "\n".join(lines) + "\n", 1 if counts["error"] else 0
+
+
+def json_report(results, *, warnings_as_errors: bool) -> tuple[str, int]:
+    machine = platform.machine()
+    body = {
+        "additional_info": {
+            "aziot_edged_version": EDGE_VERSION,
+            "now": datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
+            "os": {"id": "debian", "version_id": "12", "arch": machine, "bitness": 64},
+        },
+        "checks": {
+            check_id: {"result": outcome.to_json(), "additional_info": {}} for _s, check_id, _d, outcome in results
+        },
+    }
+    failing = {"error", "fatal"} | ({"warning"} if warnings_as_errors else set())
+    status = 1 if any(outcome.result in failing for *_rest, outcome in results) else 0
+    return json.dumps(body) + "\n", status
+
+
+def main(args: list[str]) -> int:
+    output, verbose, warnings_as_errors, dont_run = "text", False, False, set()
+    rest = list(args)
+    while rest:
+        option = rest.pop(0)
+        if option in ("-o", "--output") and rest:
+            output = rest.pop(0)
+        elif option.startswith("--output="):
+            output = option.split("=", 1)[1]
+        elif option == "--verbose":
+            verbose = True
+        elif option == "--warnings-as-errors":
+            warnings_as_errors = True
+        elif option == "--dont-run":
+            while rest and not rest[0].startswith("-"):
+                dont_run.add(rest.pop(0))
+        else:
+            print(f"error: unexpected argument '{option}' found", file=sys.stderr)
+            return 2
+    if output not in ("text", "json"):
+        print(f"error: invalid value '{output}' for '--output <OUTPUT>'", file=sys.stderr)
+        return 2
+    try:
+        device = Device() if os.geteuid() == 0 else None
+    except OSError:
+        device = None
+    if device is None:
+        fatal = "Could not open IoT Edge configuration. You might need to run this command as root."
+        results = [
+            (AZIOT_CONFIG, "keyd-config-well-formed", "keyd configuration is well-formed", Outcome("fatal", [fatal]))
+        ]
+        results += run_checks(None, dont_run)[1:]
+    else:
+        results = run_checks(device, dont_run)
+    if output == "json":
+        report, status = json_report(results, warnings_as_errors=warnings_as_errors)
+    else:
+        report, status = text_report(results, verbose=verbose, warnings_as_errors=warnings_as_errors)
+    sys.stdout.write(report)
+    return status
