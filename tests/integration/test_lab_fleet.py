@@ -309,6 +309,17 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
     assert text.startswith(f"\n{header}\n{'-' * len(header)}\n√ keyd configuration is well-formed - OK\n"), text
     assert re.search(r"^\d+ check\(s\) succeeded\.$", text, re.M) and "raised errors" not in text
 
+    status = podman("exec", "edgefleet-test-edge-02", "iotedge", "system", "status")
+    assert status.startswith(
+        "System services:\n"
+        "    aziot-edged             Running\n"
+        "    aziot-identityd         Running\n"
+        "    aziot-keyd              Running\n"
+        "    aziot-certd             Running\n"
+        "    aziot-tpmd              Ready\n"
+        "\nUse 'iotedge system logs' to check for non-fatal errors.\n"
+    ), status
+
     # A key that aziotks cannot read fails as on a real device: keyd refuses it, identityd cannot provision.
     container = "edgefleet-test-edge-01"
     podman("exec", container, "chown", "root:root", "/var/aziot/secrets/device-id.key.pem")
@@ -348,3 +359,16 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
         time.sleep(1)
         journal = podman("exec", container, "journalctl", "--no-pager", "-o", "cat", "-u", "aziot-identityd")
     assert refused in journal, journal
+
+    # With the runtime down (its mgmt socket stopped; systemd leaves the socket file), iotedge list fails as the
+    # real one does.
+    podman("exec", container, "systemctl", "stop", "aziot-edged.mgmt.socket", "aziot-edged.service")
+    down = podman("exec", container, "sh", "-c", "iotedge list 2>&1; echo rc=$?", check=False)
+    assert down == (
+        "A module runtime error occurred\n"
+        "\tcaused by: A module runtime error occurred\n"
+        "\tcaused by: error trying to connect: Connection refused (os error 111)\n"
+        "\tcaused by: Connection refused (os error 111)\n"
+        "\n"
+        "rc=1\n"
+    )

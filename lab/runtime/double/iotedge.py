@@ -1,4 +1,4 @@
-"""``iotedge``: the CLI of the runtime double. So far ``version``, ``config apply``, ``list`` and ``check``."""
+"""``iotedge``: the CLI of the runtime double. So far ``version``, ``config apply``, ``list``, ``check`` and ``system``."""
 
 from __future__ import annotations
 
@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         return config_apply.main(args[2:])
     if args == ["list"]:
         return list_command()
+    if args[:1] == ["system"]:
+        from . import system
+
+        return system.main(args[1:])
     if args[:1] == ["check"]:
         from . import check
 

@@ -28,16 +28,25 @@ def activated_sockets() -> dict[str, socket.socket]:
 
 
 def serve_json(listener: socket.socket, handle) -> None:
-    """Answer ``handle(request) -> response`` for each connection, forever."""
+    """Answer ``handle(request) -> response`` for each connection, forever.
+
+    A client that connects and leaves without asking (``iotedge check`` probing the socket) gets no answer; a client
+    that goes away before the answer is written costs nothing but that answer.
+    """
     while True:
         connection, _address = listener.accept()
         with connection:
             try:
-                request = json.loads(_read_line(connection) or "{}")
-                response = handle(request)
-            except Exception as error:
-                response = {"error": f"{type(error).__name__}: {error}"}
-            connection.sendall(json.dumps(response).encode() + b"\n")
+                line = _read_line(connection)
+                if not line.strip():
+                    continue
+                try:
+                    response = handle(json.loads(line))
+                except Exception as error:  # a daemon answers every request, even a bad one
+                    response = {"error": f"{type(error).__name__}: {error}"}
+                connection.sendall(json.dumps(response).encode() + b"\n")
+            except OSError:
+                continue
 
 
 def _read_line(connection: socket.socket) -> str:
