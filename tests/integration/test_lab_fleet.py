@@ -246,7 +246,7 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
     up = lab(state_dir, "up", "--hosts", "2", "--container-prefix", "edgefleet-test", *PORTS)
     assert up.returncode == 0, up.stderr
     run = ansible_playbook(
-        "tests/integration/playbooks/lab_by_hand.yml",
+        "lab/playbooks/provision_by_hand.yml",
         inventory=state_dir / "inventory",
         extra_vars={"pki_dir": str(tmp_path / "pki"), "individual": ["edge-01"], "key_owner": "aziotks"},
     )
