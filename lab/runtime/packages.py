@@ -1,5 +1,10 @@
 """The IoT Edge runtime test double as Debian packages, named, versioned and laid out like the real ones.
 
+1.1 generation (device-side.md 2): ``libiothsm-std`` and ``iotedge`` 1.1.19-1 (exactly that libiothsm-std; user
+iotedge; ``iotedge.service`` with ``iotedge.socket`` and ``iotedge.mgmt.socket``; config.yaml.template copied to a
+0400 config.yaml on first install; ``iotedged`` and the 1.1 ``iotedge`` CLI). They conflict with the 1.2+ packages.
+
+
 1.2+ generation (device-side.md 1.1, 1.12, 7): ``aziot-identity-service`` 1.5.6-1 (users aziotks, aziotcs, aziotid,
 aziottpm and their memberships; the four services with their sockets, only the sockets enabled and started;
 ``config.toml.template`` and per-service defaults) and ``aziot-edge`` 1.5.44-1 (depends on exactly that identity
@@ -25,6 +30,7 @@ PYTHON_PACKAGE_DIR = "usr/lib/python3/dist-packages/edgefleet_iotedge_double"
 IDENTITY_SERVICE_VERSION = "1.5.6-1"
 EDGE_VERSION = "1.5.44-1"
 MOBY_VERSION = "25.0.0-1"
+IOTEDGE_1_1_VERSION = "1.1.19-1"
 IDENTITY_SERVICES = (
     # (service, user, socket path)
     ("aziot-keyd", "aziotks", "/run/aziot/keyd.sock"),
@@ -341,8 +347,128 @@ def moby_package() -> Package:
     )
 
 
+def libiothsm_package() -> Package:
+    """1.1's HSM library; in the double it carries the shared Python code (the 2038 rule lives in iotedged)."""
+    return Package(
+        name="libiothsm-std",
+        version=IOTEDGE_1_1_VERSION,
+        description="Azure IoT standard mode HSM lib (edgefleet test double)",
+        depends=["python3 (>= 3.11)"],
+        conflicts=["aziot-identity-service", "aziot-edge"],
+        files=dict(_python_sources()),
+    )
+
+
+def iotedge_1_1_package() -> Package:
+    files = {
+        "usr/bin/iotedge": _entry_point("iotedge11"),
+        "usr/bin/iotedged": _entry_point("iotedged"),
+        "etc/iotedge/config.yaml.template": (TEMPLATE_1_1.encode(), 0o644),
+        "lib/systemd/system/iotedge.service": (
+            _unit(
+                "Azure IoT Edge daemon (edgefleet test double)",
+                """
+After=network-online.target iotedge.socket iotedge.mgmt.socket
+Requires=iotedge.socket iotedge.mgmt.socket
+
+[Service]
+ExecStart=/usr/bin/iotedged -c /etc/iotedge/config.yaml
+Sockets=iotedge.socket iotedge.mgmt.socket
+User=iotedge
+Group=iotedge
+Restart=on-failure
+RestartSec=5
+RestartPreventExitStatus=153
+
+[Install]
+WantedBy=multi-user.target
+""",
+            ),
+            0o644,
+        ),
+        "lib/systemd/system/iotedge.socket": (
+            _unit(
+                "Azure IoT Edge daemon workload socket",
+                """
+PartOf=iotedge.service
+
+[Socket]
+Service=iotedge.service
+ListenStream=/var/run/iotedge/workload.sock
+SocketMode=0666
+DirectoryMode=0755
+SocketUser=iotedge
+SocketGroup=iotedge
+FileDescriptorName=iotedge.socket
+
+[Install]
+WantedBy=sockets.target
+""",
+            ),
+            0o644,
+        ),
+        "lib/systemd/system/iotedge.mgmt.socket": (
+            _unit(
+                "Azure IoT Edge daemon management socket",
+                """
+PartOf=iotedge.service
+
+[Socket]
+Service=iotedge.service
+ListenStream=/var/run/iotedge/mgmt.sock
+SocketMode=0660
+DirectoryMode=0755
+SocketUser=iotedge
+SocketGroup=iotedge
+FileDescriptorName=iotedge.mgmt.socket
+
+[Install]
+WantedBy=sockets.target
+""",
+            ),
+            0o644,
+        ),
+    }
+    preinst = """
+if [ "$1" = install ] || [ "$1" = upgrade ]; then
+    getent group iotedge >/dev/null || addgroup --quiet --system iotedge
+    getent passwd iotedge >/dev/null || adduser --quiet --system --ingroup iotedge --home /var/lib/iotedge \
+        --no-create-home --shell /bin/false iotedge
+    getent group docker >/dev/null && adduser --quiet iotedge docker
+    for group in sudo admin; do
+        for member in $(getent group "$group" | cut -d: -f4 | tr ',' ' '); do adduser --quiet "$member" iotedge; done
+    done
+fi
+"""
+    postinst = """
+if [ "$1" = configure ]; then
+    install -d -m 0755 -o iotedge -g iotedge /var/lib/iotedge /var/log/iotedge
+    if [ ! -f /etc/iotedge/config.yaml ]; then
+        cp -a /etc/iotedge/config.yaml.template /etc/iotedge/config.yaml
+        sed -i "s/<ADD HOSTNAME HERE>/$(hostname)/" /etc/iotedge/config.yaml
+        chown iotedge:iotedge /etc/iotedge/config.yaml
+        chmod 0400 /etc/iotedge/config.yaml
+    fi
+    if [ -d /run/systemd/system ]; then
+        systemctl daemon-reload
+        systemctl enable iotedge.service iotedge.socket iotedge.mgmt.socket >/dev/null 2>&1
+        systemctl start iotedge.socket iotedge.mgmt.socket
+    fi
+fi
+"""
+    return Package(
+        name="iotedge",
+        version=IOTEDGE_1_1_VERSION,
+        description="Azure IoT Edge Security Daemon 1.1 (edgefleet test double)",
+        depends=[f"libiothsm-std (= {IOTEDGE_1_1_VERSION})", "python3-yaml", "adduser", "ca-certificates"],
+        conflicts=["aziot-identity-service", "aziot-edge"],
+        files=files,
+        scripts={"preinst": _script(preinst), "postinst": _script(postinst)},
+    )
+
+
 def packages() -> list[Package]:
-    return [moby_package(), identity_service_package(), edge_package()]
+    return [moby_package(), identity_service_package(), edge_package(), libiothsm_package(), iotedge_1_1_package()]
 
 
 def build_deb(package: Package, out_dir: Path) -> Path:
@@ -394,6 +520,55 @@ def build_repository(repo_dir: Path) -> Path:
     stamp.write_text(digest)
     return repo_dir
 
+
+TEMPLATE_1_1 = """\
+###############################################################################
+#                      IoT Edge Daemon configuration (edgefleet test double)
+###############################################################################
+#
+# This file configures the IoT Edge daemon 1.1. Restart it after a change:
+#   sudo systemctl restart iotedge
+#
+# DPS with X.509:
+# provisioning:
+#   source: "dps"
+#   global_endpoint: "https://global.azure-devices-provisioning.net"
+#   scope_id: "<SCOPE_ID>"
+#   attestation:
+#     method: "x509"
+#     registration_id: "<OPTIONAL REGISTRATION ID. LEAVE COMMENTED OUT TO REGISTER WITH CN OF identity_cert>"
+#     identity_cert: "<REQUIRED URI TO DEVICE IDENTITY CERTIFICATE>"
+#     identity_pk: "<REQUIRED URI TO DEVICE IDENTITY PRIVATE KEY>"
+#   always_reprovision_on_startup: true
+#   dynamic_reprovisioning: false
+
+provisioning:
+  source: "manual"
+  device_connection_string: "<ADD DEVICE CONNECTION STRING HERE>"
+
+agent:
+  name: "edgeAgent"
+  type: "docker"
+  env: {}
+  config:
+    image: "mcr.microsoft.com/azureiotedge-agent:1.1"
+    auth: {}
+
+hostname: "<ADD HOSTNAME HERE>"
+
+connect:
+  management_uri: "unix:///var/run/iotedge/mgmt.sock"
+  workload_uri: "unix:///var/run/iotedge/workload.sock"
+
+listen:
+  management_uri: "fd://iotedge.mgmt.socket"
+  workload_uri: "fd://iotedge.socket"
+
+homedir: "/var/lib/iotedge"
+
+moby_runtime:
+  uri: "unix:///var/run/docker.sock"
+"""
 
 TEMPLATE_IDENTITY = """\
 # ==============================================================================

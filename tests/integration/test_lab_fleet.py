@@ -372,3 +372,53 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
         "\n"
         "rc=1\n"
     )
+
+
+def test_by_hand_1_1_hosts_register_and_a_chain_past_2038_is_refused(state_dir, podman, tmp_path, ansible_playbook):
+    """IoT Edge 1.1: config.yaml, systemctl restart iotedge, CONFIG header; libiothsm's 2038 limit."""
+    up = lab(state_dir, "up", "--hosts", "2", "--container-prefix", "edgefleet-test", *PORTS)
+    assert up.returncode == 0, up.stderr
+    run = ansible_playbook(
+        "lab/playbooks/provision_by_hand.yml",
+        inventory=state_dir / "inventory",
+        extra_vars={"pki_dir": str(tmp_path / "pki"), "generation": "1.1", "individual": ["edge-01"]},
+    )
+    assert run.returncode == 0, run.output
+    for host in ("edge-01", "edge-02"):
+        container = f"edgefleet-test-{host}"
+        lines = wait_for_edge_agent(podman, container).splitlines()
+        assert lines[0] == "NAME             STATUS           DESCRIPTION      CONFIG"
+        assert "mcr.microsoft.com/azureiotedge-agent:1.1" in lines[1]
+        assert podman("exec", container, "iotedge", "version").strip() == "iotedge 1.1.19"
+        assert podman("exec", container, "stat", "-c", "%U %a", "/etc/iotedge/config.yaml").strip() == "iotedge 400"
+        journal = podman("exec", container, "journalctl", "--no-pager", "-o", "cat", "-u", "iotedge")
+        for line in (
+            "Starting Azure IoT Edge Security Daemon",
+            "Successful DPS provisioning.",
+            "Finished provisioning edge device.",
+        ):
+            assert line in journal, journal
+    registrations = {r["registrationId"]: r for r in emulator_state(state_dir)["dps"]["registrations"]}
+    assert registrations["edge-01"]["status"] == "assigned" and registrations["edge-02"]["status"] == "assigned"
+
+    # A CA valid past 2038 (issued for 1.2+, where that is allowed) on a 1.1 host: libiothsm refuses the chain.
+    rerun = ansible_playbook(
+        "lab/playbooks/provision_by_hand.yml",
+        "--limit",
+        "edge-01:localhost",
+        inventory=state_dir / "inventory",
+        extra_vars={
+            "pki_dir": str(tmp_path / "pki-2040"),
+            "generation": "1.1",
+            "identity_generation": "1.2+",
+            "ca_valid_days": 5000,
+        },
+    )
+    assert rerun.returncode == 0, rerun.output
+    refused = "libiothsm cannot use certificates that expire on or after January 1, 2038"
+    deadline = time.monotonic() + 30
+    journal = ""
+    while time.monotonic() < deadline and refused not in journal:
+        time.sleep(1)
+        journal = podman("exec", "edgefleet-test-edge-01", "journalctl", "--no-pager", "-o", "cat", "-u", "iotedge")
+    assert refused in journal, journal

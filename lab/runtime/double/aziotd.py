@@ -11,18 +11,15 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import ssl
-import subprocess
 import sys
-import tempfile
-import time
 import tomllib
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import IDENTITY_SERVICE_VERSION
+from .dps import ProvisioningError, common_name, register_with_dps
 from .ipc import activated_sockets, call, serve_json
 from .journal import log
 
@@ -30,9 +27,6 @@ ETC = Path("/etc/aziot")
 KEYD_SOCKET = "/run/aziot/keyd.sock"
 CERTD_SOCKET = "/run/aziot/certd.sock"
 IDENTITYD_HOME = Path("/var/lib/aziot/identityd")
-DPS_API_VERSION = "2021-06-01"
-POLL_SECONDS = 5
-CLOUD_TIMEOUT_SECONDS = 70
 
 
 class ServiceError(Exception):
@@ -87,87 +81,6 @@ def _fetch(socket_path: str, request: dict, what: str) -> str:
     return answer["pem"]
 
 
-def common_name(pem: str) -> str:
-    """The subject CN of the first certificate in ``pem`` (openssl comes with ca-certificates)."""
-    subject = subprocess.run(
-        ["openssl", "x509", "-noout", "-subject", "-nameopt", "RFC2253"],
-        input=pem,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    for part in subject.strip().removeprefix("subject=").split(","):
-        if part.startswith("CN="):
-            return part[3:]
-    raise ServiceError("the identity certificate has no CN and no registration_id is configured")
-
-
-def tls_context(cert_pem: str, key_pem: str) -> ssl.SSLContext:
-    """System trust only (as aziot), the identity chain and key as client certificate."""
-    context = ssl.create_default_context()
-    with tempfile.TemporaryDirectory(dir=IDENTITYD_HOME if IDENTITYD_HOME.is_dir() else None) as private:
-        cert_file, key_file = Path(private) / "cert.pem", Path(private) / "key.pem"
-        for path, content in ((cert_file, cert_pem), (key_file, key_pem)):
-            path.touch(mode=0o600)
-            path.write_text(content)
-        context.load_cert_chain(cert_file, key_file)
-    return context
-
-
-def _request(endpoint, context, method: str, path: str, body: dict | None):
-    parts = urlsplit(endpoint)
-    connection = http.client.HTTPSConnection(
-        parts.hostname, parts.port or 443, context=context, timeout=CLOUD_TIMEOUT_SECONDS
-    )
-    try:
-        payload = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
-        connection.request(method, path, body=payload, headers=headers)
-        response = connection.getresponse()
-        raw = response.read()
-        return response.status, json.loads(raw) if raw else None
-    finally:
-        connection.close()
-
-
-def _dps_failure(status: int, body) -> ServiceError:
-    body = body if isinstance(body, dict) else {}
-    code = body.get("errorCode", body.get("code"))
-    message = body.get("message", body.get("errorMessage"))
-    if code is None or message is None:
-        return ServiceError(f"DPS: HTTP error {status}")
-    return ServiceError(f"DPS: {message} (error code {code})")
-
-
-def register_with_dps(provisioning: dict, cert_pem: str, key_pem: str, registration_id: str) -> dict:
-    """PUT .../register (202 expected), then GET the operation every 5 s until it is no longer assigning."""
-    endpoint = provisioning["global_endpoint"]
-    scope = provisioning["scope_id"]
-    context = tls_context(cert_pem, key_pem)
-    base = f"/{quote(scope)}/registrations/{quote(registration_id)}"
-    status, body = _request(
-        endpoint, context, "PUT", f"{base}/register?api-version={DPS_API_VERSION}", {"registrationId": registration_id}
-    )
-    if status != 202 or not isinstance(body, dict) or "operationId" not in body:
-        raise _dps_failure(status, body)
-    operation = body["operationId"]
-    while True:
-        time.sleep(POLL_SECONDS)
-        status, body = _request(
-            endpoint, context, "GET", f"{base}/operations/{quote(operation)}?api-version={DPS_API_VERSION}", None
-        )
-        if status not in (200, 202) or not isinstance(body, dict) or "registrationState" not in body:
-            raise _dps_failure(status, body)
-        state = body["registrationState"]
-        if body.get("status") == "assigning":
-            continue
-        if body.get("status") == "assigned":
-            return state
-        if body.get("status") == "failed":
-            raise ServiceError(f"DPS: {state.get('errorMessage')} (error code {state.get('errorCode')})")
-        raise ServiceError(f"DPS: unexpected registration status {body.get('status')!r}")
-
-
 def provision() -> dict:
     config = load_config("identityd")
     provisioning = config.get("provisioning") or {}
@@ -180,7 +93,9 @@ def provision() -> dict:
     key_pem = _fetch(KEYD_SOCKET, {"id": attestation["identity_pk"]}, "the identity private key")
     # Prefer the registration ID specified in config, but use the certificate's subject otherwise (identity.rs).
     registration_id = attestation.get("registration_id") or common_name(cert_pem)
-    state = register_with_dps(provisioning, cert_pem, key_pem, registration_id)
+    state = register_with_dps(
+        provisioning["global_endpoint"], provisioning["scope_id"], registration_id, cert_pem, key_pem, IDENTITYD_HOME
+    )
     log("INFO", "Successfully provisioned with DPS.")
     device = {"hub": state["assignedHub"], "device_id": state["deviceId"], "registration_id": registration_id}
     backup = IDENTITYD_HOME / "device_info"
@@ -194,7 +109,7 @@ def identityd(listener) -> int:
     log("INFO", "Provisioning starting. Reason: Startup")
     try:
         device = provision()
-    except (ServiceError, OSError, KeyError, ssl.SSLError) as error:
+    except (ServiceError, ProvisioningError, OSError, KeyError, ssl.SSLError) as error:
         log("ERROR", f"Failed to provision with IoT Hub: {error}")
         return 1
     log("INFO", "Provisioning complete.")

@@ -107,7 +107,8 @@ def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def list_command() -> int:
+def list_command(header: str = "Config") -> int:
+    """``header`` is ``Config`` from 1.3 on and ``CONFIG`` up to 1.2."""
     host = os.environ.get("IOTEDGE_HOST", DEFAULT_HOST)
     try:
         modules = list_modules(host)
@@ -120,7 +121,7 @@ def list_command() -> int:
     now = datetime.datetime.now(datetime.UTC)
     # Byte order: uppercase names before lowercase ones, as the real sort does.
     rows = sorted((describe(module, now) for module in modules), key=lambda row: row[0].encode())
-    sys.stdout.write(table(rows, ("NAME", "STATUS", "DESCRIPTION", "Config")))
+    sys.stdout.write(table(rows, ("NAME", "STATUS", "DESCRIPTION", header)))
     return 0
 
 

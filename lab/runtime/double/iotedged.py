@@ -1,0 +1,166 @@
+"""``iotedged -c /etc/iotedge/config.yaml``: the IoT Edge 1.1 security daemon of the double (user iotedge).
+
+Loads config.yaml and validates it as 1.1's settings.rs does, reads the identity certificate and key itself (1.1 has
+no key service), refuses a chain that libiothsm cannot represent (anything expiring on or after 2038-01-01),
+provisions through DPS over mutual TLS, keeps the backup, then "runs" edgeAgent and serves the management API like
+the 1.2+ double (device-side.md 2).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+from . import IOTEDGE_1_1_VERSION
+from .dps import ProvisioningError, common_name, register_with_dps
+from .edged import ManagementApi, UnixHttpServer, module_record, now, report_to_hub
+from .ipc import activated_sockets
+from .journal import log
+
+DEFAULT_CONFIG = Path("/etc/iotedge/config.yaml")
+HOME = Path("/var/lib/iotedge")
+BACKUP = HOME / "cache" / "provisioning_backup.json"
+MGMT_SOCKET_NAME = "iotedge.mgmt.socket"
+DEFAULT_AGENT_IMAGE = "mcr.microsoft.com/azureiotedge-agent:1.1"
+LIBIOTHSM_LIMIT = datetime.datetime(2038, 1, 1, tzinfo=datetime.UTC)
+# iotedged's exit codes (1.1 error.rs): 150 invalid device config, 153 could not load settings.
+EXIT_INVALID_DEVICE_CONFIG = 150
+EXIT_BAD_SETTINGS = 153
+CONNECTION_STRING_PLACEHOLDER = "<ADD DEVICE CONNECTION STRING HERE>"
+
+
+class SettingsError(Exception):
+    """``Could not load settings`` and its causes."""
+
+
+def file_uri(settings_key: str, uri) -> Path:
+    """1.1 accepts ``file`` URIs with no port or query and an empty (or localhost) host."""
+    parts = urlsplit(uri) if isinstance(uri, str) else None
+    if parts is None or parts.scheme != "file" or parts.netloc not in ("", "localhost") or parts.query or parts.port:
+        raise SettingsError(f"File URI {uri} is unsupported for '{settings_key}'. Please check the config.yaml file.")
+    return Path(unquote(parts.path))
+
+
+def load_settings(text: str) -> dict:
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SettingsError(str(error).replace("\n", " ")) from None
+    if not isinstance(config, dict) or not isinstance(config.get("provisioning"), dict):
+        raise SettingsError("missing field `provisioning`")
+    provisioning = config["provisioning"]
+    source = provisioning.get("source")
+    if source == "manual":
+        if provisioning.get("device_connection_string") in (None, "", CONNECTION_STRING_PLACEHOLDER):
+            raise ValueError(
+                "Edge device information is required. Please update config.yaml with the IoT Hub connection information."
+            )
+        raise SettingsError("manual provisioning is not implemented by the edgefleet test double")
+    if source != "dps":
+        raise SettingsError(f"unknown variant `{source}`, expected one of `manual`, `dps`, `external`")
+    for key in ("global_endpoint", "scope_id"):
+        if not provisioning.get(key):
+            raise SettingsError(f"missing field `{key}`")
+    attestation = provisioning.get("attestation")
+    if attestation and provisioning.get("registration_id"):
+        raise SettingsError("Provisioning registration_id has to be set only in attestation")
+    if not attestation:
+        if not provisioning.get("registration_id"):
+            raise SettingsError("Provisioning registration_id has to be set")
+        raise SettingsError("TPM attestation is not implemented by the edgefleet test double")
+    if attestation.get("method") != "x509":
+        raise SettingsError(f"attestation method {attestation.get('method')!r} is not implemented by the test double")
+    file_uri("provisioning.attestation.identity_cert", attestation.get("identity_cert"))
+    file_uri("provisioning.attestation.identity_pk", attestation.get("identity_pk"))
+    return config
+
+
+def chain_limits(pem: str) -> list[tuple[str, datetime.datetime]]:
+    """(subject, notAfter) of every certificate in a PEM bundle."""
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.S)
+    limits = []
+    for block in blocks:
+        lines = subprocess.run(
+            ["openssl", "x509", "-noout", "-subject", "-enddate", "-nameopt", "RFC2253"],
+            input=block,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        fields = dict(line.split("=", 1) for line in lines if "=" in line)
+        not_after = datetime.datetime.strptime(fields["notAfter"], "%b %d %H:%M:%S %Y %Z")
+        limits.append((fields["subject"], not_after.replace(tzinfo=datetime.UTC)))
+    return limits
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--version" in args:
+        print(f"iotedged {IOTEDGE_1_1_VERSION}")
+        return 0
+    config_file = Path(args[args.index("-c") + 1]) if "-c" in args else DEFAULT_CONFIG
+    log("INFO", "Starting Azure IoT Edge Security Daemon")
+    log("INFO", f"Version - {IOTEDGE_1_1_VERSION}")
+    log("INFO", f"Using config file: {config_file}")
+    try:
+        config = load_settings(config_file.read_text())
+    except ValueError as error:
+        log("ERROR", str(error))
+        return EXIT_INVALID_DEVICE_CONFIG
+    except (SettingsError, OSError) as error:
+        log("ERROR", "The daemon could not start up successfully: Could not load settings")
+        log("ERROR", f"\tcaused by: {getattr(error, 'strerror', None) or error}")
+        return EXIT_BAD_SETTINGS
+    log("INFO", f"Configuring {HOME} as the home directory.")
+    attestation = config["provisioning"]["attestation"]
+    log("INFO", "Initializing hsm...")
+    try:
+        cert_path = file_uri("provisioning.attestation.identity_cert", attestation["identity_cert"])
+        key_path = file_uri("provisioning.attestation.identity_pk", attestation["identity_pk"])
+        cert_pem, key_pem = cert_path.read_text(), key_path.read_text()
+    except OSError as error:
+        log("ERROR", f"Could not read the device identity from {error.filename}: {error.strerror}")
+        return 1
+    for subject, not_after in chain_limits(cert_pem):
+        if not_after >= LIBIOTHSM_LIMIT:
+            log(
+                "ERROR",
+                f"Certificate {subject} in {cert_path} expires {not_after:%Y-%m-%d %H:%M:%S} UTC, on or after "
+                "2038-01-01: libiothsm cannot use certificates that expire on or after January 1, 2038",
+            )
+            return 1
+    log("INFO", "Provisioning edge device...")
+    log("INFO", "Starting provisioning edge device via X509 provisioning...")
+    provisioning = config["provisioning"]
+    try:
+        registration_id = attestation.get("registration_id") or common_name(cert_pem)
+        state = register_with_dps(
+            provisioning["global_endpoint"], provisioning["scope_id"], registration_id, cert_pem, key_pem, HOME
+        )
+    except (ProvisioningError, OSError) as error:
+        log("ERROR", f"Failed to provision with IoT Hub: {error}")
+        return 1
+    log("INFO", "Successful DPS provisioning.")
+    device = {"hub": state["assignedHub"], "device_id": state["deviceId"]}
+    BACKUP.parent.mkdir(parents=True, exist_ok=True)
+    BACKUP.write_text(json.dumps(device) + "\n")
+    log("INFO", "Finished provisioning edge device.")
+    sockets = activated_sockets()
+    if MGMT_SOCKET_NAME not in sockets:
+        log("ERROR", f"{MGMT_SOCKET_NAME} was not passed by systemd")
+        return 1
+    image = ((config.get("agent") or {}).get("config") or {}).get("image", DEFAULT_AGENT_IMAGE)
+    ManagementApi.modules = [module_record("edgeAgent", image, now())]
+    try:
+        report_to_hub(device, ManagementApi.modules)
+    except OSError as error:
+        log("WARN", f"Could not report the module status to {device['hub']}: {error}")
+    UnixHttpServer(sockets[MGMT_SOCKET_NAME]).serve_forever()
+    return 0
