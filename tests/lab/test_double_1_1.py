@@ -36,7 +36,7 @@ def test_a_dps_x509_config_loads():
             "Provisioning registration_id has to be set only in attestation",
         ),
         (
-            GOOD.split("  attestation:")[0],
+            GOOD.split("  attestation:", maxsplit=1)[0],
             "Provisioning registration_id has to be set",
         ),
         (
@@ -89,7 +89,7 @@ def test_chain_limits_read_every_certificate_of_a_bundle(tmp_path):
         )
         pems.append((tmp_path / f"{name}.pem").read_text())
     limits = chain_limits("".join(pems))
-    assert [subject for subject, _ in limits] == ["CN=leaf", "CN=root"]
+    assert [subject for subject, _not_after in limits] == ["CN=leaf", "CN=root"]
     now = datetime.datetime.now(datetime.UTC)
     assert limits[0][1] < LIBIOTHSM_LIMIT <= limits[1][1]
     assert limits[0][1] > now
