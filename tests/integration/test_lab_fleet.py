@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -14,7 +15,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from lab_devices import FleetPki
 
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import (
+    DpsServiceClient,
+    parse_connection_string,
+)
 from lab.fleet.podman import CONTAINERS_CONF
 
 REPO = Path(__file__).resolve().parents[2]
@@ -422,3 +432,110 @@ def test_by_hand_1_1_hosts_register_and_a_chain_past_2038_is_refused(state_dir, 
         time.sleep(1)
         journal = podman("exec", "edgefleet-test-edge-01", "journalctl", "--no-pager", "-o", "cat", "-u", "iotedge")
     assert refused in journal, journal
+
+
+def expired_identity(directory: Path, common_name: str) -> tuple[Path, Path]:
+    """A self-signed device certificate that expired yesterday, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=30))
+        .not_valid_after(now - datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "expired.pem", directory / "expired.key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_by_hand_negative_cases_show_the_runtimes_documented_behaviour(state_dir, podman, tmp_path, ansible_playbook):
+    up = lab(state_dir, "up", "--hosts", "1", "--container-prefix", "edgefleet-test", *PORTS)
+    assert up.returncode == 0, up.stderr
+    run = ansible_playbook(
+        "lab/playbooks/provision_by_hand.yml",
+        inventory=state_dir / "inventory",
+        extra_vars={"pki_dir": str(tmp_path / "pki")},
+    )
+    assert run.returncode == 0, run.output
+    container = "edgefleet-test-edge-01"
+    wait_for_edge_agent(podman, container)
+    good = podman("exec", container, "cat", "/etc/aziot/config.toml")
+
+    def apply_config(text: str) -> str:
+        (tmp_path / "config.toml").write_text(text)
+        podman("cp", str(tmp_path / "config.toml"), f"{container}:/etc/aziot/config.toml")
+        return podman("exec", container, "sh", "-c", "iotedge config apply 2>&1; echo rc=$?", check=False)
+
+    # TOML syntax error: the toml crate's layout, nothing written.
+    broken = apply_config(good.replace("[provisioning.attestation]", "[provisioning.attestation"))
+    assert broken.startswith("Command failed: could not parse config file: TOML parse error at line 6, column 26\n")
+    assert "6 | [provisioning.attestation\n" in broken and broken.rstrip().endswith("rc=1")
+    # A bare path instead of a file:/// URI.
+    bare = apply_config(good.replace('"file:///var/aziot/certs/device-id.pem"', '"/var/aziot/certs/device-id.pem"'))
+    assert '9 | identity_cert = "/var/aziot/certs/device-id.pem"\n' in bare, bare
+    assert "\nrelative URL without a base\n" in bare and bare.rstrip().endswith("rc=1")
+
+    cloud = json.loads((state_dir / "cloud/cloud.json").read_text())
+    dps = DpsServiceClient(parse_connection_string(cloud["dps"]["connection_string"]), ca_bundle=cloud["ca_bundle"])
+
+    def identity_fails_with(cert: Path, key: Path, expected: str) -> str:
+        podman("cp", str(cert), f"{container}:/var/aziot/certs/device-id.pem")
+        podman("cp", str(key), f"{container}:/var/aziot/secrets/device-id.key.pem")
+        podman("exec", container, "chown", "aziotks:aziotks", "/var/aziot/secrets/device-id.key.pem")
+        podman("exec", container, "chmod", "0644", "/var/aziot/certs/device-id.pem")
+        since = "@" + podman("exec", container, "date", "+%s").strip()
+        assert apply_config(good).rstrip().endswith("Done.\nrc=0")
+        journal = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and expected not in journal:
+            time.sleep(1)
+            journal = podman(
+                "exec", container, "journalctl", "--no-pager", "-o", "cat", "-u", "aziot-identityd", "--since", since
+            )
+        assert expected in journal, journal
+        return journal
+
+    refused = "Failed to provision with IoT Hub: DPS: Unauthorized access (error code 401002)"
+
+    # An expired certificate (its own individual enrollment, so only its dates are wrong): DPS refuses it and
+    # iotedge check says why.
+    cert, key = expired_identity(tmp_path, "edge-01")
+    dps.put_enrollment(
+        {
+            "registrationId": "edge-01",
+            "attestation": {
+                "type": "x509",
+                "x509": {"clientCertificates": {"primary": {"certificate": cert.read_text()}}},
+            },
+            "capabilities": {"iotEdge": True},
+        }
+    )
+    identity_fails_with(cert, key, refused)
+    report = podman("exec", container, "sh", "-c", "iotedge check; echo rc=$?", check=False)
+    assert re.search(r"^    device identity certificate 'device-id' expired at ", report, re.M), report
+    assert report.rstrip().endswith("rc=1")
+
+    # A group whose CA was never verified: a chain from a new CA, its root inline on the group, no proof.
+    dps.delete_enrollment("edge-01")
+    rogue = FleetPki(tmp_path / "rogue", "rogue", ["edge-01"])
+    dps.put_enrollment_group(
+        {
+            "enrollmentGroupId": "rogue",
+            "attestation": {
+                "type": "x509",
+                "x509": {"signingCertificates": {"primary": {"certificate": rogue.root_pem}}},
+            },
+            "capabilities": {"iotEdge": True},
+        }
+    )
+    identity = rogue.identities["edge-01"]
+    identity_fails_with(Path(identity["chain_path"]), Path(identity["key_path"]), refused)
