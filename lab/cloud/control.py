@@ -58,6 +58,8 @@ class ControlPlane:
         found = REPORT_PATH.match(request.path)
         if found and method == "PATCH":
             return self._report(request, body, found.group("device"), found.group("module"), default_hub_host)
+        if found and method == "GET":
+            return self._twin(request, found.group("device"), found.group("module"), default_hub_host)
         return _error(404, f"no control operation {method} {request.path}")
 
     def _faults(self, method: str, body: Any) -> Response:
@@ -82,6 +84,19 @@ class ControlPlane:
         if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
             return _error(400, "'advance' must be a non-negative number of seconds")
         return Response.json(200, {"now": clock.advance(float(seconds)).isoformat()})
+
+    def _twin(self, request: Request, device_id: str, module_id: str | None, default_hub_host: str | None) -> Response:
+        """Lab-only: the twin a device or module reads over MQTT/AMQP (desired properties from deployments)."""
+        hub = self.runtime.hub_by_host(request.query.get("hub") or default_hub_host)
+        if hub is None:
+            return _error(404, "unknown hub")
+        with self.runtime.lock:
+            try:
+                device = hub.device(device_id)
+                twin = device.module_twin_wire(hub.module(device_id, module_id)) if module_id else device.twin_wire()
+            except ServiceError as error:
+                return _error(error.status, error.message)
+        return Response.json(200, twin)
 
     def _report(
         self, request: Request, body: Any, device_id: str, module_id: str | None, default_hub_host: str | None

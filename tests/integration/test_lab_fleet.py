@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from lab_devices import FleetPki
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import (
     DpsServiceClient,
     parse_connection_string,
+    sas_token,
 )
 from lab.fleet.podman import CONTAINERS_CONF
 
@@ -232,16 +234,61 @@ def test_the_runtime_double_installs_from_the_lab_repository_like_the_real_packa
     assert as_user == "Command failed: this command must be run as root\nrc=1\n"
 
 
-def wait_for_edge_agent(podman, container: str, timeout: float = 90) -> str:
-    """`iotedge list` until edgeAgent runs (identityd polls DPS every 5 s, as the real one)."""
+def wait_for_edge_agent(podman, container: str, timeout: float = 90, module: str = "edgeAgent") -> str:
+    """`iotedge list` until ``module`` runs (identityd polls DPS every 5 s, as the real one)."""
     deadline = time.monotonic() + timeout
     listing = ""
     while time.monotonic() < deadline:
         listing = podman("exec", container, "sh", "-c", "iotedge list 2>&1 || true", check=False)
-        if re.search(r"^edgeAgent\s+running\s+Up ", listing, re.M):
+        if re.search(rf"^{re.escape(module)}\s+running\s+Up ", listing, re.M):
             return listing
         time.sleep(2)
-    raise AssertionError(f"edgeAgent not running after {timeout} s:\n{listing}")
+    raise AssertionError(f"{module} not running after {timeout} s:\n{listing}")
+
+
+def hub_request(state_dir: Path, method: str, path: str, body: dict | None = None) -> dict:
+    """The lab hub's service API with a SAS token from the lab's iothubowner connection string."""
+    cloud = json.loads((state_dir / "cloud/cloud.json").read_text())
+    hub = parse_connection_string(cloud["iothub"]["connection_string"])
+    token = sas_token(hub.host_name, hub.key, hub.key_name, int(time.time()) + 600)
+    request = urllib.request.Request(
+        f"https://{hub.host_name}{path}?api-version=2021-04-12",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": token, "Content-Type": "application/json"},
+    )
+    context = ssl.create_default_context(cafile=cloud["ca_bundle"])
+    with urllib.request.urlopen(request, context=context) as answer:
+        raw = answer.read()
+    return json.loads(raw) if raw else {}
+
+
+def apply_deployment(state_dir: Path, device_id: str, modules: dict[str, str]) -> None:
+    """Configuration_ApplyOnEdgeDevice with edgeHub and ``modules`` (name -> image)."""
+    agent = {
+        "schemaVersion": "1.1",
+        "runtime": {"type": "docker", "settings": {}},
+        "systemModules": {
+            "edgeAgent": {"type": "docker", "settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.5"}},
+            "edgeHub": {
+                "type": "docker",
+                "status": "running",
+                "restartPolicy": "always",
+                "settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.5"},
+            },
+        },
+        "modules": {
+            name: {"type": "docker", "status": "running", "restartPolicy": "always", "settings": {"image": image}}
+            for name, image in modules.items()
+        },
+    }
+    hub = {"schemaVersion": "1.1", "routes": {"all": "FROM /messages/* INTO $upstream"}}
+    content = {"modulesContent": {"$edgeAgent": {"properties.desired": agent}, "$edgeHub": {"properties.desired": hub}}}
+    hub_request(state_dir, "POST", f"/devices/{device_id}/applyConfigurationContent", content)
+
+
+def hub_twin(state_dir: Path, device_id: str, module_id: str) -> dict:
+    return hub_request(state_dir, "GET", f"/twins/{device_id}/modules/{urllib.parse.quote(module_id, safe='')}")
 
 
 def emulator_state(state_dir: Path) -> dict:
@@ -329,6 +376,23 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
         "    aziot-tpmd              Ready\n"
         "\nUse 'iotedge system logs' to check for non-fatal errors.\n"
     ), status
+
+    # A deployment reaches the host: edgeHub and the deployment's module run, and edgeAgent reports them.
+    apply_deployment(
+        state_dir,
+        "edge-02",
+        {"SimulatedTemperatureSensor": "mcr.microsoft.com/azureiotedge-simulated-temperature-sensor:1.5"},
+    )
+    listing = wait_for_edge_agent(podman, "edgefleet-test-edge-02", module="SimulatedTemperatureSensor")
+    assert [line.split()[0] for line in listing.splitlines()[1:]] == [
+        "SimulatedTemperatureSensor",
+        "edgeAgent",
+        "edgeHub",
+    ]
+    agent_twin = hub_twin(state_dir, "edge-02", "$edgeAgent")
+    reported = agent_twin["properties"]["reported"]
+    assert reported["modules"]["SimulatedTemperatureSensor"]["runtimeStatus"] == "running"
+    assert reported["systemModules"]["edgeHub"]["runtimeStatus"] == "running"
 
     # A key that aziotks cannot read fails as on a real device: keyd refuses it, identityd cannot provision.
     container = "edgefleet-test-edge-01"

@@ -112,3 +112,21 @@ def test_the_json_report_nests_results_as_the_real_one():
     assert body["checks"]["aziot-version"]["result"] == {"result": "skipped"}
     assert body["additional_info"]["aziot_edged_version"] == "1.5.44"
     assert status == 1 and report.endswith("}\n") and report.count("\n") == 1
+
+
+def test_a_deployment_brings_edge_hub_and_the_running_modules():
+    from lab.runtime.double.edged import desired_modules
+
+    desired = {
+        "systemModules": {
+            "edgeAgent": {"settings": {"image": "agent:1.5"}},
+            "edgeHub": {"settings": {"image": "hub:1.5"}},
+        },
+        "modules": {
+            "sensor": {"status": "running", "settings": {"image": "sensor:1.0"}},
+            "paused": {"status": "stopped", "settings": {"image": "paused:1.0"}},
+            "implicit": {"settings": {"image": "implicit:1.0"}},
+        },
+    }
+    assert desired_modules(desired) == {"edgeHub": "hub:1.5", "sensor": "sensor:1.0", "implicit": "implicit:1.0"}
+    assert desired_modules({}) == {}

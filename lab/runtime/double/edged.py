@@ -2,7 +2,8 @@
 
 It obtains the device's provisioning data from aziot-identityd (which registers with DPS on its start), "runs"
 edgeAgent - the double has no container engine, so a module is a record with an image, a status and a start time -
-reports edgeAgent's status to the lab's IoT hub, and serves the management API that ``iotedge list`` reads.
+then, as edgeAgent would, follows ``$edgeAgent``'s desired properties on the lab hub (a deployment brings edgeHub and
+its modules), reports the modules' status back, and serves the management API that ``iotedge list`` reads.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import socketserver
 import ssl
 import sys
+import threading
+import time
 import tomllib
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -26,6 +29,8 @@ CONFIG = Path("/etc/aziot/edged/config.d/00-super.toml")
 IDENTITYD_SOCKET = "/run/aziot/identityd.sock"
 MGMT_SOCKET_NAME = "aziot-edged.mgmt.socket"
 DEFAULT_AGENT_IMAGE = "mcr.microsoft.com/azureiotedge-agent:1.5"
+# edgeAgent receives desired properties by MQTT push; the double reads them this often instead.
+DEPLOYMENT_POLL_SECONDS = 5
 # aziot-edged's exit code when its settings cannot be loaded; systemd does not restart it (RestartPreventExitStatus).
 EXIT_BAD_SETTINGS = 153
 
@@ -45,30 +50,90 @@ def module_record(name: str, image: str, started: str) -> dict:
     }
 
 
-def report_to_hub(device: dict, modules: list[dict]) -> None:
-    """Lab-only stand-in for edgeAgent's MQTT/AMQP reported properties (lab/README.md, control plane)."""
-    reported = {
-        "runtime": {"type": "docker"},
-        "systemModules": {
-            module["name"]: {
-                "runtimeStatus": module["status"]["runtimeStatus"]["status"],
-                "settings": {"image": module["config"]["settings"]["image"]},
-                "lastStartTimeUtc": module["status"]["startTime"],
-            }
-            for module in modules
-        },
-    }
+def _hub_call(device: dict, method: str, module: str | None, body: dict | None = None) -> dict:
+    """The lab hub's device-traffic stand-in (control plane /_emulator/iothub/twins, lab/README.md)."""
     host, _separator, port = device["hub"].partition(":")
     connection = http.client.HTTPSConnection(host, int(port or 443), context=ssl.create_default_context(), timeout=30)
+    path = f"/_emulator/iothub/twins/{quote(device['device_id'], safe='')}"
+    if module:
+        path += f"/modules/{quote(module, safe='')}"
     try:
-        path = f"/_emulator/iothub/twins/{quote(device['device_id'], safe='')}/modules/%24edgeAgent"
-        body = json.dumps({"reported": reported, "connectionState": "Connected"}).encode()
-        connection.request("PATCH", path, body=body, headers={"Content-Type": "application/json"})
-        status = connection.getresponse().status
+        payload = json.dumps(body).encode() if body is not None else None
+        connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = json.loads(response.read() or b"{}")
     finally:
         connection.close()
-    if status != 200:
-        raise OSError(f"the hub answered {status}")
+    if response.status != 200:
+        raise OSError(f"the hub answered {response.status}: {answer}")
+    return answer
+
+
+def report_to_hub(device: dict, modules: list[dict]) -> None:
+    """edgeAgent's reported properties: the runtime status of the system modules and the deployment's modules."""
+
+    def section(module: dict) -> dict:
+        return {
+            "runtimeStatus": module["status"]["runtimeStatus"]["status"],
+            "settings": {"image": module["config"]["settings"]["image"]},
+            "lastStartTimeUtc": module["status"]["startTime"],
+        }
+
+    system = {m["name"]: section(m) for m in modules if m["name"] in ("edgeAgent", "edgeHub")}
+    custom = {m["name"]: section(m) for m in modules if m["name"] not in ("edgeAgent", "edgeHub")}
+    reported = {"runtime": {"type": "docker"}, "systemModules": system, "modules": custom}
+    _hub_call(device, "PATCH", "$edgeAgent", {"reported": reported, "connectionState": "Connected"})
+
+
+def desired_modules(desired: dict) -> dict[str, str]:
+    """name -> image for edgeHub and the deployment's modules that should run (``status`` other than stopped)."""
+    wanted = {}
+    edge_hub = ((desired.get("systemModules") or {}).get("edgeHub") or {}).get("settings") or {}
+    if edge_hub.get("image"):
+        wanted["edgeHub"] = edge_hub["image"]
+    for name, module in (desired.get("modules") or {}).items():
+        image = ((module or {}).get("settings") or {}).get("image")
+        if image and (module.get("status") or "running") == "running":
+            wanted[name] = image
+    return wanted
+
+
+def follow_deployments(device: dict, agent: dict) -> None:
+    """Apply ``$edgeAgent``'s desired properties to the module records and report, whenever they change."""
+    applied = None
+    while True:
+        try:
+            desired = _hub_call(device, "GET", "$edgeAgent").get("properties", {}).get("desired", {})
+            wanted = desired_modules(desired)
+            if wanted != applied:
+                current = {module["name"]: module for module in ManagementApi.modules}
+                modules = [agent]
+                for name, image in sorted(wanted.items()):
+                    existing = current.get(name)
+                    if existing and existing["config"]["settings"]["image"] == image:
+                        modules.append(existing)
+                        continue
+                    log("INFO", f"Creating and starting module {name}...")
+                    modules.append(module_record(name, image, now()))
+                ManagementApi.modules = modules
+                report_to_hub(device, modules)
+                applied = wanted
+        except (OSError, ValueError, ssl.SSLError) as error:
+            log("WARN", f"Could not read or report the deployment on {device['hub']}: {error}")
+        time.sleep(DEPLOYMENT_POLL_SECONDS)
+
+
+def run_edge_runtime(device: dict, image: str, listener) -> None:
+    """Start edgeAgent, follow deployments in the background and serve the management API, forever."""
+    log("INFO", "Watchdog checking Edge runtime status")
+    log("INFO", "Creating and starting Edge runtime module edgeAgent...")
+    agent = module_record("edgeAgent", image, now())
+    ManagementApi.modules = [agent]
+    log("INFO", "Created Edge runtime module edgeAgent")
+    log("INFO", "Started Edge runtime module edgeAgent")
+    threading.Thread(target=follow_deployments, args=(device, agent), daemon=True).start()
+    log("INFO", "Edge runtime is running")
+    UnixHttpServer(listener).serve_forever()
 
 
 class ManagementApi(BaseHTTPRequestHandler):
@@ -132,15 +197,5 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log("INFO", f"Device is {device['device_id']} on {device['hub']}")
     image = ((settings.get("agent") or {}).get("config") or {}).get("image", DEFAULT_AGENT_IMAGE)
-    log("INFO", "Watchdog checking Edge runtime status")
-    log("INFO", "Creating and starting Edge runtime module edgeAgent...")
-    ManagementApi.modules = [module_record("edgeAgent", image, now())]
-    log("INFO", "Created Edge runtime module edgeAgent")
-    log("INFO", "Started Edge runtime module edgeAgent")
-    try:
-        report_to_hub(device, ManagementApi.modules)
-    except (OSError, ssl.SSLError, ValueError) as error:
-        log("WARN", f"Could not report the module status to {device['hub']}: {error}")
-    log("INFO", "Edge runtime is running")
-    UnixHttpServer(sockets[MGMT_SOCKET_NAME]).serve_forever()
+    run_edge_runtime(device, image, sockets[MGMT_SOCKET_NAME])
     return 0

@@ -20,7 +20,7 @@ import yaml
 
 from . import IOTEDGE_1_1_VERSION
 from .dps import ProvisioningError, common_name, register_with_dps
-from .edged import ManagementApi, UnixHttpServer, module_record, now, report_to_hub
+from .edged import run_edge_runtime
 from .ipc import activated_sockets
 from .journal import log
 
@@ -157,10 +157,5 @@ def main(argv: list[str] | None = None) -> int:
         log("ERROR", f"{MGMT_SOCKET_NAME} was not passed by systemd")
         return 1
     image = ((config.get("agent") or {}).get("config") or {}).get("image", DEFAULT_AGENT_IMAGE)
-    ManagementApi.modules = [module_record("edgeAgent", image, now())]
-    try:
-        report_to_hub(device, ManagementApi.modules)
-    except OSError as error:
-        log("WARN", f"Could not report the module status to {device['hub']}: {error}")
-    UnixHttpServer(sockets[MGMT_SOCKET_NAME]).serve_forever()
+    run_edge_runtime(device, image, sockets[MGMT_SOCKET_NAME])
     return 0
