@@ -475,6 +475,26 @@ def test_by_hand_1_1_hosts_register_and_a_chain_past_2038_is_refused(state_dir, 
     registrations = {r["registrationId"]: r for r in emulator_state(state_dir)["dps"]["registrations"]}
     assert registrations["edge-01"]["status"] == "assigned" and registrations["edge-02"]["status"] == "assigned"
 
+    # iotedge check with the 1.1 ids: no errors; the quickstart certificates are the documented warning.
+    checks = json.loads(podman("exec", "edgefleet-test-edge-02", "iotedge", "check", "--output", "json"))["checks"]
+    for name in (
+        "config-yaml-well-formed",
+        "hostname",
+        "connect-management-uri",
+        "identity-certificate-expiry",
+        "host-connect-dps-endpoint",
+        "host-connect-iothub-https",
+    ):
+        assert checks[name]["result"] == {"result": "ok"}, (name, checks[name])
+    quickstart = checks["certificates-quickstart"]["result"]
+    assert quickstart["result"] == "warning"
+    assert (
+        quickstart["details"][0]
+        == "The Edge device is using self-signed automatically-generated development certificates."
+    )
+    text = podman("exec", "edgefleet-test-edge-02", "iotedge", "check")
+    assert text.startswith("Configuration checks\n--------------------\n\u221a config.yaml is well-formed - OK\n"), text
+
     # A CA valid past 2038 (issued for 1.2+, where that is allowed) on a 1.1 host: libiothsm refuses the chain.
     rerun = ansible_playbook(
         "lab/playbooks/provision_by_hand.yml",

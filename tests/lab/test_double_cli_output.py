@@ -130,3 +130,16 @@ def test_a_deployment_brings_edge_hub_and_the_running_modules():
     }
     assert desired_modules(desired) == {"edgeHub": "hub:1.5", "sensor": "sensor:1.0", "implicit": "implicit:1.0"}
     assert desired_modules({}) == {}
+
+
+def test_1_1_text_layout_has_no_blank_line_before_the_first_section():
+    report, _status = text_report(RESULTS, verbose=False, warnings_as_errors=False, generation="1.1")
+    assert report.startswith("Configuration checks (aziot-identity-service)\n---")
+    assert "\n\nConfiguration checks\n---" in report
+
+
+def test_1_1_json_names_the_1_1_daemon_version():
+    body = json.loads(
+        json_report(RESULTS, warnings_as_errors=False, version_key="iotedged_version", version="1.1.19")[0]
+    )
+    assert body["additional_info"]["iotedged_version"] == "1.1.19"

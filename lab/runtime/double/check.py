@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import EDGE_VERSION
+from . import EDGE_VERSION, IOTEDGE_1_1_VERSION
 from .config_apply import ApplyError, parse, service_files, validate
 
 ETC = Path("/etc/aziot")
@@ -392,10 +392,10 @@ CHECKS = [
 # ---- running and printing ---------------------------------------------------------------------------------
 
 
-def run_checks(device: Device | None, dont_run: set[str]) -> list[tuple[str, str, str, Outcome]]:
+def run_checks(device, dont_run: set[str], checks=None) -> list[tuple[str, str, str, Outcome]]:
     results = []
     fatal = False
-    for section, check_id, description, check in CHECKS:
+    for section, check_id, description, check in checks or CHECKS:
         if check_id in dont_run:
             outcome = Outcome("ignored")
         elif fatal or device is None:
@@ -409,7 +409,8 @@ def run_checks(device: Device | None, dont_run: set[str]) -> list[tuple[str, str
     return results
 
 
-def text_report(results, *, verbose: bool, warnings_as_errors: bool) -> tuple[str, int]:
+def text_report(results, *, verbose: bool, warnings_as_errors: bool, generation: str = "1.2+") -> tuple[str, int]:
+    """1.2+ puts a blank line before each section; 1.1 only between sections."""
     lines: list[str] = []
     section = None
     counts = {"ok": 0, "warning": 0, "error": 0}
@@ -431,6 +432,8 @@ def text_report(results, *, verbose: bool, warnings_as_errors: bool) -> tuple[st
         lines.append(f"{symbol} {description} - {word}")
         if result != "ok":
             lines += [f"    {detail}" for detail in outcome.details]
+    if generation == "1.1" and lines and lines[0] == "":
+        lines.pop(0)
     lines.append("")
     lines.append(f"{counts['ok']} check(s) succeeded.")
     if counts["warning"]:
@@ -440,11 +443,13 @@ def text_report(results, *, verbose: bool, warnings_as_errors: bool) -> tuple[st
     return "\n".join(lines) + "\n", 1 if counts["error"] else 0
 
 
-def json_report(results, *, warnings_as_errors: bool) -> tuple[str, int]:
+def json_report(
+    results, *, warnings_as_errors: bool, version_key: str = "aziot_edged_version", version: str = EDGE_VERSION
+) -> tuple[str, int]:
     machine = platform.machine()
     body = {
         "additional_info": {
-            "aziot_edged_version": EDGE_VERSION,
+            version_key: version,
             "now": datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z"),
             "os": {"id": "debian", "version_id": "12", "arch": machine, "bitness": 64},
         },
@@ -457,7 +462,8 @@ def json_report(results, *, warnings_as_errors: bool) -> tuple[str, int]:
     return json.dumps(body) + "\n", status
 
 
-def main(args: list[str]) -> int:
+def parse_options(args: list[str]):
+    """(output, verbose, warnings_as_errors, dont_run), or an error message."""
     output, verbose, warnings_as_errors, dont_run = "text", False, False, set()
     rest = list(args)
     while rest:
@@ -474,11 +480,38 @@ def main(args: list[str]) -> int:
             while rest and not rest[0].startswith("-"):
                 dont_run.add(rest.pop(0))
         else:
-            print(f"error: unexpected argument '{option}' found", file=sys.stderr)
-            return 2
+            return f"error: unexpected argument '{option}' found"
     if output not in ("text", "json"):
-        print(f"error: invalid value '{output}' for '--output <OUTPUT>'", file=sys.stderr)
+        return f"error: invalid value '{output}' for '--output <OUTPUT>'"
+    return output, verbose, warnings_as_errors, dont_run
+
+
+def report(results, options, *, generation: str = "1.2+") -> int:
+    output, verbose, warnings_as_errors, _dont_run = options
+    if output == "json":
+        if generation == "1.1":
+            text, status = json_report(
+                results,
+                warnings_as_errors=warnings_as_errors,
+                version_key="iotedged_version",
+                version=IOTEDGE_1_1_VERSION,
+            )
+        else:
+            text, status = json_report(results, warnings_as_errors=warnings_as_errors)
+    else:
+        text, status = text_report(
+            results, verbose=verbose, warnings_as_errors=warnings_as_errors, generation=generation
+        )
+    sys.stdout.write(text)
+    return status
+
+
+def main(args: list[str]) -> int:
+    options = parse_options(args)
+    if isinstance(options, str):
+        print(options, file=sys.stderr)
         return 2
+    dont_run = options[3]
     try:
         device = Device() if os.geteuid() == 0 else None
     except OSError:
@@ -491,9 +524,4 @@ def main(args: list[str]) -> int:
         results += run_checks(None, dont_run)[1:]
     else:
         results = run_checks(device, dont_run)
-    if output == "json":
-        report, status = json_report(results, warnings_as_errors=warnings_as_errors)
-    else:
-        report, status = text_report(results, verbose=verbose, warnings_as_errors=warnings_as_errors)
-    sys.stdout.write(report)
-    return status
+    return report(results, options)

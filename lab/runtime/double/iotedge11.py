@@ -1,4 +1,5 @@
-"""``iotedge`` of the 1.1 generation: ``version`` and ``list`` (``CONFIG`` header); 1.1 has no ``config`` or ``system``."""
+"""``iotedge`` of the 1.1 generation: ``version``, ``list`` (``CONFIG`` header) and ``check`` (1.1 ids); 1.1 has no
+``config`` or ``system``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args == ["list"]:
         return list_command(header="CONFIG")
+    if args[:1] == ["check"]:
+        from . import check11
+
+        return check11.main(args[1:])
     if args[:1] in (["config"], ["system"]):
         print(f"error: The subcommand '{args[0]}' wasn't recognized", file=sys.stderr)
         return 1
