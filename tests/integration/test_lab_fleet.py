@@ -299,8 +299,9 @@ def emulator_state(state_dir: Path) -> dict:
 
 
 def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, tmp_path, ansible_playbook):
-    """edge-01 through an individual enrollment, edge-02 through the group enrollment of the verified fleet CA."""
-    up = lab(state_dir, "up", "--hosts", "2", "--container-prefix", "edgefleet-test", *PORTS)
+    """edge-01 through an individual enrollment, edge-02 and edge-03 through the group enrollment of the verified
+    fleet CA."""
+    up = lab(state_dir, "up", "--hosts", "3", "--container-prefix", "edgefleet-test", *PORTS)
     assert up.returncode == 0, up.stderr
     run = ansible_playbook(
         "lab/playbooks/provision_by_hand.yml",
@@ -309,7 +310,7 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
     )
     assert run.returncode == 0, run.output
 
-    for host in ("edge-01", "edge-02"):
+    for host in ("edge-01", "edge-02", "edge-03"):
         lines = wait_for_edge_agent(podman, f"edgefleet-test-{host}").splitlines()
         assert lines[0] == "NAME             STATUS           DESCRIPTION      Config"
         assert re.fullmatch(
@@ -338,8 +339,9 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
 
     state = emulator_state(state_dir)
     registrations = {r["registrationId"]: r for r in state["dps"]["registrations"]}
-    assert registrations["edge-01"]["status"] == "assigned" and registrations["edge-02"]["status"] == "assigned"
+    assert {registrations[host]["status"] for host in ("edge-01", "edge-02", "edge-03")} == {"assigned"}
     assert registrations["edge-02"].get("enrollmentGroupId") == "fleet"
+    assert registrations["edge-03"].get("enrollmentGroupId") == "fleet"
     devices = {d["deviceId"]: d for d in state["iothubs"][0]["devices"]}
     assert devices["edge-01"]["capabilities"] == {"iotEdge": True}
     assert devices["edge-01"]["authentication"]["type"] == "selfSigned"
@@ -393,6 +395,21 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
     reported = agent_twin["properties"]["reported"]
     assert reported["modules"]["SimulatedTemperatureSensor"]["runtimeStatus"] == "running"
     assert reported["systemModules"]["edgeHub"]["runtimeStatus"] == "running"
+
+    # iotedge system: restart in the real order, reprovision (identityd registers again), logs through journalctl.
+    restarted = podman("exec", "edgefleet-test-edge-03", "iotedge", "system", "restart")
+    assert restarted.startswith("Stopping aziot-edged.service...Stopped!\nStopping aziot-identityd.service...Stopped!")
+    assert restarted.endswith("Starting aziot-edged.service...Started!\nDone.\n")
+    wait_for_edge_agent(podman, "edgefleet-test-edge-03")
+    reprovisioned = podman("exec", "edgefleet-test-edge-03", "iotedge", "system", "reprovision")
+    assert reprovisioned == "Successfully reprovisioned with IoT Hub.\n"
+    wait_for_edge_agent(podman, "edgefleet-test-edge-03")
+    logs = podman("exec", "edgefleet-test-edge-03", "iotedge", "system", "logs", "--", "--no-pager", "-o", "cat")
+    assert logs.count("Successfully provisioned with DPS.") >= 3  # first start, restart, reprovision
+    stopped = podman("exec", "edgefleet-test-edge-03", "iotedge", "system", "stop")
+    assert stopped.splitlines()[0] == "Stopping aziot-edged.service...Stopped!"
+    after_stop = podman("exec", "edgefleet-test-edge-03", "iotedge", "system", "status")
+    assert "    aziot-edged             Ready\n" in after_stop, after_stop
 
     # A key that aziotks cannot read fails as on a real device: keyd refuses it, identityd cannot provision.
     container = "edgefleet-test-edge-01"
