@@ -76,6 +76,28 @@ def _unit(description: str, body: str) -> bytes:
     return f"[Unit]\nDescription={description}\n{body.strip()}\n".encode()
 
 
+def _socket_unit(
+    name: str, description: str, service: str, path: str, mode: str, user: str, group: str
+) -> tuple[bytes, int]:
+    """A socket unit that activates ``service`` and hands it the socket under the unit's own name."""
+    body = f"""
+PartOf={service}
+
+[Socket]
+Service={service}
+ListenStream={path}
+SocketMode={mode}
+DirectoryMode=0755
+SocketUser={user}
+SocketGroup={group}
+FileDescriptorName={name}
+
+[Install]
+WantedBy=sockets.target
+"""
+    return _unit(description, body), 0o644
+
+
 def _python_sources() -> dict[str, tuple[bytes, int]]:
     files = {}
     for source in sorted(RUNTIME_SOURCE.rglob("*.py")):
@@ -118,24 +140,8 @@ RestartSec=5
             ),
             0o644,
         )
-        files[f"lib/systemd/system/{service}.socket"] = (
-            _unit(
-                f"Azure IoT {short} API socket",
-                f"""
-PartOf={service}.service
-
-[Socket]
-ListenStream={socket}
-SocketMode=0660
-DirectoryMode=0755
-SocketUser={user}
-SocketGroup={user}
-
-[Install]
-WantedBy=sockets.target
-""",
-            ),
-            0o644,
+        files[f"lib/systemd/system/{service}.socket"] = _socket_unit(
+            f"{service}.socket", f"Azure IoT {short} API socket", f"{service}.service", socket, "0660", user, user
         )
     users = """
 add_user() {  # name home [extra groups...]
@@ -215,47 +221,23 @@ WantedBy=multi-user.target
             ),
             0o644,
         ),
-        "lib/systemd/system/aziot-edged.mgmt.socket": (
-            _unit(
-                "Azure IoT Edge daemon management socket",
-                """
-PartOf=aziot-edged.service
-
-[Socket]
-Service=aziot-edged.service
-ListenStream=/var/run/iotedge/mgmt.sock
-SocketMode=0660
-DirectoryMode=0755
-SocketUser=edgeagentuser
-SocketGroup=iotedge
-FileDescriptorName=aziot-edged.mgmt.socket
-
-[Install]
-WantedBy=sockets.target
-""",
-            ),
-            0o644,
+        "lib/systemd/system/aziot-edged.mgmt.socket": _socket_unit(
+            "aziot-edged.mgmt.socket",
+            "Azure IoT Edge daemon management socket",
+            "aziot-edged.service",
+            "/var/run/iotedge/mgmt.sock",
+            "0660",
+            "edgeagentuser",
+            "iotedge",
         ),
-        "lib/systemd/system/aziot-edged.workload.socket": (
-            _unit(
-                "Azure IoT Edge daemon workload socket",
-                """
-PartOf=aziot-edged.service
-
-[Socket]
-Service=aziot-edged.service
-ListenStream=/var/run/iotedge/workload.sock
-SocketMode=0666
-DirectoryMode=0755
-SocketUser=iotedge
-SocketGroup=iotedge
-FileDescriptorName=aziot-edged.workload.socket
-
-[Install]
-WantedBy=sockets.target
-""",
-            ),
-            0o644,
+        "lib/systemd/system/aziot-edged.workload.socket": _socket_unit(
+            "aziot-edged.workload.socket",
+            "Azure IoT Edge daemon workload socket",
+            "aziot-edged.service",
+            "/var/run/iotedge/workload.sock",
+            "0666",
+            "iotedge",
+            "iotedge",
         ),
     }
     preinst = """
@@ -386,47 +368,23 @@ WantedBy=multi-user.target
             ),
             0o644,
         ),
-        "lib/systemd/system/iotedge.socket": (
-            _unit(
-                "Azure IoT Edge daemon workload socket",
-                """
-PartOf=iotedge.service
-
-[Socket]
-Service=iotedge.service
-ListenStream=/var/run/iotedge/workload.sock
-SocketMode=0666
-DirectoryMode=0755
-SocketUser=iotedge
-SocketGroup=iotedge
-FileDescriptorName=iotedge.socket
-
-[Install]
-WantedBy=sockets.target
-""",
-            ),
-            0o644,
+        "lib/systemd/system/iotedge.socket": _socket_unit(
+            "iotedge.socket",
+            "Azure IoT Edge daemon workload socket",
+            "iotedge.service",
+            "/var/run/iotedge/workload.sock",
+            "0666",
+            "iotedge",
+            "iotedge",
         ),
-        "lib/systemd/system/iotedge.mgmt.socket": (
-            _unit(
-                "Azure IoT Edge daemon management socket",
-                """
-PartOf=iotedge.service
-
-[Socket]
-Service=iotedge.service
-ListenStream=/var/run/iotedge/mgmt.sock
-SocketMode=0660
-DirectoryMode=0755
-SocketUser=iotedge
-SocketGroup=iotedge
-FileDescriptorName=iotedge.mgmt.socket
-
-[Install]
-WantedBy=sockets.target
-""",
-            ),
-            0o644,
+        "lib/systemd/system/iotedge.mgmt.socket": _socket_unit(
+            "iotedge.mgmt.socket",
+            "Azure IoT Edge daemon management socket",
+            "iotedge.service",
+            "/var/run/iotedge/mgmt.sock",
+            "0660",
+            "iotedge",
+            "iotedge",
         ),
     }
     preinst = """

@@ -258,10 +258,9 @@ def running(service: str):
     return run
 
 
-def dps_endpoint(device: Device) -> Outcome:
-    if device.settings is None or device.settings.source != "dps":
-        return skipped()
-    endpoint = urlsplit(device.settings.global_endpoint)
+def endpoint_reachable(url: str) -> Outcome:
+    """A TLS handshake with the host of ``url``, trusting the system store as the runtime does."""
+    endpoint = urlsplit(url)
     try:
         _tls_handshake(endpoint.hostname, endpoint.port or 443)
     except (OSError, ssl.SSLError) as failure:
@@ -269,21 +268,16 @@ def dps_endpoint(device: Device) -> Outcome:
     return ok()
 
 
-def iothub_https(_device: Device) -> Outcome:
+def hub_reachable(backup: Path) -> Outcome:
+    """The hub the provisioning backup names, over TLS."""
     try:
-        hub = json.loads(DEVICE_INFO.read_text())["hub"]
+        hub = json.loads(backup.read_text())["hub"]
     except (OSError, ValueError, KeyError):
         return skipped("the device is not provisioned yet")
-    host, _separator, port = hub.partition(":")
-    try:
-        _tls_handshake(host, int(port or 443))
-    except (OSError, ssl.SSLError) as failure:
-        return error(f"could not connect to {hub}: {failure}")
-    return ok()
+    return endpoint_reachable(f"https://{hub}/")
 
 
-def management_uri(device: Device) -> Outcome:
-    uri = (device.service_config("edged").get("connect") or {}).get("management_uri", "")
+def management_socket_answers(uri: str) -> Outcome:
     if not uri.startswith("unix://"):
         return error(f"configuration has an invalid management URI {uri!r}")
     try:
@@ -295,7 +289,21 @@ def management_uri(device: Device) -> Outcome:
     return ok()
 
 
-def container_engine(_device: Device) -> Outcome:
+def dps_endpoint(device: Device) -> Outcome:
+    if device.settings is None or device.settings.source != "dps":
+        return skipped()
+    return endpoint_reachable(device.settings.global_endpoint)
+
+
+def iothub_https(_device: Device) -> Outcome:
+    return hub_reachable(DEVICE_INFO)
+
+
+def management_uri(device: Device) -> Outcome:
+    return management_socket_answers((device.service_config("edged").get("connect") or {}).get("management_uri", ""))
+
+
+def container_engine(_device) -> Outcome:
     if subprocess.run(["getent", "group", "docker"], capture_output=True, check=False).returncode != 0:
         return error("could not find a container engine: the docker group does not exist")
     return ok()

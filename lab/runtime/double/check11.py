@@ -6,13 +6,9 @@ Sections "Configuration checks" and "Connectivity checks" with 1.1's layout; JSO
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import socket
-import subprocess
 import sys
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from .check import (
     EDGE_CONFIG,
@@ -20,8 +16,12 @@ from .check import (
     EXPIRY_WARNING_DAYS,
     Outcome,
     _not_after,
-    _tls_handshake,
+    container_engine,
+    endpoint_reachable,
     error,
+    hub_reachable,
+    management_socket_answers,
+    not_applicable,
     ok,
     parse_options,
     report,
@@ -66,22 +66,7 @@ def hostname(device: LegacyDevice) -> Outcome:
 
 
 def management_uri(device: LegacyDevice) -> Outcome:
-    uri = ((device.config or {}).get("connect") or {}).get("management_uri", "")
-    if not uri.startswith("unix://"):
-        return error(f"configuration has an invalid management URI {uri!r}")
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.settimeout(5)
-            client.connect(uri.removeprefix("unix://"))
-    except OSError as failure:
-        return error(f"could not connect to {uri}: {failure.strerror or failure}")
-    return ok()
-
-
-def container_engine(_device: LegacyDevice) -> Outcome:
-    if subprocess.run(["getent", "group", "docker"], capture_output=True, check=False).returncode != 0:
-        return error("could not find a container engine: the docker group does not exist")
-    return ok()
+    return management_socket_answers(((device.config or {}).get("connect") or {}).get("management_uri", ""))
 
 
 def identity_certificate_expiry(device: LegacyDevice) -> Outcome:
@@ -117,29 +102,11 @@ def certificates_quickstart(device: LegacyDevice) -> Outcome:
 def dps_endpoint(device: LegacyDevice) -> Outcome:
     if device.config is None:
         return skipped()
-    endpoint = urlsplit(device.config["provisioning"]["global_endpoint"])
-    try:
-        _tls_handshake(endpoint.hostname, endpoint.port or 443)
-    except OSError as failure:
-        return error(f"could not connect to {endpoint.netloc}: {failure}")
-    return ok()
+    return endpoint_reachable(device.config["provisioning"]["global_endpoint"])
 
 
 def iothub_https(_device: LegacyDevice) -> Outcome:
-    try:
-        hub = json.loads(Path(BACKUP).read_text())["hub"]
-    except (OSError, ValueError, KeyError):
-        return skipped("the device is not provisioned yet")
-    host, _separator, port = hub.partition(":")
-    try:
-        _tls_handshake(host, int(port or 443))
-    except OSError as failure:
-        return error(f"could not connect to {hub}: {failure}")
-    return ok()
-
-
-def not_applicable(reason: str):
-    return lambda _device: skipped(reason)
+    return hub_reachable(BACKUP)
 
 
 CHECKS = [
