@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: dps_certificate
 short_description: Register a CA certificate in Azure IoT Hub DPS and prove possession of its key
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Uploads a CA certificate to a Device Provisioning Service through the Azure resource-manager API, so that
     enrollment groups can reference it (O(edgefleet.iotedge.dps_enrollment_group#module:ca_reference)).

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: dps_enrollment
 short_description: Manage many Azure IoT Hub DPS individual enrollments (X.509) in one call
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Ensures that a list of individual enrollments exists (or not) in a Device Provisioning Service, as desired state.
   - Reads the current enrollments (one GET each for up to 10, the paged query for more), compares only the options you

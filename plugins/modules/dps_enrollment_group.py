@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: dps_enrollment_group
 short_description: Manage an Azure IoT Hub DPS enrollment group with X.509 attestation
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Ensures that one enrollment group exists (or not) in a Device Provisioning Service, as desired state. Every device
     whose certificate chains to the group's CA provisions through it.

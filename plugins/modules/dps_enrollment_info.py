@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: dps_enrollment_info
 short_description: Read individual enrollments or enrollment groups of an IoT Hub Device Provisioning Service
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Returns DPS enrollments as snake_case records - the named ones (one GET each), or all of them through the paged
     query when no ids are given.

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: dps_registration_info
 short_description: Read device registration states of an IoT Hub Device Provisioning Service
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Returns what DPS recorded when devices registered - status, assigned hub, device id, error - for the named
     registration ids (one GET each) or for every device of one enrollment group (paged query).

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: iothub_device_info
 short_description: Read device identities and twins of an Azure IoT Hub, with the IoT Edge runtime's view
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Returns the named devices (or every device of the hub) with status, authentication type and X.509
     thumbprints, the twin's tags and desired and reported properties (without C($metadata) and C($version)).
