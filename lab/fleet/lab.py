@@ -324,8 +324,14 @@ class Lab:
             "edgefleet_iothub_connection_string": cloud["iothub"]["connection_string"],
             "edgefleet_iothub_hostname": cloud["iothub"]["host_name"],
             "edgefleet_ca_bundle": cloud["ca_bundle"],
-            # The runtime double's packages, instead of packages.microsoft.com.
-            "edgefleet_apt_repository": f"deb [trusted=yes] {apt_url} ./",
+            # The runtime double's packages from the lab's flat repository, instead of packages.microsoft.com.
+            "edgefleet_iotedge_apt_uri": apt_url,
+            "edgefleet_iotedge_apt_suite": "./",
+            "edgefleet_iotedge_apt_components": [],
+            "edgefleet_iotedge_apt_signing_key_url": "",
+            "edgefleet_iotedge_apt_trusted": True,
+            # The fleet PKI of the lab lives and dies with it.
+            "edgefleet_pki_dir": str(self.state_dir.resolve() / "pki"),
         }
         self.inventory_dir.mkdir(parents=True, exist_ok=True)
         _write(self.inventory_dir / "hosts.yml", "---\n" + yaml.safe_dump(hosts, sort_keys=False), 0o644)

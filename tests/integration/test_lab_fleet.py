@@ -137,8 +137,9 @@ def test_the_runtime_double_installs_from_the_lab_repository_like_the_real_packa
     up = lab(state_dir, "up", "--hosts", "1", "--container-prefix", "edgefleet-test", *PORTS)
     assert up.returncode == 0, up.stderr
     inventory = state_dir / "inventory"
-    repository = yaml.safe_load((inventory / "group_vars/all.yml").read_text())["edgefleet_apt_repository"]
-    assert repository == "deb [trusted=yes] http://127.0.0.1:19580/ ./"
+    apt_uri = yaml.safe_load((inventory / "group_vars/all.yml").read_text())["edgefleet_iotedge_apt_uri"]
+    assert apt_uri == "http://127.0.0.1:19580/"
+    repository = f"deb [trusted=yes] {apt_uri} ./"
     source = ansible(
         inventory,
         "edge",

@@ -170,17 +170,19 @@ def test_role_publishes_each_hosts_identity(ansible_playbook, tmp_path):
         '  vars:\n    ansible_connection: local\n    ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
     )
     extra = {"edgefleet_pki_dir": str(tmp_path / "pki")}
-    predicted = ansible_playbook("playbooks/provision_edge.yml", "--check", inventory=inventory, extra_vars=extra)
+    predicted = ansible_playbook(
+        "tests/integration/playbooks/edge_pki_role.yml", "--check", inventory=inventory, extra_vars=extra
+    )
     assert predicted.returncode == 0, predicted.output
     assert re.search(r"gateway-a\s+create\s+\S+\s+\(issued on apply\)", predicted.stdout), predicted.stdout
     assert not (tmp_path / "pki").exists()
-    run = ansible_playbook("playbooks/provision_edge.yml", inventory=inventory, extra_vars=extra)
+    run = ansible_playbook("tests/integration/playbooks/edge_pki_role.yml", inventory=inventory, extra_vars=extra)
     assert run.returncode == 0, run.output
     assert sorted(os.listdir(tmp_path / "pki/identities")) == ["gateway-a", "plant1-gw-b"]
     summary = run.stdout[run.stdout.index("REGISTRATION ID") :]
     assert re.search(r"gateway-a\s+create\s+\d{4}-\d\d-\d\dT", summary)
     assert re.search(r"plant1-gw-b\s+create\s+", summary)
-    second = ansible_playbook("playbooks/provision_edge.yml", inventory=inventory, extra_vars=extra)
+    second = ansible_playbook("tests/integration/playbooks/edge_pki_role.yml", inventory=inventory, extra_vars=extra)
     assert re.search(r"Gateway-A\s+: ok=\d+\s+changed=0", second.stdout), second.stdout
     assert re.search(r"gateway-b\s+: ok=\d+\s+changed=0", second.stdout)
 
@@ -192,7 +194,9 @@ def test_role_at_vvv_never_prints_the_passphrase_or_keys(ansible_playbook, tmp_p
         '    ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
     )
     extra = {"edgefleet_pki_dir": str(tmp_path / "pki"), "edgefleet_pki_passphrase": "Role-Vault-Secret-7"}
-    run = ansible_playbook("playbooks/provision_edge.yml", "-vvv", "--diff", inventory=inventory, extra_vars=extra)
+    run = ansible_playbook(
+        "tests/integration/playbooks/edge_pki_role.yml", "-vvv", "--diff", inventory=inventory, extra_vars=extra
+    )
     assert run.returncode == 0, run.output
     assert "Role-Vault-Secret-7" not in run.output
     assert "PRIVATE KEY" not in run.output

@@ -90,5 +90,7 @@ def test_the_inventory_points_at_the_hosts_and_the_emulators(tmp_path):
     group_vars = yaml.safe_load((inventory / "group_vars/all.yml").read_text())
     assert group_vars["edgefleet_dps_id_scope"] == "0ne00C0FFEE"
     assert group_vars["edgefleet_ca_bundle"] == "/lab/ca.pem"
-    assert group_vars["edgefleet_apt_repository"] == "deb [trusted=yes] http://127.0.0.1:18480/ ./"
+    assert group_vars["edgefleet_iotedge_apt_uri"] == "http://127.0.0.1:18480/"
+    assert group_vars["edgefleet_iotedge_apt_suite"] == "./"
+    assert group_vars["edgefleet_iotedge_apt_trusted"] is True
     assert (inventory / "group_vars/all.yml").stat().st_mode & 0o777 == 0o600
