@@ -13,6 +13,7 @@ key of a pki_ca directory in memory: no file is written and the throw-away key i
 from __future__ import annotations
 
 import email.utils
+import os
 import re
 from dataclasses import dataclass
 
@@ -154,6 +155,12 @@ def _validate(request: DpsCertificateRequest):
     return read_certificate_file(request.certificate_path, field="certificate_path")
 
 
+def _not_written_yet(request: DpsCertificateRequest) -> bool:
+    return (
+        request.state == "present" and bool(request.certificate_path) and not os.path.exists(request.certificate_path)
+    )
+
+
 def _load_signer(request: DpsCertificateRequest, cert):
     """The pki_ca directory whose root or intermediate *is* the uploaded certificate, or a clear error."""
     ca = load_ca(request.ca_path, passphrase=request.passphrase)
@@ -171,6 +178,13 @@ def _load_signer(request: DpsCertificateRequest, cert):
 
 def ensure_dps_certificate(client, request: DpsCertificateRequest, *, check_mode: bool) -> dict:
     """Make the DPS certificate ``request.name`` match the request; return changed, certificate view and diff."""
+    if check_mode and _not_written_yet(request):
+        # pki_ca ran in check mode too and wrote nothing: whatever DPS holds, this certificate would be new.
+        current = client.get_certificate(request.name)
+        actions = ["create" if current is None else "replace certificate"]
+        if request.verify and not request.is_verified:
+            actions.append("proof of possession")
+        return _result(True, certificate_view(current), None, actions)
     cert = _validate(request)
     proof_wanted = request.state == "present" and request.verify and not request.is_verified
     ca = None

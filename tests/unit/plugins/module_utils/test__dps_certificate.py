@@ -240,3 +240,15 @@ def test_a_missing_ca_directory_fails_clearly(pki, tmp_path):
     # Check mode after a check-mode pki_ca: the CA does not exist yet, the prediction still works.
     predicted = ensure_dps_certificate(client, request(pki, ca_path=str(tmp_path / "nope")), check_mode=True)
     assert predicted["changed"] is True and client.writes == []
+
+
+def test_check_mode_predicts_a_certificate_that_pki_ca_has_not_written_yet(pki, tmp_path):
+    missing = request(pki, certificate_path=str(tmp_path / "ca/root.cert.pem"), ca_path=str(tmp_path / "ca"))
+    client = FakeManagement()
+    predicted = ensure_dps_certificate(client, missing, check_mode=True)
+    assert predicted["changed"] is True
+    assert predicted["actions"] == ["create", "proof of possession"]
+    assert client.writes == []
+    # A real run still refuses the missing file before any request.
+    with pytest.raises(ConfigurationError, match=r"^certificate_path: .* does not exist; create it first"):
+        ensure_dps_certificate(FakeManagement(), missing, check_mode=False)
