@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from lab.cloud import CloudLab
+from lab.fleet.podman import CONTAINERS_CONF
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -107,3 +108,16 @@ class Cloud:
 def cloud(cloud_session) -> Cloud:
     cloud_session.reset()
     return Cloud(cloud_session)
+
+
+@pytest.fixture
+def podman(tmp_path):
+    """podman with the lab's engine settings (runc, cgroupfs), to look at the hosts from outside."""
+    conf = tmp_path / "containers.conf"
+    conf.write_text(CONTAINERS_CONF)
+
+    def run(*args: str, check: bool = True) -> str:
+        env = dict(os.environ, CONTAINERS_CONF=str(conf))
+        return subprocess.run(["podman", *args], capture_output=True, text=True, check=check, env=env).stdout
+
+    return run

@@ -21,45 +21,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from lab_devices import FleetPki
+from lab_hosts import PORTS, lab
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import (
     DpsServiceClient,
     parse_connection_string,
     sas_token,
 )
-from lab.fleet.podman import CONTAINERS_CONF
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-# Ports of their own, so a lab a developer is running on the default ports is left alone.
-PORTS = [
-    *("--ssh-base-port", "22851", "--dps-port", "19543", "--device-port", "19544", "--hub-port", "19545"),
-    *("--apt-port", "19580"),
-]
-
-
-def lab(state_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lab", "--state-dir", str(state_dir), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-
-
-@pytest.fixture
-def podman(tmp_path):
-    """podman with the lab's engine settings (runc, cgroupfs), to look at the hosts from outside."""
-    conf = tmp_path / "containers.conf"
-    conf.write_text(CONTAINERS_CONF)
-
-    def run(*args: str, check: bool = True) -> str:
-        env = dict(os.environ, CONTAINERS_CONF=str(conf))
-        return subprocess.run(["podman", *args], capture_output=True, text=True, check=check, env=env).stdout
-
-    return run
 
 
 def listening(port: int) -> list[str]:

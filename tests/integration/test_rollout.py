@@ -1,0 +1,347 @@
+"""playbooks/provision_edge.yml on real lab hosts: bad inventories fail early, --check, the rollout, a lost host.
+
+Each test starts its own lab (the lab command, on the test ports) and reads the real state afterwards: files, owners
+and modes on the hosts through podman, and what the DPS and IoT Hub emulators recorded through their control plane.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shlex
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from lab_hosts import PORTS, REPO, lab
+
+CONTAINER_PREFIX = "edgefleet-test"
+PLAYBOOK = "playbooks/provision_edge.yml"
+# What a run must leave alone when it refuses an inventory.
+HOST_PATHS = [
+    "/etc/apt/sources.list.d/edgefleet-iotedge.list",
+    "/etc/aziot/config.toml",
+    "/etc/iotedge/config.yaml",
+    "/var/aziot",
+    "/var/iotedge",
+    "/usr/bin/iotedge",
+]
+
+
+class Fleet:
+    """A lab of N hosts started by the lab command, as the tests see it."""
+
+    def __init__(self, state_dir: Path, hosts: int, podman):
+        self.state_dir = state_dir
+        self.hosts = [f"edge-{n:02d}" for n in range(1, hosts + 1)]
+        self.podman = podman
+        self.inventory = state_dir / "inventory"
+
+    def up(self) -> None:
+        started = lab(
+            self.state_dir, "up", "--hosts", str(len(self.hosts)), "--container-prefix", CONTAINER_PREFIX, *PORTS
+        )
+        assert started.returncode == 0, started.stderr
+        self.group_vars = yaml.safe_load((self.inventory / "group_vars/all.yml").read_text())
+        cloud = json.loads((self.state_dir / "cloud/cloud.json").read_text())
+        self.control_url = cloud["control_url"]
+        self._tls = ssl.create_default_context(cafile=cloud["ca_bundle"])
+
+    def state(self) -> dict:
+        with urllib.request.urlopen(f"{self.control_url}/state", context=self._tls, timeout=30) as response:
+            state = json.load(response)
+        return {"dps": {k: v for k, v in state["dps"].items() if k != "operations"}, "iothubs": state["iothubs"]}
+
+    def container(self, host: str) -> str:
+        return f"{CONTAINER_PREFIX}-{host}"
+
+    def sh(self, host: str, command: str, check: bool = True) -> str:
+        return self.podman("exec", self.container(host), "sh", "-c", command, check=check)
+
+    def existing(self, host: str, paths: list[str]) -> list[str]:
+        tests = " ; ".join(f"[ -e {shlex.quote(p)} ] && echo {shlex.quote(p)}" for p in paths)
+        return self.sh(host, tests + " ; true").split()
+
+    def stat(self, host: str, path: str) -> str:
+        """owner:group mode, as `stat` prints them."""
+        return self.sh(host, f"stat -c '%U:%G %a' {shlex.quote(path)}").strip()
+
+
+@pytest.fixture
+def fleet_factory(tmp_path, podman):
+    fleets = []
+
+    def start(hosts: int) -> Fleet:
+        fleet = Fleet(tmp_path / f"lab{len(fleets)}", hosts, podman)
+        fleets.append(fleet)
+        fleet.up()
+        return fleet
+
+    yield start
+    for fleet in fleets:
+        lab(fleet.state_dir, "down")
+
+
+def summary_rows(output: str) -> dict[str, list[str]]:
+    """The last fleet summary's rows by host, cut at the header's column offsets: id, DPS status, hub, edgeAgent."""
+    lines = output.splitlines()
+    header_at = max(i for i, line in enumerate(lines) if "REGISTRATION ID" in line and "EDGEAGENT" in line)
+    header = lines[header_at]
+    offsets = [header.index(name) for name in ("HOST", "REGISTRATION ID", "DPS", "HUB", "EDGEAGENT")] + [None]
+    rows = {}
+    for line in lines[header_at + 1 :]:
+        if not line.strip() or len(line) - len(line.lstrip()) != offsets[0]:
+            break
+        cells = [line[start:end].strip() for start, end in itertools.pairwise(offsets)]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def secrets_of(fleet: Fleet) -> list[str]:
+    keys = [
+        re.search(r"SharedAccessKey=([^;]+)", fleet.group_vars[name]).group(1)
+        for name in ("edgefleet_dps_connection_string", "edgefleet_iothub_connection_string")
+    ]
+    return [*keys, fleet.group_vars["edgefleet_dps_management_token"], "PRIVATE KEY"]
+
+
+# Each: (case id, extra vars, text the failure must contain: the variable and the fix).
+BAD_INVENTORIES = [
+    ("registration-id-uppercase", {"edgefleet_registration_id": "Edge-01"}, ["edgefleet_registration_id", "'edge-01'"]),
+    ("registration-id-quote", {"edgefleet_registration_id": 'edge"01'}, ["edgefleet_registration_id"]),
+    (
+        "registration-id-newline",
+        {"edgefleet_registration_id": "edge-01\nsource = 'manual'"},
+        ["edgefleet_registration_id"],
+    ),
+    (
+        "registration-id-injected-section",
+        {"edgefleet_registration_id": 'edge-01"\n[provisioning]\nsource = "manual'},
+        ["edgefleet_registration_id"],
+    ),
+    ("id-scope-missing", {"edgefleet_dps_id_scope": ""}, ["edgefleet_dps_id_scope", "idScope"]),
+    ("id-scope-injected", {"edgefleet_dps_id_scope": '0ne"\nhostname = "x'}, ["edgefleet_dps_id_scope"]),
+    ("generation-unknown", {"edgefleet_generation": "1.3"}, ["edgefleet_generation", "1.2+"]),
+    (
+        "endpoint-not-https",
+        {"edgefleet_dps_global_endpoint": "http://127.0.0.1:19544/"},
+        ["edgefleet_dps_global_endpoint", "https"],
+    ),
+    ("hostname-with-space", {"edgefleet_iotedge_hostname": "edge 01"}, ["edgefleet_iotedge_hostname"]),
+    (
+        "reprovisioning-mode-unknown",
+        {"edgefleet_iotedge_auto_reprovisioning_mode": "Always"},
+        ["edgefleet_iotedge_auto_reprovisioning_mode", "OnErrorOnly"],
+    ),
+    (
+        "pkcs11-on-1.1",
+        {"edgefleet_generation": "1.1", "edgefleet_iotedge_identity_key_method": "pkcs11"},
+        ["edgefleet_iotedge_identity_key_method", "1.2+"],
+    ),
+    ("est-without-url", {"edgefleet_iotedge_identity_cert_method": "est"}, ["edgefleet_iotedge_est_url"]),
+    (
+        "secrets-dir-relative",
+        {"edgefleet_iotedge_secrets_dir": "var/secrets"},
+        ["edgefleet_iotedge_secrets_dir", "absolute"],
+    ),
+    (
+        "key-unreachable-by-its-owner",
+        {"edgefleet_iotedge_secrets_dir": "/root/edgefleet-secrets"},
+        ["edgefleet_iotedge_secrets_dir", "/root", "aziotks", "chmod o+x"],
+    ),
+    (
+        "apt-uri-injected",
+        {"edgefleet_iotedge_apt_uri": "http://127.0.0.1:19580/ ./\ndeb http://example.com/"},
+        ["edgefleet_iotedge_apt_uri"],
+    ),
+    ("version-pinned-alone", {"edgefleet_iotedge_version": "1.5.44-1"}, ["edgefleet_iotedge_identity_service_version"]),
+    (
+        "connection-string-missing",
+        {"edgefleet_dps_connection_string": ""},
+        ["edgefleet_dps_connection_string", "shared access policy"],
+    ),
+    ("sas-key-wrong", "wrong-key", ["edgefleet_dps_connection_string", "401"]),
+    ("dps-unreachable", "unreachable", ["edgefleet_dps_connection_string", "reachable"]),
+    (
+        "group-ca-not-verified",
+        {"edgefleet_dps_enrollment_type": "group", "edgefleet_dps_ca_proof_of_possession": False},
+        ["edgefleet_dps_ca_proof_of_possession", "verif"],
+    ),
+    (
+        "legacy-ca-past-2038",
+        {"edgefleet_generation": "1.1", "edgefleet_pki_ca_valid_days": 5000},
+        ["edgefleet_pki_ca_not_after", "2038", "edgefleet_pki_ca_valid_days"],
+    ),
+]
+
+
+def bad_vars(fleet: Fleet, spec) -> dict:
+    connection = fleet.group_vars["edgefleet_dps_connection_string"]
+    if spec == "wrong-key":
+        return {
+            "edgefleet_dps_connection_string": re.sub(
+                r"SharedAccessKey=[^;]+", "SharedAccessKey=" + "A" * 43 + "=", connection
+            )
+        }
+    if spec == "unreachable":
+        return {"edgefleet_dps_connection_string": re.sub(r"HostName=[^;]+", "HostName=127.0.0.1:9", connection)}
+    return spec
+
+
+def test_bad_inventories_fail_early_naming_the_variable_and_change_nothing(fleet_factory, ansible_playbook, tmp_path):
+    fleet = fleet_factory(2)
+    fresh = fleet.state()
+    assert fresh["dps"]["enrollments"] == [] and fresh["iothubs"][0]["devices"] == []
+    failures = {}
+    for case, spec, expected in BAD_INVENTORIES:
+        extra = {**bad_vars(fleet, spec), "edgefleet_pki_dir": str(tmp_path / "pki" / case)}
+        run = ansible_playbook(PLAYBOOK, inventory=fleet.inventory, extra_vars=extra)
+        missing = [text for text in expected if text not in run.output]
+        leaked = [secret for secret in secrets_of(fleet) if secret in run.output]
+        if run.returncode == 0 or missing or leaked:
+            failures[case] = {"rc": run.returncode, "missing": missing, "leaked": leaked, "output": run.output[-3000:]}
+            continue
+        # Early: nothing reached DPS, IoT Hub or the hosts.
+        assert fleet.state() == fresh, case
+        for host in fleet.hosts:
+            assert fleet.existing(host, HOST_PATHS) == [], (case, host)
+    assert failures == {}, json.dumps(failures, indent=1)
+    assert len(BAD_INVENTORIES) >= 15
+
+
+def test_check_then_rollout_then_no_change_then_a_config_change(fleet_factory, ansible_playbook):
+    fleet = fleet_factory(3)
+    fresh = fleet.state()
+
+    predicted = ansible_playbook(PLAYBOOK, "--check", "--diff", inventory=fleet.inventory)
+    assert predicted.returncode == 0, predicted.output
+    assert fleet.state() == fresh
+    for host in fleet.hosts:
+        assert fleet.existing(host, HOST_PATHS) == [], host
+    assert (
+        "Would add the repository, update the apt cache and install: aziot-edge, aziot-identity-service"
+        in predicted.stdout
+    )
+    assert "Would write /etc/aziot/config.toml and run iotedge config apply:" in predicted.stdout
+    assert 'registration_id = "edge-02"' in predicted.stdout  # --diff shows what would be written
+    assert [s for s in secrets_of(fleet) if s in predicted.output] == []
+
+    run = ansible_playbook(PLAYBOOK, "--diff", inventory=fleet.inventory)
+    assert run.returncode == 0, run.output
+    assert [s for s in secrets_of(fleet) if s in run.output] == []
+    hub = fleet.group_vars["edgefleet_iothub_hostname"]
+    assert summary_rows(run.stdout) == {host: [host, "assigned", hub, "running"] for host in fleet.hosts}
+
+    state = fleet.state()
+    enrollments = {e["registrationId"]: e for e in state["dps"]["enrollments"]}
+    assert sorted(enrollments) == fleet.hosts
+    assert all(e["capabilities"]["iotEdge"] and e["attestation"]["type"] == "x509" for e in enrollments.values())
+    assert [(c["name"], c["isVerified"]) for c in state["dps"]["certificates"]] == [("edgefleet-root", True)]
+    registrations = {r["registrationId"]: r for r in state["dps"]["registrations"]}
+    assert {r: (v["status"], v["deviceId"]) for r, v in registrations.items()} == {
+        h: ("assigned", h) for h in fleet.hosts
+    }
+    assert sorted(d["deviceId"] for d in state["iothubs"][0]["devices"]) == fleet.hosts
+
+    for host in fleet.hosts:
+        assert fleet.stat(host, "/var/aziot/certs") == "aziotcs:aziotcs 755"
+        assert fleet.stat(host, "/var/aziot/certs/device-id.pem") == "aziotcs:aziotcs 644"
+        assert fleet.stat(host, "/var/aziot/secrets") == "aziotks:aziotks 700"
+        assert fleet.stat(host, "/var/aziot/secrets/device-id.key.pem") == "aziotks:aziotks 600"
+        assert fleet.stat(host, "/etc/aziot/config.toml") == "root:root 600"
+        # The chain pushed is the one DPS knows: leaf, intermediate, root, and the leaf's CN is the registration id.
+        subjects = fleet.sh(
+            host,
+            "openssl crl2pkcs7 -nocrl -certfile /var/aziot/certs/device-id.pem | openssl pkcs7 -print_certs -noout | grep subject",
+        )
+        assert [line.split("CN")[-1].strip(" =") for line in subjects.splitlines()] == [
+            host,
+            "edgefleet Intermediate CA",
+            "edgefleet Root CA",
+        ]
+        assert re.search(r"^edgeAgent\s+running\s+Up", fleet.sh(host, "iotedge list"), re.M)
+
+    second = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
+    assert second.returncode == 0, second.output
+    assert {host: second.recap(host)["changed"] for host in fleet.hosts} == dict.fromkeys(fleet.hosts, 0)
+
+    change = {"edgefleet_iotedge_auto_reprovisioning_mode": "OnErrorOnly"}
+    preview = ansible_playbook(
+        PLAYBOOK, "--check", "--diff", "--limit", "edge-02", inventory=fleet.inventory, extra_vars=change
+    )
+    assert preview.returncode == 0, preview.output
+    assert '-auto_reprovisioning_mode = "Dynamic"' in preview.stdout
+    assert '+auto_reprovisioning_mode = "OnErrorOnly"' in preview.stdout
+    assert 'auto_reprovisioning_mode = "Dynamic"' in fleet.sh("edge-02", "cat /etc/aziot/config.toml")
+
+    applied = ansible_playbook(PLAYBOOK, "--limit", "edge-02", inventory=fleet.inventory, extra_vars=change)
+    assert applied.returncode == 0, applied.output
+    assert "RUNNING HANDLER [edgefleet.iotedge.iotedge_provision : Apply the IoT Edge configuration]" in applied.stdout
+    assert re.search(r"Reprovision with DPS\] \*+\nchanged: \[edge-02\]", applied.stdout), applied.stdout
+    backups = fleet.sh("edge-02", "ls /etc/aziot/ | grep '^config.toml\\..*~$'").split()
+    assert len(backups) == 1
+    assert "Dynamic" in fleet.sh("edge-02", f"cat /etc/aziot/{backups[0]}")
+    assert 'auto_reprovisioning_mode = "OnErrorOnly"' in fleet.sh(
+        "edge-02", "cat /etc/aziot/edged/config.d/00-super.toml"
+    )
+    assert summary_rows(applied.stdout) == {"edge-02": ["edge-02", "assigned", hub, "running"]}
+
+
+def test_a_host_lost_mid_run_does_not_stop_the_others_and_a_rerun_completes_it(
+    fleet_factory, ansible_playbook, tmp_path
+):
+    fleet = fleet_factory(3)
+    log = tmp_path / "run.log"
+    process = run_in_background(fleet, log)
+    try:
+        # Lose edge-02 once the hosts play has started installing.
+        wait_for(
+            lambda: "TASK [edgefleet.iotedge.iotedge_install : Install the container engine" in log.read_text(), 300
+        )
+        fleet.podman("kill", fleet.container("edge-02"))
+        process.wait(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = log.read_text()
+    assert process.returncode != 0
+    recap = {
+        host: dict(re.findall(r"(\w+)=(\d+)", re.search(rf"^{host}\s+:(.*)$", output, re.M).group(1)))
+        for host in fleet.hosts
+    }
+    assert recap["edge-02"]["unreachable"] != "0" or recap["edge-02"]["failed"] != "0"
+    hub = fleet.group_vars["edgefleet_iothub_hostname"]
+    rows = summary_rows(output)
+    assert rows["edge-01"] == ["edge-01", "assigned", hub, "running"]
+    assert rows["edge-03"] == ["edge-03", "assigned", hub, "running"]
+    assert rows["edge-02"][3] == "FAILED"
+
+    restarted = lab(fleet.state_dir, "up", "--hosts", "3", "--container-prefix", CONTAINER_PREFIX, *PORTS)
+    assert restarted.returncode == 0, restarted.stderr
+    rerun = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
+    assert rerun.returncode == 0, rerun.output
+    assert summary_rows(rerun.stdout) == {host: [host, "assigned", hub, "running"] for host in fleet.hosts}
+    assert rerun.recap("edge-01")["changed"] == 0 and rerun.recap("edge-03")["changed"] == 0
+
+
+def run_in_background(fleet: Fleet, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env.pop("ANSIBLE_STDOUT_CALLBACK", None)
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(fleet.inventory), str(REPO / PLAYBOOK)]
+    with log.open("w") as handle:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.5)
