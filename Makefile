@@ -6,7 +6,7 @@
 #   make integration  pytest tests/integration
 #   make molecule     molecule test --all for every scenario in extensions/molecule
 #   make test         setup + lint + sanity + unit + integration + molecule (what .ci/run runs)
-#   make demo         provision the demo inventory:  ansible-playbook -i inventory/demo/hosts.yml playbooks/provision_edge.yml
+#   make demo         start a lab of HOSTS hosts (default 3) and run playbooks/provision_edge.yml on .lab/inventory
 #   make bench        benchmarks/run.py
 #   make lab-up       python -m lab up (HOSTS=3): emulators + podman edge hosts + .lab/inventory
 #   make lab-status   python -m lab status
@@ -59,7 +59,8 @@ test: setup lint sanity unit integration molecule
 	@echo "==> make test: all steps passed"
 
 demo: setup
-	@$(STEP) demo $(BIN)/ansible-playbook -i inventory/demo/hosts.yml playbooks/provision_edge.yml
+	@$(STEP) demo:lab-up $(BIN)/python -m lab up --hosts $(HOSTS)
+	@$(STEP) demo:provision $(BIN)/ansible-playbook -i .lab/inventory playbooks/provision_edge.yml
 
 bench: setup
 	@$(STEP) bench $(BIN)/python benchmarks/run.py
