@@ -105,11 +105,18 @@ def summary_rows(output: str) -> dict[str, list[str]]:
 
 
 def secrets_of(fleet: Fleet) -> list[str]:
+    """The lab's keys and token, and every line of the fleet's private keys."""
     keys = [
         re.search(r"SharedAccessKey=([^;]+)", fleet.group_vars[name]).group(1)
         for name in ("edgefleet_dps_connection_string", "edgefleet_iothub_connection_string")
     ]
-    return [*keys, fleet.group_vars["edgefleet_dps_management_token"], "PRIVATE KEY"]
+    key_lines = [
+        line
+        for path in Path(fleet.group_vars["edgefleet_pki_dir"]).rglob("*.key.pem")
+        for line in path.read_text().splitlines()
+        if "-----" not in line
+    ]
+    return [*keys, fleet.group_vars["edgefleet_dps_management_token"], "PRIVATE KEY", *key_lines]
 
 
 # Each: (case id, extra vars, text the failure must contain: the variable and the fix).
@@ -233,7 +240,7 @@ def test_check_then_rollout_then_no_change_then_a_config_change(fleet_factory, a
     assert 'registration_id = "edge-02"' in predicted.stdout  # --diff shows what would be written
     assert [s for s in secrets_of(fleet) if s in predicted.output] == []
 
-    run = ansible_playbook(PLAYBOOK, "--diff", inventory=fleet.inventory)
+    run = ansible_playbook(PLAYBOOK, "-vvv", "--diff", inventory=fleet.inventory)
     assert run.returncode == 0, run.output
     assert [s for s in secrets_of(fleet) if s in run.output] == []
     hub = fleet.group_vars["edgefleet_iothub_hostname"]
