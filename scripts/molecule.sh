@@ -10,6 +10,8 @@ if [ ${#scenarios[@]} -eq 0 ]; then
 fi
 echo "molecule scenarios: ${scenarios[*]##*/}"
 # Run from extensions/ (the ansible-creator layout); keep this checkout's ansible.cfg and collection path.
+# molecule points ansible-playbook at a generated ansible.cfg of its own: each molecule.yml sets ANSIBLE_CONFIG back
+# to this checkout's (ansible.env), so `cd extensions && molecule test -s <scenario>` behaves the same without this script.
 export ANSIBLE_CONFIG="$root/ansible.cfg"
 export ANSIBLE_COLLECTIONS_PATH="$root/.collections"
 export PATH="$root/.venv/bin:$PATH"

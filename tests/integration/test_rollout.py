@@ -258,6 +258,7 @@ def test_check_then_rollout_then_no_change_then_a_config_change(fleet_factory, a
     assert sorted(d["deviceId"] for d in state["iothubs"][0]["devices"]) == fleet.hosts
 
     for host in fleet.hosts:
+        assert fleet.stat(host, "/var/aziot") == "root:root 755"
         assert fleet.stat(host, "/var/aziot/certs") == "aziotcs:aziotcs 755"
         assert fleet.stat(host, "/var/aziot/certs/device-id.pem") == "aziotcs:aziotcs 644"
         assert fleet.stat(host, "/var/aziot/secrets") == "aziotks:aziotks 700"
