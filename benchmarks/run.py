@@ -11,8 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import enroll
 import lab_fleet
 import pki
+import rollout
 
-BENCHMARKS = {"pki": pki.main, "enroll": enroll.main, "lab": lab_fleet.main}
+BENCHMARKS = {"pki": pki.main, "enroll": enroll.main, "lab": lab_fleet.main, "rollout": rollout.main}
 
 
 def main() -> int:
