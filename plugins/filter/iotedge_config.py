@@ -6,7 +6,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: iotedge_config
 short_description: Render an IoT Edge device configuration (config.toml or config.yaml) from settings
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Returns the full text of C(/etc/aziot/config.toml) (IoT Edge 1.2 and later, applied with C(iotedge config apply))
     or C(/etc/iotedge/config.yaml) (IoT Edge 1.1) for a device that provisions through DPS with X.509 attestation.
