@@ -76,6 +76,28 @@ def _unit(description: str, body: str) -> bytes:
     return f"[Unit]\nDescription={description}\n{body.strip()}\n".encode()
 
 
+def _edge_daemon_unit(exec_start: str, sockets: tuple) -> tuple[bytes, int]:
+    """The edge daemon's service unit (aziot-edged or 1.1's iotedged): socket-activated, runs as iotedge."""
+    names = " ".join(sockets)
+    body = f"""
+After=network-online.target {names}
+Requires={names}
+
+[Service]
+ExecStart={exec_start}
+Sockets={names}
+User=iotedge
+Group=iotedge
+Restart=on-failure
+RestartSec=5
+RestartPreventExitStatus=153
+
+[Install]
+WantedBy=multi-user.target
+"""
+    return _unit("Azure IoT Edge daemon (edgefleet test double)", body), 0o644
+
+
 def _socket_unit(
     name: str, description: str, service: str, path: str, mode: str, user: str, group: str
 ) -> tuple[bytes, int]:
@@ -199,27 +221,8 @@ def edge_package() -> Package:
         "usr/libexec/aziot/aziot-edged": _entry_point("edged"),
         "etc/aziot/config.toml.edge.template": (TEMPLATE_EDGE.encode(), 0o600),
         "etc/aziot/edged/config.toml.default": (b"# aziot-edged defaults (edgefleet test double)\n", 0o400),
-        "lib/systemd/system/aziot-edged.service": (
-            _unit(
-                "Azure IoT Edge daemon (edgefleet test double)",
-                """
-After=network-online.target aziot-edged.mgmt.socket aziot-edged.workload.socket
-Requires=aziot-edged.mgmt.socket aziot-edged.workload.socket
-
-[Service]
-ExecStart=/usr/libexec/aziot/aziot-edged
-Sockets=aziot-edged.mgmt.socket aziot-edged.workload.socket
-User=iotedge
-Group=iotedge
-Restart=on-failure
-RestartSec=5
-RestartPreventExitStatus=153
-
-[Install]
-WantedBy=multi-user.target
-""",
-            ),
-            0o644,
+        "lib/systemd/system/aziot-edged.service": _edge_daemon_unit(
+            "/usr/libexec/aziot/aziot-edged", ("aziot-edged.mgmt.socket", "aziot-edged.workload.socket")
         ),
         "lib/systemd/system/aziot-edged.mgmt.socket": _socket_unit(
             "aziot-edged.mgmt.socket",
@@ -346,27 +349,8 @@ def iotedge_1_1_package() -> Package:
         "usr/bin/iotedge": _entry_point("iotedge11"),
         "usr/bin/iotedged": _entry_point("iotedged"),
         "etc/iotedge/config.yaml.template": (TEMPLATE_1_1.encode(), 0o644),
-        "lib/systemd/system/iotedge.service": (
-            _unit(
-                "Azure IoT Edge daemon (edgefleet test double)",
-                """
-After=network-online.target iotedge.socket iotedge.mgmt.socket
-Requires=iotedge.socket iotedge.mgmt.socket
-
-[Service]
-ExecStart=/usr/bin/iotedged -c /etc/iotedge/config.yaml
-Sockets=iotedge.socket iotedge.mgmt.socket
-User=iotedge
-Group=iotedge
-Restart=on-failure
-RestartSec=5
-RestartPreventExitStatus=153
-
-[Install]
-WantedBy=multi-user.target
-""",
-            ),
-            0o644,
+        "lib/systemd/system/iotedge.service": _edge_daemon_unit(
+            "/usr/bin/iotedged -c /etc/iotedge/config.yaml", ("iotedge.socket", "iotedge.mgmt.socket")
         ),
         "lib/systemd/system/iotedge.socket": _socket_unit(
             "iotedge.socket",
