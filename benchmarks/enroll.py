@@ -30,16 +30,14 @@ from _common import BIN, COLLECTIONS, REPO, replace_doc_section, run_module_proc
 
 sys.path.insert(0, str(COLLECTIONS))
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import (
     DpsServiceClient,
     parse_connection_string,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_enrollment import build_specs, wire_record
+from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import self_signed
 
 MODULE = COLLECTIONS / "ansible_collections/edgefleet/iotedge/plugins/modules/dps_enrollment.py"
 RECHECK_REQUEST_LIMIT = 25
@@ -91,18 +89,9 @@ def device_certificates(count: int) -> list[tuple[str, str]]:
     devices = []
     for number in range(1, count + 1):
         registration_id = f"bench-{number:04d}"
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, registration_id)])
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .sign(key, hashes.SHA256())
-        )
+        certificate = self_signed(
+            registration_id, not_before=now - datetime.timedelta(minutes=5), not_after=now + datetime.timedelta(days=30)
+        )[0]
         devices.append((registration_id, certificate.public_bytes(serialization.Encoding.PEM).decode()))
     return devices
 

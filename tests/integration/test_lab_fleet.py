@@ -16,10 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from lab_devices import FleetPki
 from lab_hosts import PORTS, lab
 
@@ -28,6 +25,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client impo
     parse_connection_string,
     sas_token,
 )
+from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import self_signed
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -509,18 +507,9 @@ def test_by_hand_1_1_hosts_register_and_a_chain_past_2038_is_refused(state_dir, 
 
 def expired_identity(directory: Path, common_name: str) -> tuple[Path, Path]:
     """A self-signed device certificate that expired yesterday, and its key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=30))
-        .not_valid_after(now - datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
+    certificate, key = self_signed(
+        common_name, not_before=now - datetime.timedelta(days=30), not_after=now - datetime.timedelta(days=1)
     )
     cert_path, key_path = directory / "expired.pem", directory / "expired.key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))

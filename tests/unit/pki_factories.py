@@ -32,19 +32,30 @@ def ca_request(path, **overrides) -> CaRequest:
     return CaRequest(**values)
 
 
-def self_signed_device(common_name: str, days: int = 30) -> tuple[x509.Certificate, str]:
-    """A device certificate valid from yesterday, and its PEM (self-signed: for code that reads CN and thumbprints)."""
+def self_signed(common_name: str, *, not_before, not_after):
+    """An EC P-256 certificate with only a CN, signed by its own key; returns (certificate, key).
+
+    Device stand-ins for code that reads CN, validity and thumbprints (DPS compares thumbprints either way).
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .sign(key, hashes.SHA256())
     )
+    return certificate, key
+
+
+def self_signed_device(common_name: str, days: int = 30) -> tuple[x509.Certificate, str]:
+    """A device certificate valid from yesterday, and its PEM."""
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = self_signed(
+        common_name, not_before=now - datetime.timedelta(days=1), not_after=now + datetime.timedelta(days=days)
+    )[0]
     return certificate, certificate.public_bytes(serialization.Encoding.PEM).decode()
