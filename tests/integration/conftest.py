@@ -42,24 +42,62 @@ class PlaybookRun:
         return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
 
 
+def _playbook_command(playbook, args, inventory, extra_vars, env) -> tuple[list[str], dict[str, str]]:
+    """ansible-playbook from this checkout, with its ansible.cfg and plain, colourless output."""
+    command = [str(BIN / "ansible-playbook"), str(REPO / playbook)]
+    if inventory:
+        command += ["-i", str(inventory)]
+    if extra_vars:
+        command += ["-e", json.dumps(extra_vars)]
+    command += list(args)
+    environment = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    environment.pop("ANSIBLE_STDOUT_CALLBACK", None)
+    environment.update(env or {})
+    return command, environment
+
+
 @pytest.fixture
 def ansible_playbook():
     def run(playbook, *args, inventory=None, extra_vars=None, env=None) -> PlaybookRun:
-        command = [str(BIN / "ansible-playbook"), str(REPO / playbook)]
-        if inventory:
-            command += ["-i", str(inventory)]
-        if extra_vars:
-            command += ["-e", json.dumps(extra_vars)]
-        command += list(args)
-        environment = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-        environment.pop("ANSIBLE_STDOUT_CALLBACK", None)
-        environment.update(env or {})
+        command, environment = _playbook_command(playbook, args, inventory, extra_vars, env)
         completed = subprocess.run(
             command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=600, check=False
         )
         return PlaybookRun(completed)
 
     return run
+
+
+class BackgroundPlaybook:
+    """An ansible-playbook run going on while the test acts on the hosts; its output goes to ``log``."""
+
+    def __init__(self, process: subprocess.Popen, log: Path):
+        self.process = process
+        self.log = log
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait(self, timeout: float) -> PlaybookRun:
+        self.process.wait(timeout=timeout)
+        return PlaybookRun(subprocess.CompletedProcess(self.process.args, self.process.returncode, self.output(), ""))
+
+    def stop(self) -> None:
+        """Kill the run if it is still going (a test that failed half-way)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def ansible_playbook_started():
+    def start(log: Path, playbook, *args, inventory=None, extra_vars=None, env=None) -> BackgroundPlaybook:
+        command, environment = _playbook_command(playbook, args, inventory, extra_vars, env)
+        with log.open("w") as handle:
+            process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=handle, stderr=subprocess.STDOUT)
+        return BackgroundPlaybook(process, log)
+
+    return start
 
 
 @pytest.fixture(scope="session")

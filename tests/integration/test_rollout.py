@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import shlex
 import ssl
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from lab_hosts import PORTS, REPO, lab
+from lab_hosts import PORTS, lab
 
 CONTAINER_PREFIX = "edgefleet-test"
 PLAYBOOK = "playbooks/provision_edge.yml"
@@ -303,30 +300,22 @@ def test_check_then_rollout_then_no_change_then_a_config_change(fleet_factory, a
 
 
 def test_a_host_lost_mid_run_does_not_stop_the_others_and_a_rerun_completes_it(
-    fleet_factory, ansible_playbook, tmp_path
+    fleet_factory, ansible_playbook, ansible_playbook_started, tmp_path
 ):
     fleet = fleet_factory(3)
-    log = tmp_path / "run.log"
-    process = run_in_background(fleet, log)
+    run = ansible_playbook_started(tmp_path / "run.log", PLAYBOOK, inventory=fleet.inventory)
     try:
         # Lose edge-02 once the hosts play has started installing.
-        wait_for(
-            lambda: "TASK [edgefleet.iotedge.iotedge_install : Install the container engine" in log.read_text(), 300
-        )
+        wait_for(lambda: "TASK [edgefleet.iotedge.iotedge_install : Install the container engine" in run.output(), 300)
         fleet.podman("kill", fleet.container("edge-02"))
-        process.wait(timeout=600)
+        finished = run.wait(timeout=600)
     finally:
-        if process.poll() is None:
-            process.kill()
-    output = log.read_text()
-    assert process.returncode != 0
-    recap = {
-        host: dict(re.findall(r"(\w+)=(\d+)", re.search(rf"^{host}\s+:(.*)$", output, re.M).group(1)))
-        for host in fleet.hosts
-    }
-    assert recap["edge-02"]["unreachable"] != "0" or recap["edge-02"]["failed"] != "0"
+        run.stop()
+    assert finished.returncode != 0
+    lost = finished.recap("edge-02")
+    assert lost["unreachable"] or lost["failed"]
     hub = fleet.group_vars["edgefleet_iothub_hostname"]
-    rows = summary_rows(output)
+    rows = summary_rows(finished.stdout)
     assert rows["edge-01"] == ["edge-01", "assigned", hub, "running"]
     assert rows["edge-03"] == ["edge-03", "assigned", hub, "running"]
     assert rows["edge-02"][3] == "FAILED"
@@ -337,14 +326,6 @@ def test_a_host_lost_mid_run_does_not_stop_the_others_and_a_rerun_completes_it(
     assert rerun.returncode == 0, rerun.output
     assert summary_rows(rerun.stdout) == {host: [host, "assigned", hub, "running"] for host in fleet.hosts}
     assert rerun.recap("edge-01")["changed"] == 0 and rerun.recap("edge-03")["changed"] == 0
-
-
-def run_in_background(fleet: Fleet, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    env.pop("ANSIBLE_STDOUT_CALLBACK", None)
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(fleet.inventory), str(REPO / PLAYBOOK)]
-    with log.open("w") as handle:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
 def wait_for(condition, timeout: float) -> None:
