@@ -50,6 +50,6 @@ options:
         (C(HostName=<dps>.azure-devices-provisioning.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>)).
       - Read operations need C(EnrollmentRead) (and C(RegistrationStatusRead)), writes C(EnrollmentWrite).
       - If not set, the value of the E(EDGEFLEET_DPS_CONNECTION_STRING) environment variable is used.
-      - Never logged. Keep it in ansible-vault.
-    type: str
+      - Never logged. Keep it in ansible-vault. A value that is not a string is refused.
+    type: raw
 """

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError
 
 REQUIRED_FIELDS = ("HostName", "SharedAccessKeyName", "SharedAccessKey")
+# A DNS name or an IP address, with an optional port (the lab uses host:port); applied with fullmatch.
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,10 @@ def parse_service_connection_string(
             f"{field}: SharedAccessKey is not base64; copy the key again from the shared access policy"
         ) from None
     host = parts["HostName"]
-    if "/" in host or " " in host:
-        raise ConfigurationError(f"{field}: HostName must be a host name (with an optional :port), not a URL")
+    if not HOST_NAME.fullmatch(host):
+        raise ConfigurationError(
+            f"{field}: HostName must be a host name (with an optional :port), not a URL, without spaces or line breaks"
+        )
     return ConnectionString(host_name=host, key_name=parts["SharedAccessKeyName"], key=parts["SharedAccessKey"])
 
 

@@ -17,7 +17,12 @@ import os
 import re
 from dataclasses import dataclass
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
+    LOST_WRITE_STATUSES,
+    ApiError,
+    ConfigurationError,
+    settle_lost_write,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     PkiError,
     certificate_pem,
@@ -30,9 +35,10 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_verificatio
     SIGNERS,
     issue_verification_certificate,
 )
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
 # ARM resource names: no path or query characters; DPS caps certificate names at 256.
-CERTIFICATE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-._]{0,255}$")
+CERTIFICATE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-._]{0,255}")
 # The verification certificate only has to live through the verify call.
 VERIFICATION_VALID_DAYS = 2
 
@@ -129,17 +135,17 @@ def _result(changed, before, after, actions) -> dict:
 
 def _validate(request: DpsCertificateRequest):
     """Check every option before anything is sent; return the certificate to upload (None for absent)."""
-    if not isinstance(request.name, str) or not CERTIFICATE_NAME_PATTERN.match(request.name):
+    if not isinstance(request.name, str) or not CERTIFICATE_NAME_PATTERN.fullmatch(request.name):
         raise ConfigurationError(
-            f"name: {request.name!r} is not a DPS certificate name; use letters, digits, '-', '.' and '_' "
+            f"name: {shown(request.name)} is not a DPS certificate name; use letters, digits, '-', '.' and '_' "
             "(starting with a letter or digit, at most 256)"
         )
     if request.state not in ("present", "absent"):
-        raise ConfigurationError(f"state: {request.state!r} is not known; use present or absent")
+        raise ConfigurationError(f"state: {shown(request.state)} is not known; use present or absent")
     if request.state == "absent":
         return None
     if request.signer not in SIGNERS:
-        raise ConfigurationError(f"signer: {request.signer!r} is not known; use root or intermediate")
+        raise ConfigurationError(f"signer: {shown(request.signer)} is not known; use root or intermediate")
     if bool(request.certificate) == bool(request.certificate_path):
         raise ConfigurationError(
             "certificate: give exactly one of certificate (PEM text) or certificate_path (a PEM file) "
@@ -227,23 +233,51 @@ def ensure_dps_certificate(client, request: DpsCertificateRequest, *, check_mode
 
     record = current
     if actions[0] in ("create", "replace certificate", "mark verified"):
-        record = client.create_or_update_certificate(
-            request.name,
-            certificate_pem(cert).decode("ascii"),
-            is_verified=request.is_verified,
-            etag=current.get("etag") if current else None,
+        record = settle_lost_write(
+            lambda: client.create_or_update_certificate(
+                request.name,
+                certificate_pem(cert).decode("ascii"),
+                is_verified=request.is_verified,
+                etag=current.get("etag") if current else None,
+            ),
+            lambda: client.get_certificate(request.name),
+            lambda found: _is_uploaded(certificate_view(found), thumbprint, request.is_verified),
         )
     if proof_wanted and not certificate_view(record)["is_verified"]:
         record = _prove_possession(client, request, ca, record)
     return _result(True, before, certificate_view(record), actions)
 
 
+def _is_uploaded(view, thumbprint: str, is_verified: bool) -> bool:
+    """The upload asked for is in place (an upload whose answer was lost, then retried, meets its own record)."""
+    return view["thumbprint"] == thumbprint and (view["is_verified"] or not is_verified)
+
+
 def _prove_possession(client, request: DpsCertificateRequest, ca, record) -> dict:
-    """generateVerificationCode -> a certificate with CN = code, signed by the CA key -> verify."""
+    """generateVerificationCode -> a certificate with CN = code, signed by the CA key -> verify.
+
+    Each step changes the certificate's etag. When a step's answer was lost after DPS acted, its retry meets a new
+    etag (412): the certificate is read again, and the proof starts over with a fresh code unless DPS already
+    verified it. One fresh start; a second conflict is someone else working on the same certificate.
+    """
+    try:
+        return _prove_once(client, request, ca, record)
+    except ApiError as error:
+        if error.status not in LOST_WRITE_STATUSES:
+            raise
+        record = client.get_certificate(request.name)
+        if record is None:
+            raise
+    if certificate_view(record)["is_verified"]:
+        return record
+    return _prove_once(client, request, ca, record)
+
+
+def _prove_once(client, request: DpsCertificateRequest, ca, record) -> dict:
     code_response = client.generate_verification_code(request.name, record.get("etag") or "*")
     code = (code_response.get("properties") or {}).get("verificationCode")
     if not code:
-        raise PkiError(f"DPS returned no verification code for certificate {request.name!r}; re-run the task")
+        raise PkiError(f"DPS returned no verification code for certificate {shown(request.name)}; re-run the task")
     proof = issue_verification_certificate(
         ca,
         verification_code=code,
@@ -252,7 +286,13 @@ def _prove_possession(client, request: DpsCertificateRequest, ca, record) -> dic
         valid_days=VERIFICATION_VALID_DAYS,
         now=utcnow(),
     )
-    return client.verify_certificate(request.name, code_response.get("etag"), certificate_pem(proof).decode("ascii"))
+    return settle_lost_write(
+        lambda: client.verify_certificate(
+            request.name, code_response.get("etag"), certificate_pem(proof).decode("ascii")
+        ),
+        lambda: client.get_certificate(request.name),
+        lambda found: certificate_view(found)["is_verified"],
+    )
 
 
 __all__ = ("DpsCertificateRequest", "certificate_view", "ensure_dps_certificate", "load_first_certificate")

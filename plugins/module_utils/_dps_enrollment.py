@@ -353,8 +353,25 @@ def apply_plans(client, plans) -> list:
     return failures
 
 
-def ensure_enrollments(client, enrollments, defaults: dict, *, check_mode: bool) -> dict:
-    """The dps_enrollment core: validate all, read, compare, write (not in check mode), report."""
+def _registration_status(plan: Plan) -> str | None:
+    """DPS's registration state of the device as read with the enrollment (None: never registered, or re-created).
+
+    Deleting an individual enrollment deletes its registration state: a re-created one has none until the device
+    registers again, which a device that keeps its hub assignment does only when it is told to reprovision.
+    """
+    if plan.action == "create" or plan.current is None:
+        return None
+    return (plan.current.get("registrationState") or {}).get("status")
+
+
+def ensure_enrollments(
+    client, enrollments, defaults: dict, *, check_mode: bool, fail_on_item_errors: bool = True
+) -> dict:
+    """The dps_enrollment core: validate all, read, compare, write (not in check mode), report.
+
+    With ``fail_on_item_errors`` false, writes DPS refused are reported in ``failures`` instead of raised, so a
+    caller acting for many hosts can fail just those hosts.
+    """
     specs = build_specs(enrollments, defaults, check_mode)
     plans = plan_enrollments(specs, read_current(client, specs))
     writes = [plan for plan in plans if plan.action != "none"]
@@ -370,19 +387,21 @@ def ensure_enrollments(client, enrollments, defaults: dict, *, check_mode: bool)
                 "action": plan.action,
                 "changed": plan.spec.registration_id in changed_ids,
                 "enrollment": plan.after,
+                "registration_status": _registration_status(plan),
             }
             for plan in plans
         ],
         "created": [p.spec.registration_id for p in changed_plans if p.action == "create"],
         "updated": [p.spec.registration_id for p in changed_plans if p.action == "update"],
         "deleted": [p.spec.registration_id for p in changed_plans if p.action == "delete"],
+        "failures": failures,
         "http_requests": client.requests_sent,
         "diff": {
             "before": {p.spec.registration_id: p.before for p in changed_plans},
             "after": {p.spec.registration_id: p.after for p in changed_plans},
         },
     }
-    if failures:
+    if failures and fail_on_item_errors:
         listed = "; ".join(f"{f['registration_id']} ({f['action']}: {f['error_code']} {f['error']})" for f in failures)
         raise ApiError(
             f"DPS refused {len(failures)} of {len(writes)} enrollment writes: {listed}. The others were applied; "

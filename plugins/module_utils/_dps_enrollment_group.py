@@ -35,7 +35,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_records imp
     validate_initial_twin,
     validate_reprovision_policy,
 )
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError, settle_lost_write
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     REGISTRATION_ID_PATTERN,
     certificate_pem,
@@ -43,6 +43,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     format_time,
     not_after_of,
 )
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
 # Group ids follow the registration-id character rules (protocols.md 1.7) but may be twice as long.
 ENROLLMENT_GROUP_ID_MAX_LENGTH = 128
@@ -82,24 +83,27 @@ class EnrollmentGroupRequest:
         return cls(**{name: params.get(name) for name in cls.__dataclass_fields__ if params.get(name) is not None})
 
 
-def validate_enrollment_group_id(value) -> str:
-    field = "enrollment_group_id"
-    if not isinstance(value, str) or not value:
-        raise ConfigurationError(f"{field}: must be a non-empty string, got {value!r}")
-    if len(value) > ENROLLMENT_GROUP_ID_MAX_LENGTH:
-        raise ConfigurationError(
-            f"{field}: {value!r} has {len(value)} characters; DPS allows at most {ENROLLMENT_GROUP_ID_MAX_LENGTH}"
-        )
-    if value != value.lower():
-        raise ConfigurationError(
-            f"{field}: {value!r} has uppercase letters; use {value.lower()!r} (DPS compares ids case-insensitively)"
-        )
-    if not REGISTRATION_ID_PATTERN.match(value):
-        raise ConfigurationError(
-            f"{field}: {value!r} is not valid for DPS; use lowercase letters, digits and '-', '.', '_', ':' only, "
-            "ending with a letter, a digit or '-'"
-        )
+def validate_enrollment_group_id(value, field: str = "enrollment_group_id") -> str:
+    problem = enrollment_group_id_problem(value)
+    if problem:
+        raise ConfigurationError(f"{field}: {problem}")
     return value
+
+
+def enrollment_group_id_problem(value) -> str | None:
+    """What is wrong with an enrollment group id (registration-id characters, up to 128), or None."""
+    if not isinstance(value, str) or not value:
+        return f"must be a non-empty string, got {shown(value)}"
+    if len(value) > ENROLLMENT_GROUP_ID_MAX_LENGTH:
+        return f"{shown(value)} has {len(value)} characters; DPS allows at most {ENROLLMENT_GROUP_ID_MAX_LENGTH}"
+    if value != value.lower() and REGISTRATION_ID_PATTERN.fullmatch(value.lower()):
+        return f"{shown(value)} has uppercase letters; use {value.lower()!r} (DPS compares ids case-insensitively)"
+    if not REGISTRATION_ID_PATTERN.fullmatch(value):
+        return (
+            f"{shown(value)} is not valid for DPS; use lowercase letters, digits and '-', '.', '_', ':' only "
+            "(no spaces, quotes or line breaks), ending with a letter, a digit or '-'"
+        )
+    return None
 
 
 # ---- desired state ----------------------------------------------------------------------------------------
@@ -268,6 +272,11 @@ def _desired_view(request, desired: _Desired, current_view) -> dict:
     return {key: view.get(key) for key in VIEW_KEYS}
 
 
+def _is_as_requested(request, desired: _Desired, view) -> bool:
+    """The record already is what the request asks (what it leaves unmanaged, DPS's defaults included, aside)."""
+    return not _differences(view, _desired_view(request, desired, view))
+
+
 def _differences(current_view, desired_view) -> list:
     """Names of the managed fields that differ (certificates by thumbprint)."""
     if current_view is None:
@@ -371,13 +380,18 @@ def ensure_enrollment_group(client, request: EnrollmentGroupRequest, *, check_mo
     body = _wire_body(request, desired, current)  # also checks what depends on the current record
     if check_mode:
         return _result(True, before, after, reasons)
-    written = client.put_enrollment_group(body, current.get("etag") if current else None)
+    written = settle_lost_write(
+        lambda: client.put_enrollment_group(body, current.get("etag") if current else None),
+        lambda: client.get_enrollment_group(request.enrollment_group_id),
+        lambda record: _is_as_requested(request, desired, group_view(record, desired_twin)),
+    )
     return _result(True, before, group_view(written, desired_twin), reasons)
 
 
 __all__ = (
     "ALLOCATION_POLICIES",
     "EnrollmentGroupRequest",
+    "enrollment_group_id_problem",
     "ensure_enrollment_group",
     "group_view",
     "validate_enrollment_group_id",

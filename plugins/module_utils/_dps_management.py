@@ -24,6 +24,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
     JsonHttpClient,
     RetryPolicy,
 )
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
 MANAGEMENT_API_VERSION = "2022-02-05"
 DEFAULT_MANAGEMENT_URL = "https://management.azure.com"
@@ -31,11 +32,13 @@ MANAGEMENT_SCOPE = "https://management.azure.com/.default"
 # Ask azure-identity for a new token this long before the current one expires.
 TOKEN_RENEW_MARGIN = 300
 
+# Applied with fullmatch; a name is one path segment without whitespace, '?' or '#'.
 RESOURCE_ID_PATTERN = re.compile(
-    r"^/subscriptions/(?P<subscription>[^/]+)/resourceGroups/(?P<group>[^/]+)"
-    r"/providers/Microsoft\.Devices/provisioningServices/(?P<name>[^/]+)$",
+    r"/subscriptions/(?P<subscription>[^/\s?#]+)/resourceGroups/(?P<group>[^/\s?#]+)"
+    r"/providers/Microsoft\.Devices/provisioningServices/(?P<name>[^/\s?#]+)",
     re.IGNORECASE,
 )
+_PLAIN_NAME = re.compile(r"[^/\s?#]+")
 
 
 def dps_resource_id(*, subscription_id=None, resource_group=None, dps_name=None, resource_id=None) -> str:
@@ -47,9 +50,9 @@ def dps_resource_id(*, subscription_id=None, resource_group=None, dps_name=None,
                 "resource_id: give either resource_id or subscription_id, resource_group and dps_name, not both"
             )
         text = resource_id.rstrip("/")
-        if not RESOURCE_ID_PATTERN.match(text):
+        if not RESOURCE_ID_PATTERN.fullmatch(text):
             raise ConfigurationError(
-                f"resource_id: {resource_id!r} is not a DPS resource id; expected /subscriptions/<id>/resourceGroups/"
+                f"resource_id: {shown(resource_id)} is not a DPS resource id; expected /subscriptions/<id>/resourceGroups/"
                 "<group>/providers/Microsoft.Devices/provisioningServices/<name> (Azure portal: DPS > JSON view)"
             )
         return text
@@ -60,8 +63,10 @@ def dps_resource_id(*, subscription_id=None, resource_group=None, dps_name=None,
             f"{', '.join(missing)}), or the DPS's full resource_id"
         )
     for name, value in parts.items():
-        if "/" in value or "?" in value or "#" in value:
-            raise ConfigurationError(f"{name}: {value!r} must be a plain name, without '/', '?' or '#'")
+        if not _PLAIN_NAME.fullmatch(value):
+            raise ConfigurationError(
+                f"{name}: {shown(value)} must be a plain name, without '/', '?', '#', spaces or line breaks"
+            )
     return (
         f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
         f"/providers/Microsoft.Devices/provisioningServices/{dps_name}"
@@ -190,7 +195,7 @@ class DpsManagementClient:
     ):
         if not isinstance(management_url, str) or not management_url.startswith("https://"):
             raise ConfigurationError(
-                f"management_url: {management_url!r} must be an https:// URL (the bearer token must not travel "
+                f"management_url: {shown(management_url)} must be an https:// URL (the bearer token must not travel "
                 f"in clear text); the default is {DEFAULT_MANAGEMENT_URL}"
             )
         self.resource_id = resource_id

@@ -12,7 +12,10 @@ record into the same snake_case view, and write them back in DPS's wire shape, t
 
 from __future__ import annotations
 
+import math
+
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
 STATES = ("present", "absent")
 PROVISIONING_STATUSES = ("enabled", "disabled")
@@ -30,7 +33,7 @@ TWIN_COUNTERS = ("version", "count")
 
 def check_choice(value, choices, field: str) -> None:
     if value is not None and value not in choices:
-        raise ConfigurationError(f"{field}: {value!r} is not known; use one of {', '.join(choices)}")
+        raise ConfigurationError(f"{field}: {shown(value)} is not known; use one of {', '.join(choices)}")
 
 
 def check_iot_hubs(value, field: str) -> None:
@@ -38,12 +41,88 @@ def check_iot_hubs(value, field: str) -> None:
         raise ConfigurationError(f"{field}: must be a list of IoT hub host names (e.g. myhub.azure-devices.net)")
 
 
-def _property_map(value, field: str) -> dict:
+# IoT Hub's twin rules (iot-hub-devguide-device-twins, "Tags and properties format" and "Twin size"): keys up to
+# 1 KB of UTF-8 without control characters, '.', '$' or spaces; values are booleans, numbers, strings up to 4 KB,
+# objects or arrays; objects nest at most 10 deep below tags or desired; tags hold at most 8 KB, desired 32 KB.
+TWIN_KEY_MAX_BYTES = 1024
+TWIN_STRING_MAX_BYTES = 4 * 1024
+TWIN_MAX_DEPTH = 10
+TWIN_INTEGER_RANGE = (-4503599627370496, 4503599627370495)
+TWIN_SIZE_LIMITS = {"tags": 8 * 1024, "desired_properties": 32 * 1024}
+_TWIN_KEY_FORBIDDEN = ".$ "
+
+
+def _control_free(text: str) -> str:
+    """The characters IoT Hub counts: Unicode control characters (C0, C1) are left out."""
+    return "".join(ch for ch in text if not (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F))
+
+
+def _twin_key_problem(key) -> str | None:
+    if not isinstance(key, str) or not key:
+        return f"key {shown(key)} is not a non-empty string"
+    if len(key.encode("utf-8", "surrogatepass")) > TWIN_KEY_MAX_BYTES:
+        return f"key {shown(key)} is longer than {TWIN_KEY_MAX_BYTES} bytes"
+    if any(ch in _TWIN_KEY_FORBIDDEN for ch in key) or _control_free(key) != key:
+        return (
+            f"key {shown(key)} has a character IoT Hub refuses in twin keys ('.', '$', a space or a control character)"
+        )
+    return None
+
+
+def _twin_value_size(value, where: str, depth: int) -> int:
+    """Check one twin value; return its size as IoT Hub counts it (strings in characters, numbers 8, booleans 4)."""
+    if isinstance(value, bool):
+        return 4
+    if isinstance(value, int):
+        low, high = TWIN_INTEGER_RANGE
+        if not low <= value <= high:
+            raise ConfigurationError(f"{where}: {value} is outside the integers IoT Hub keeps ({low} to {high})")
+        return 8
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigurationError(f"{where}: {value} is not a number JSON can carry")
+        return 8
+    if isinstance(value, str):
+        if len(value.encode("utf-8", "surrogatepass")) > TWIN_STRING_MAX_BYTES:
+            raise ConfigurationError(f"{where}: the string is longer than {TWIN_STRING_MAX_BYTES} bytes")
+        return len(_control_free(value))
+    if isinstance(value, dict):
+        return _twin_object_size(value, where, depth + 1)
+    if isinstance(value, (list, tuple)):
+        return sum(_twin_value_size(item, f"{where}[{index}]", depth) for index, item in enumerate(value))
+    if value is None:
+        raise ConfigurationError(f"{where}: null is not a value a twin keeps; remove the key instead")
+    raise ConfigurationError(
+        f"{where}: a {type(value).__name__} is not a twin value; use a string, a number, a boolean, a dictionary "
+        "or a list"
+    )
+
+
+def _twin_object_size(value: dict, where: str, depth: int) -> int:
+    if depth > TWIN_MAX_DEPTH:
+        raise ConfigurationError(
+            f"{where}: objects nest more than {TWIN_MAX_DEPTH} levels deep, which IoT Hub refuses; flatten the value"
+        )
+    size = 0
+    for key, item in value.items():
+        problem = _twin_key_problem(key)
+        if problem:
+            raise ConfigurationError(f"{where}: {problem}; use letters, digits, '-' or '_' in keys")
+        size += len(key.encode("utf-8")) + _twin_value_size(item, f"{where}.{key}", depth)
+    return size
+
+
+def validate_twin_collection(value, field: str, part: str) -> dict:
+    """A twin collection (``tags`` or ``desired_properties``) that IoT Hub accepts, checked at every depth."""
     if not isinstance(value, dict):
         raise ConfigurationError(f"{field}: must be a dictionary, got {type(value).__name__}")
-    for key in value:
-        if not isinstance(key, str) or not key or key.startswith("$"):
-            raise ConfigurationError(f"{field}: key {key!r} is not allowed; keys are non-empty and do not start with $")
+    size = _twin_object_size(value, field, 0)
+    limit = TWIN_SIZE_LIMITS[part]
+    if size > limit:
+        raise ConfigurationError(
+            f"{field}: takes {size} bytes as IoT Hub counts them, more than the {limit} it allows for {part}; "
+            "keep less in the twin"
+        )
     return value
 
 
@@ -58,7 +137,11 @@ def validate_initial_twin(value, field: str) -> dict | None:
         raise ConfigurationError(
             f"{field}: unknown key(s) {', '.join(unknown)}; use a dictionary with tags and/or desired_properties"
         )
-    return {part: _property_map(value[part], f"{field}.{part}") for part in TWIN_PARTS if value.get(part) is not None}
+    return {
+        part: validate_twin_collection(value[part], f"{field}.{part}", part)
+        for part in TWIN_PARTS
+        if value.get(part) is not None
+    }
 
 
 def validate_reprovision_policy(value, field: str) -> dict | None:
@@ -142,4 +225,5 @@ __all__ = (
     "strip_twin_bookkeeping",
     "validate_initial_twin",
     "validate_reprovision_policy",
+    "validate_twin_collection",
 )

@@ -21,10 +21,8 @@ import re
 import traceback
 from urllib.parse import quote, urlsplit
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
-    REGISTRATION_ID_MAX_LENGTH,
-    REGISTRATION_ID_PATTERN,
-)
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import registration_id_problem
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
 try:
     # A TOML writer: the standard library reads TOML (tomllib) but cannot write it.
@@ -87,6 +85,11 @@ SETTINGS = (
     "iotedge_agent_image",
     "iotedge_trust_bundle_cert_path",
 )
+# Settings the role derives from another variable: an error names the variable the user sets.
+SETTING_VARIABLES = {
+    "iotedge_identity_cert_path": "edgefleet_iotedge_cert_dir",
+    "iotedge_identity_key_path": "edgefleet_iotedge_secrets_dir",
+}
 # Never repeated in an error message.
 SECRET_SETTINGS = frozenset(
     (
@@ -98,17 +101,18 @@ SECRET_SETTINGS = frozenset(
 )
 
 # RFC 1123 host names: labels of letters, digits and '-', not starting or ending with '-'.
-HOSTNAME_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-ID_SCOPE_PATTERN = re.compile(r"^[A-Za-z0-9]+$")
+# Every pattern is applied with fullmatch: '$' would also match before a trailing newline.
+HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+ID_SCOPE_PATTERN = re.compile(r"[A-Za-z0-9]+")
 # A container image reference as Docker's distribution/reference grammar has it:
 # [registry[:port]/]path-component(/path-component)*[:tag][@algorithm:hex].
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 IMAGE_PATTERN = re.compile(
-    r"^(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]+)?/)?"
+    r"(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]+)?/)?"
     + _PATH_COMPONENT
     + r"(?:/"
     + _PATH_COMPONENT
-    + r")*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+    + r")*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
 )
 # Whitespace, quotes, backslash, controls: never part of a URL or URI the runtime should get.
 _URL_FORBIDDEN = re.compile(r"[\s\"'\\<>`{}|^\x00-\x1f\x7f]")
@@ -134,7 +138,7 @@ class EdgeConfigError(Exception):
 
     def __init__(self, setting: str, message: str):
         self.setting = setting
-        self.variable = "edgefleet_" + setting
+        self.variable = SETTING_VARIABLES.get(setting, "edgefleet_" + setting)
         self.message = message
         super().__init__(f"{self.variable}: {message}")
 
@@ -200,8 +204,8 @@ class _Settings:
         if value is None:
             return default
         if value not in choices:
-            shown = "a value" if key in SECRET_SETTINGS else repr(value)
-            raise EdgeConfigError(key, f"{shown} is not one of {', '.join(choices)}. Use one of them")
+            described = "a value" if key in SECRET_SETTINGS else shown(value)
+            raise EdgeConfigError(key, f"{described} is not one of {', '.join(choices)}. Use one of them")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -212,16 +216,16 @@ class _Settings:
             return value
         if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
             return _BOOLEANS[value.strip().lower()]
-        raise EdgeConfigError(key, f"must be a boolean, got {value!r}. Use true or false")
+        raise EdgeConfigError(key, f"must be a boolean, got {shown(value)}. Use true or false")
 
     def positive_int(self, key: str) -> int | None:
         value = self._settings.get(key)
         if value is None or value == "":
             return None
-        if isinstance(value, str) and re.match(r"^\s*[0-9]+\s*$", value):
+        if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise EdgeConfigError(key, f"must be a whole number of days, got {value!r}. Use a number such as 365")
+            raise EdgeConfigError(key, f"must be a whole number of days, got {shown(value)}. Use a number such as 365")
         if value <= 0:
             raise EdgeConfigError(
                 key,
@@ -235,29 +239,13 @@ class _Settings:
 
 
 def _registration_id(settings: _Settings) -> str | None:
-    """Validated with the DPS rules of the PKI (module_utils/_pki.py); unset means the runtime uses the cert CN."""
+    """Validated with the one DPS rule (module_utils/_pki.py); unset means the runtime uses the cert CN."""
     value = settings.text("registration_id")
     if value is None:
         return None
-    key = "registration_id"
-    if len(value) > REGISTRATION_ID_MAX_LENGTH:
-        raise EdgeConfigError(
-            key,
-            f"registration id {value!r} has {len(value)} characters, more than the {REGISTRATION_ID_MAX_LENGTH} the "
-            "certificate CN that carries it allows. Use a shorter id",
-        )
-    if value != value.lower():
-        raise EdgeConfigError(
-            key,
-            f"registration id {value!r} has uppercase letters (DPS compares ids case-insensitively and the device id "
-            f'keeps the CN\'s case). Use {value.lower()!r}, e.g. "{{{{ inventory_hostname | lower }}}}"',
-        )
-    if not REGISTRATION_ID_PATTERN.match(value):
-        raise EdgeConfigError(
-            key,
-            f"registration id {value!r} is not valid for DPS. Use lowercase letters, digits and '-', '.', '_', ':' "
-            "only, ending with a letter, a digit or '-'",
-        )
+    problem = registration_id_problem(value)
+    if problem:
+        raise EdgeConfigError("registration_id", f'{problem}. The default is "{{{{ inventory_hostname | lower }}}}"')
     return value
 
 
@@ -273,10 +261,10 @@ def _hostname(settings: _Settings, generation: str) -> str | None:
             )
         return None
     labels = value.split(".")
-    if len(value) > 253 or not all(HOSTNAME_LABEL.match(label) for label in labels):
+    if len(value) > 253 or not all(HOSTNAME_LABEL.fullmatch(label) for label in labels):
         raise EdgeConfigError(
             key,
-            f"{value!r} is not a DNS host name (RFC 1123: labels of letters, digits and '-' up to 63 characters, "
+            f"{shown(value)} is not a DNS host name (RFC 1123: labels of letters, digits and '-' up to 63 characters, "
             "not starting or ending with '-', joined by dots, 253 characters at most). Use the device's DNS name"
             + ("" if generation == "1.1" else ", or leave it empty to use the machine's hostname"),
         )
@@ -304,8 +292,8 @@ def _url(settings: _Settings, key: str, schemes: tuple, fix: str, default: str |
             elif parts.username is not None or parts.password is not None:
                 problem = "has credentials in it"
     if problem:
-        shown = "the value" if key in SECRET_SETTINGS else repr(value)
-        raise EdgeConfigError(key, f"{shown} {problem}. {fix}")
+        described = "the value" if key in SECRET_SETTINGS else shown(value)
+        raise EdgeConfigError(key, f"{described} {problem}. {fix}")
     return value
 
 
@@ -320,9 +308,9 @@ def _absolute_path(settings: _Settings, key: str, fix: str, required: bool) -> s
 
 def _check_path(key: str, value: str, fix: str) -> str:
     if not value.startswith("/") or value.startswith("//"):
-        raise EdgeConfigError(key, f"{value!r} is not an absolute path on the device. {fix}")
+        raise EdgeConfigError(key, f"{shown(value)} is not an absolute path on the device. {fix}")
     if _CONTROL.search(value):
-        raise EdgeConfigError(key, f"{value!r} has control characters (newline, tab, ...). {fix}")
+        raise EdgeConfigError(key, f"{shown(value)} has control characters (newline, tab, ...). {fix}")
     return value
 
 
@@ -373,10 +361,10 @@ def _common(settings: _Settings, generation: str) -> dict:
             "is not set. Set it to the ID scope of your Device Provisioning Service (Azure portal: the DPS overview "
             "page, or `az iot dps show --name <dps> --query properties.idScope -o tsv`), e.g. 0ne00C0FFEE",
         )
-    if not ID_SCOPE_PATTERN.match(scope):
+    if not ID_SCOPE_PATTERN.fullmatch(scope):
         raise EdgeConfigError(
             "dps_id_scope",
-            f"{scope!r} is not a DPS ID scope (letters and digits only, like 0ne00C0FFEE). Copy it from the DPS "
+            f"{shown(scope)} is not a DPS ID scope (letters and digits only, like 0ne00C0FFEE). Copy it from the DPS "
             "overview page or `az iot dps show --name <dps> --query properties.idScope -o tsv`",
         )
     return {
@@ -399,10 +387,10 @@ def _agent_image(settings: _Settings, generation: str) -> str:
     value = settings.text(key)
     if value is None:
         return DEFAULT_AGENT_IMAGES[generation]
-    if not IMAGE_PATTERN.match(value):
+    if not IMAGE_PATTERN.fullmatch(value):
         raise EdgeConfigError(
             key,
-            f"{value!r} is not a container image reference. Use one like {DEFAULT_AGENT_IMAGES[generation]}, or "
+            f"{shown(value)} is not a container image reference. Use one like {DEFAULT_AGENT_IMAGES[generation]}, or "
             "leave it empty for that default",
         )
     return value
@@ -410,13 +398,19 @@ def _agent_image(settings: _Settings, generation: str) -> str:
 
 def _identity_cert_path(settings: _Settings) -> str:
     key = "iotedge_identity_cert_path"
-    fix = "Set it to the absolute path of the device identity full-chain certificate on the device"
+    fix = (
+        "Set it to an absolute directory on the device for the identity full-chain certificate, or leave it empty "
+        "for the runtime's default"
+    )
     return file_uri(_absolute_path(settings, key, fix, required=True))
 
 
 def _identity_key_path(settings: _Settings) -> str:
     key = "iotedge_identity_key_path"
-    fix = "Set it to the absolute path of the device identity private key on the device"
+    fix = (
+        "Set it to an absolute directory on the device for the identity private key, or leave it empty for the "
+        "runtime's default"
+    )
     return file_uri(_absolute_path(settings, key, fix, required=True))
 
 
@@ -675,9 +669,10 @@ def render_edge_config(settings) -> str:
     reader = _Settings(settings)
     generation = reader.text("generation")
     if generation not in GENERATIONS:
-        shown = "is not set" if generation is None else f"is {generation!r}"
+        described = "is not set" if generation is None else f"is {shown(generation)}"
         raise EdgeConfigError(
-            "generation", f"{shown}, not one of {', '.join(GENERATIONS)}. Set it to the IoT Edge generation of the host"
+            "generation",
+            f"{described}, not one of {', '.join(GENERATIONS)}. Set it to the IoT Edge generation of the host",
         )
     if generation == "1.1":
         return _render_1_1(reader)
@@ -690,6 +685,7 @@ __all__ = (
     "HAS_TOMLI_W",
     "HAS_YAML",
     "SETTINGS",
+    "SETTING_VARIABLES",
     "TOMLI_W_IMPORT_ERROR",
     "YAML_IMPORT_ERROR",
     "EdgeConfigError",

@@ -126,6 +126,29 @@ class RetryPolicy:
                 self.sleep(wait)
 
 
+# What a write meets when its own earlier attempt was processed but the answer was lost (then retried): a create
+# finds the record (409 "already exists"), an update or a proof step finds a new etag (412).
+LOST_WRITE_STATUSES = frozenset((409, 412))
+
+
+def settle_lost_write(write, read_back, is_done):
+    """Run ``write()``; when it meets a conflict that a lost answer explains, read the record and decide.
+
+    ``read_back()`` returns the record as the service has it now (None when absent); ``is_done(record)`` says
+    whether it is what the write asked for. If so the write counts as done and the record is returned (the run goes
+    on); if not, the conflict is real (someone else changed the record) and the error is raised.
+    """
+    try:
+        return write()
+    except ApiError as error:
+        if error.status not in LOST_WRITE_STATUSES:
+            raise
+        record = read_back()
+        if record is not None and is_done(record):
+            return record
+        raise
+
+
 def retry_after_seconds(headers) -> float | None:
     value = headers.get("Retry-After") if headers is not None else None
     if value is None:
@@ -234,6 +257,7 @@ class JsonHttpClient:
 
 
 __all__ = (
+    "LOST_WRITE_STATUSES",
     "ApiError",
     "CloudError",
     "ConfigurationError",
@@ -244,4 +268,5 @@ __all__ = (
     "Retryable",
     "TransportError",
     "retry_after_seconds",
+    "settle_lost_write",
 )

@@ -30,6 +30,25 @@ DPS_CONNECTION_STRING_ENV = "EDGEFLEET_DPS_CONNECTION_STRING"
 CA_BUNDLE_ENV = "EDGEFLEET_CA_BUNDLE"
 
 
+def secret_option(**extra) -> dict:
+    """A secret's argument spec: never logged, and typed ``raw`` so that the check in run_*_core sees what was given.
+
+    With ``type: str``, Ansible turns a list into its text: ``['pw']`` would silently become the passphrase.
+    """
+    return {"type": "raw", "no_log": True, **extra}
+
+
+def refuse_secrets_that_are_not_text(module) -> None:
+    """Fail, naming the option, when a secret (secret_option) is not a string; never shows the value."""
+    for name, spec in module.argument_spec.items():
+        value = module.params.get(name)
+        if spec.get("no_log") and spec.get("type") == "raw" and value is not None and not isinstance(value, str):
+            module.fail_json(
+                msg=f"{name}: must be a string, got a {type(value).__name__}. Give the secret as text "
+                "(quoted in YAML, from ansible-vault); nothing was changed"
+            )
+
+
 def http_argument_spec() -> dict:
     """TLS, timeout and retry options shared by every module that calls Azure (doc fragment _cloud.HTTP)."""
     return {
@@ -44,11 +63,7 @@ def http_argument_spec() -> dict:
 def dps_argument_spec() -> dict:
     """The DPS service connection (doc fragment _cloud.DPS) plus the HTTP options."""
     return {
-        "connection_string": {
-            "type": "str",
-            "no_log": True,
-            "fallback": (env_fallback, [DPS_CONNECTION_STRING_ENV]),
-        },
+        "connection_string": secret_option(fallback=(env_fallback, [DPS_CONNECTION_STRING_ENV])),
         **http_argument_spec(),
     }
 
@@ -86,6 +101,7 @@ def require_cryptography(module) -> None:
 
 def run_pki_core(module, core, request) -> None:
     """Call `core(request, check_mode=...)`, then exit with its result (diff only in diff mode) or fail cleanly."""
+    refuse_secrets_that_are_not_text(module)
     require_cryptography(module)
     try:
         result = core(request, check_mode=module.check_mode)
@@ -102,6 +118,7 @@ def run_cloud_core(module, call) -> None:
 
     Service errors keep DPS's / IoT Hub's own status, error code and tracking id in the failure result.
     """
+    refuse_secrets_that_are_not_text(module)
     require_cryptography(module)
     try:
         result = call()
@@ -120,8 +137,10 @@ __all__ = (
     "dps_client",
     "http_argument_spec",
     "http_options",
+    "refuse_secrets_that_are_not_text",
     "require_cryptography",
     "retry_policy",
     "run_cloud_core",
     "run_pki_core",
+    "secret_option",
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import os
 import re
 import shutil
@@ -32,6 +33,8 @@ else:
     HAS_CRYPTOGRAPHY = True
     CRYPTOGRAPHY_IMPORT_ERROR = None
 
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
+
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 
 # libiothsm (IoT Edge 1.1) stores times in a 32-bit time_t.
@@ -40,8 +43,14 @@ GENERATION_1_1_LIMIT = datetime.datetime(2038, 1, 1, tzinfo=datetime.timezone.ut
 UTCTIME_LIMIT = datetime.datetime(2049, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc)
 
 # DPS: alphanumerics and - . _ : ; the last character alphanumeric or '-'; the X.509 CN caps it at 64.
-REGISTRATION_ID_PATTERN = re.compile(r"^[a-z0-9\-._:]*[a-z0-9\-]$")
+# Applied with fullmatch: '$' would also match before a trailing newline.
+REGISTRATION_ID_PATTERN = re.compile(r"[a-z0-9\-._:]*[a-z0-9\-]")
 REGISTRATION_ID_MAX_LENGTH = 64
+
+# Prefix of the temporary files and directories that atomic writes stage beside their targets.
+TEMP_PREFIX = ".tmp-"
+# Held while a PKI directory is read or changed, so two runs never both create a CA or write one identity.
+LOCK_NAME = ".edgefleet.lock"
 
 # Backdate notBefore so that hosts whose clocks lag slightly behind the controller accept new certificates.
 CLOCK_SKEW_ALLOWANCE = datetime.timedelta(minutes=5)
@@ -75,13 +84,15 @@ def format_time(value: datetime.datetime) -> str:
 
 def parse_time(value: str, *, field: str) -> datetime.datetime:
     """Accept `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` or an ISO 8601 time with offset; return aware UTC."""
-    text = value.strip()
+    if not isinstance(value, str) or value != value.strip():
+        raise PkiError(f"{field}: {shown(value)} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ")
+    text = value
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.datetime.fromisoformat(text)
     except ValueError:
-        raise PkiError(f"{field}: {value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ") from None
+        raise PkiError(f"{field}: {shown(value)} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=datetime.timezone.utc)
     return parsed.astimezone(datetime.timezone.utc)
@@ -348,26 +359,43 @@ def check_expiry_limits(not_after: datetime.datetime, *, generation: str, what: 
         )
 
 
+def common_name_problem(value) -> str | None:
+    """What is wrong with a CA common name (1 to 64 printable characters), or None."""
+    if not isinstance(value, str) or not value or len(value) > 64:
+        return f"give a common name of 1 to 64 characters, got {shown(value)}"
+    if not value.isprintable():
+        return f"{shown(value)} has control characters (a line break, a tab...); give printable characters only"
+    return None
+
+
 def validate_registration_id(value, *, field: str) -> str:
     """Return the registration id or raise naming the field and what DPS accepts."""
+    problem = registration_id_problem(value)
+    if problem:
+        raise PkiError(f"{field}: {problem}")
+    return value
+
+
+def registration_id_problem(value) -> str | None:
+    """What is wrong with a DPS registration id (the one rule every core and the preflight apply), or None."""
     if not isinstance(value, str) or not value:
-        raise PkiError(f"{field}: a registration id must be a non-empty string, got {value!r}")
+        return f"a registration id must be a non-empty string, got {shown(value)}"
     if len(value) > REGISTRATION_ID_MAX_LENGTH:
-        raise PkiError(
-            f"{field}: registration id {value!r} has {len(value)} characters; the certificate CN that carries it "
+        return (
+            f"registration id {shown(value)} has {len(value)} characters; the certificate CN that carries it "
             f"allows at most {REGISTRATION_ID_MAX_LENGTH}"
         )
-    if value != value.lower():
-        raise PkiError(
-            f"{field}: registration id {value!r} has uppercase letters; use {value.lower()!r} "
+    if value != value.lower() and REGISTRATION_ID_PATTERN.fullmatch(value.lower()):
+        return (
+            f"registration id {shown(value)} has uppercase letters; use {value.lower()!r} "
             "(DPS compares ids case-insensitively and the device id keeps the CN's case)"
         )
-    if not REGISTRATION_ID_PATTERN.match(value):
-        raise PkiError(
-            f"{field}: registration id {value!r} is not valid for DPS; use lowercase letters, digits and "
-            "'-', '.', '_', ':' only, ending with a letter, a digit or '-'"
+    if not REGISTRATION_ID_PATTERN.fullmatch(value):
+        return (
+            f"registration id {shown(value)} is not valid for DPS; use lowercase letters, digits and "
+            "'-', '.', '_', ':' only (no spaces, quotes or line breaks), ending with a letter, a digit or '-'"
         )
-    return value
+    return None
 
 
 # --- files -------------------------------------------------------------------------------------------
@@ -395,7 +423,7 @@ def stage_file(path: str, data: bytes, mode: int) -> str:
     leaves the previous files in place, never a half-written set.
     """
     directory = os.path.dirname(path) or "."
-    fd, temp_path = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
     try:
         if mode != 0o600:  # mkstemp already created it 0600
             os.fchmod(fd, mode)
@@ -447,7 +475,7 @@ def write_directory_atomically(directory: str, files: list[tuple[str, bytes, int
     The files are written into a temporary sibling directory that is then renamed; `directory` must not exist.
     """
     parent = os.path.dirname(directory) or "."
-    staging = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    staging = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent)
     umask = current_umask()
     try:
         if mode != 0o700:  # mkdtemp created it 0700
@@ -462,6 +490,38 @@ def write_directory_atomically(directory: str, files: list[tuple[str, bytes, int
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def directory_lock(path: str, *, shared: bool = False):
+    """Hold an advisory lock on a PKI directory (which must exist) for the duration of the block.
+
+    Writers take it exclusively, readers shared: a second run waits for the first instead of racing it.
+    """
+    fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def stale_temporaries(directory: str) -> list[str]:
+    """Temporary files and directories an interrupted atomic write left in ``directory`` (call under its lock)."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(os.path.join(directory, name) for name in names if name.startswith(TEMP_PREFIX))
+
+
+def remove_paths(paths: list[str]) -> None:
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def ensure_directory(path: str, mode: int = 0o700) -> bool:
@@ -487,6 +547,8 @@ __all__ = (
     "check_expiry_limits",
     "commit_staged",
     "common_name_of",
+    "common_name_problem",
+    "directory_lock",
     "ensure_directory",
     "file_mode",
     "fingerprints",
@@ -503,8 +565,11 @@ __all__ = (
     "private_key_pem",
     "public_key_der",
     "read_file",
+    "registration_id_problem",
+    "remove_paths",
     "signed_by",
     "stage_file",
+    "stale_temporaries",
     "utcnow",
     "validate_registration_id",
     "validity_window",

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
@@ -18,12 +19,16 @@ from dataclasses import dataclass
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     KEY_TYPES,
+    LOCK_NAME,
     PkiError,
+    PkiPassphraseError,
     build_certificate,
     certificate_pem,
     certificate_summary,
     check_expiry_limits,
     common_name_of,
+    common_name_problem,
+    directory_lock,
     ensure_directory,
     file_mode,
     format_time,
@@ -37,11 +42,14 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     parse_time,
     private_key_pem,
     read_file,
+    remove_paths,
     signed_by,
+    stale_temporaries,
     utcnow,
     validity_window,
     write_files_atomically,
 )
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
 ROOT_CERT = "root.cert.pem"
 ROOT_KEY = "root.key.pem"
@@ -75,8 +83,11 @@ class LoadedCa:
         return [c for c in (self.intermediate_cert, self.root_cert) if c is not None]
 
 
-def _load_pair(path: str, cert_name: str, key_name: str, *, passphrase, ca_path_field: str):
-    """Return (cert, key, key_pem) for a cert/key pair, (None, None, None) when both are missing."""
+def _load_pair(path: str, cert_name: str, key_name: str, *, read_key, ca_path_field: str):
+    """Return (cert, key, key_state) for a cert/key pair, (None, None, None) when both are missing.
+
+    ``read_key(pem, key_path)`` returns (key, state): how the key file is encrypted (see _key_reader).
+    """
     cert_path, key_path = os.path.join(path, cert_name), os.path.join(path, key_name)
     cert_pem, key_pem = read_file(cert_path), read_file(key_path)
     if cert_pem is None and key_pem is None:
@@ -88,12 +99,35 @@ def _load_pair(path: str, cert_name: str, key_name: str, *, passphrase, ca_path_
             "(or remove both to issue new ones, which invalidates every identity they signed)"
         )
     cert = load_certificates(cert_pem, path=cert_path)[0]
-    key = load_private_key(key_pem, path=key_path, passphrase=passphrase)
+    key, key_state = read_key(key_pem, key_path)
     if not key_matches_certificate(key, cert):
         raise PkiError(
             f"{ca_path_field}: {key_path} does not belong to {cert_path}; restore the matching key and certificate"
         )
-    return cert, key, key_pem
+    return cert, key, key_state
+
+
+def _key_reader(passphrase: str | None, previous_passphrase: str | None = None):
+    """A key loader for _load_pair. States: ``plain`` (not encrypted), ``current`` (opened with ``passphrase``),
+    ``previous`` (opened with ``previous_passphrase``, so it must be re-encrypted)."""
+
+    def read(pem: bytes, key_path: str):
+        if not key_is_encrypted(pem):
+            return load_private_key(pem, path=key_path, passphrase=None), "plain"
+        if previous_passphrase:
+            for candidate, state in ((passphrase, "current"), (previous_passphrase, "previous")):
+                if candidate:
+                    try:
+                        return load_private_key(pem, path=key_path, passphrase=candidate), state
+                    except PkiPassphraseError:
+                        continue
+            raise PkiPassphraseError(
+                f"previous_passphrase: cannot decrypt {key_path} with passphrase or previous_passphrase; give the "
+                "passphrase the key is encrypted with now as previous_passphrase"
+            )
+        return load_private_key(pem, path=key_path, passphrase=passphrase), "current"
+
+    return read
 
 
 def ca_exists(path: str) -> bool:
@@ -104,15 +138,16 @@ def load_ca(path: str, *, passphrase: str | None, ca_path_field: str = "ca_path"
     """Read a pki_ca directory and check that it forms a usable chain, before anything is signed with it."""
     if not os.path.isdir(path):
         raise PkiError(f"{ca_path_field}: {path} is not a directory; create the CA first with edgefleet.iotedge.pki_ca")
-    root_cert, root_key, _root_pem = _load_pair(
-        path, ROOT_CERT, ROOT_KEY, passphrase=passphrase, ca_path_field=ca_path_field
+    read_key = _key_reader(passphrase)
+    root_cert, root_key, _root_state = _load_pair(
+        path, ROOT_CERT, ROOT_KEY, read_key=read_key, ca_path_field=ca_path_field
     )
     if root_cert is None:
         raise PkiError(f"{ca_path_field}: {path} has no {ROOT_CERT}; create the CA first with edgefleet.iotedge.pki_ca")
     if not signed_by(root_cert, root_cert):
         raise PkiError(f"{ca_path_field}: {os.path.join(path, ROOT_CERT)} is not a self-signed root certificate")
-    intermediate_cert, intermediate_key, _intermediate_pem = _load_pair(
-        path, INTERMEDIATE_CERT, INTERMEDIATE_KEY, passphrase=passphrase, ca_path_field=ca_path_field
+    intermediate_cert, intermediate_key, _intermediate_state = _load_pair(
+        path, INTERMEDIATE_CERT, INTERMEDIATE_KEY, read_key=read_key, ca_path_field=ca_path_field
     )
     if intermediate_cert is not None and not signed_by(intermediate_cert, root_cert):
         raise PkiError(
@@ -145,17 +180,27 @@ class CaRequest:
     state: str
     generation: str
     force: bool
+    # Changing how existing keys are encrypted is an explicit step; the old key files are kept (retired/).
+    reencrypt: bool = False
+    previous_passphrase: str | None = None
 
 
 def _validate(request: CaRequest, now: datetime.datetime) -> datetime.datetime | None:
     if request.key_type not in KEY_TYPES:
-        raise PkiError(f"key_type: {request.key_type!r} is not supported; use one of {', '.join(KEY_TYPES)}")
+        raise PkiError(f"key_type: {shown(request.key_type)} is not supported; use one of {', '.join(KEY_TYPES)}")
     if request.valid_days < 1:
         raise PkiError(f"valid_days: must be at least 1, got {request.valid_days}")
-    for field in ("root_common_name", "intermediate_common_name"):
+    for field in ("passphrase", "previous_passphrase"):
         value = getattr(request, field)
-        if not value or len(value) > 64:
-            raise PkiError(f"{field}: give a common name of 1 to 64 characters, got {value!r}")
+        if value is not None and not isinstance(value, str):
+            # A list or a number would be turned into its text and become the key's passphrase.
+            raise PkiError(f"{field}: must be a string, got a {type(value).__name__}; give the passphrase as text")
+    if request.previous_passphrase and not request.reencrypt:
+        raise PkiError("previous_passphrase: only used with reencrypt=true, to change the passphrase of existing keys")
+    for field in ("root_common_name", "intermediate_common_name"):
+        problem = common_name_problem(getattr(request, field))
+        if problem:
+            raise PkiError(f"{field}: {problem}")
     if request.intermediate and request.root_common_name == request.intermediate_common_name:
         raise PkiError("intermediate_common_name: must differ from root_common_name so that chains can be told apart")
     cap = parse_time(request.not_after, field="not_after") if request.not_after else None
@@ -185,16 +230,43 @@ def _reasons_to_reissue(cert, *, common_name, key_type, cap, generation, now, fo
     return reasons
 
 
-def _retire(path: str, names: list[str], now: datetime.datetime) -> str | None:
-    """Move replaced CA files aside instead of deleting them: identities they signed may still be in use."""
+def _retire(path: str, names: list[str], now: datetime.datetime, *, copies: list[str] = ()) -> str | None:
+    """Move replaced CA files aside instead of deleting them: identities they signed may still be in use.
+
+    ``copies`` are kept in place and copied (key files about to be re-encrypted).
+    """
     present = [n for n in names if os.path.exists(os.path.join(path, n))]
-    if not present:
+    copied = [n for n in copies if os.path.exists(os.path.join(path, n))]
+    if not present and not copied:
         return None
     target = os.path.join(path, RETIRED_DIR, now.strftime("%Y%m%dT%H%M%SZ"))
     os.makedirs(target, mode=0o700, exist_ok=True)
     for name in present:
         shutil.move(os.path.join(path, name), os.path.join(target, name))
+    for name in copied:
+        shutil.copy2(os.path.join(path, name), os.path.join(target, name))
     return target
+
+
+def _needs_reencryption(key_state: str, request: CaRequest, path: str, key_name: str) -> bool:
+    """Whether a kept key must be written again to match ``passphrase``; refused unless ``reencrypt`` asks."""
+    wanted = "current" if request.passphrase else "plain"
+    if key_state == wanted:
+        return False
+    if not request.reencrypt:
+        # Only reachable for an unencrypted key and a passphrase: an encrypted one fails to load without it.
+        raise PkiError(
+            f"passphrase: {os.path.join(path, key_name)} is not encrypted, but a passphrase is given. Encrypting "
+            "existing CA keys is an explicit step: set reencrypt=true (role variable edgefleet_pki_reencrypt) for "
+            "one run, which keeps the current key files under retired/; or give no passphrase"
+        )
+    return True
+
+
+def _reencryption_action(label: str, request: CaRequest) -> str:
+    if not request.passphrase:
+        return f"store the {label} key without encryption (reencrypt, previous key kept in retired/)"
+    return f"encrypt the {label} key with the passphrase (reencrypt, previous key kept in retired/)"
 
 
 def _summary(cert, path: str, cert_name: str, key_name: str) -> dict:
@@ -204,20 +276,43 @@ def _summary(cert, path: str, cert_name: str, key_name: str) -> dict:
 
 
 def ensure_ca(request: CaRequest, *, check_mode: bool, now: datetime.datetime | None = None) -> dict:
-    """Bring the CA directory to the requested state; return the module result (changed, root, intermediate...)."""
+    """Bring the CA directory to the requested state; return the module result (changed, root, intermediate...).
+
+    A real run holds the directory's lock from the first read to the last write, so two runs started together
+    never both create a CA: the second one finds the first one's.
+    """
     now = now or utcnow()
     cap = _validate(request, now)
+    if check_mode or (request.state == "absent" and not os.path.isdir(request.path)):
+        return _ensure(request, cap, now, check_mode=check_mode)
+    created = ensure_directory(request.path)
+    try:
+        with directory_lock(request.path):
+            return _ensure(request, cap, now, check_mode=False)
+    except BaseException:
+        if created:  # a refused CA leaves no trace, not even its directory
+            remove_paths([os.path.join(request.path, LOCK_NAME)])
+            with contextlib.suppress(OSError):
+                os.rmdir(request.path)
+        raise
+
+
+def _ensure(request: CaRequest, cap, now: datetime.datetime, *, check_mode: bool) -> dict:
     path = request.path
     if request.state == "absent":
         return _ensure_absent(path, check_mode=check_mode)
 
-    root_cert, root_key, root_key_pem = _load_pair(
-        path, ROOT_CERT, ROOT_KEY, passphrase=request.passphrase, ca_path_field="path"
-    )
+    read_key = _key_reader(request.passphrase, request.previous_passphrase if request.reencrypt else None)
+    root_cert, root_key, root_key_state = _load_pair(path, ROOT_CERT, ROOT_KEY, read_key=read_key, ca_path_field="path")
     actions: list[str] = []
     writes: list[tuple[str, bytes, int]] = []
     retire: list[str] = []
+    # Key files whose encryption changes: copied to retired/ first, so a lost passphrase loses nothing.
+    reencrypted: list[str] = []
     before = {"root": None, "intermediate": None}
+    debris = stale_temporaries(path)
+    if debris:
+        actions.append(f"remove {len(debris)} temporary file(s) an interrupted run left")
 
     if root_cert is not None:
         before["root"] = certificate_summary(root_cert)
@@ -234,8 +329,9 @@ def ensure_ca(request: CaRequest, *, check_mode: bool, now: datetime.datetime | 
             actions.append("reissue root: " + "; ".join(reasons))
             retire += [ROOT_CERT, ROOT_KEY]
             root_cert = None
-        elif request.passphrase and not key_is_encrypted(root_key_pem):
-            actions.append("encrypt root key with the passphrase")
+        elif _needs_reencryption(root_key_state, request, path, ROOT_KEY):
+            actions.append(_reencryption_action("root", request))
+            reencrypted.append(ROOT_KEY)
             writes.append((os.path.join(path, ROOT_KEY), private_key_pem(root_key, request.passphrase), KEY_MODE))
     new_root = root_cert is None
     if new_root:
@@ -261,8 +357,8 @@ def ensure_ca(request: CaRequest, *, check_mode: bool, now: datetime.datetime | 
         writes.append((os.path.join(path, ROOT_KEY), private_key_pem(root_key, request.passphrase), KEY_MODE))
         writes.append((os.path.join(path, ROOT_CERT), certificate_pem(root_cert), CERT_MODE))
 
-    inter_cert, inter_key, inter_key_pem = _load_pair(
-        path, INTERMEDIATE_CERT, INTERMEDIATE_KEY, passphrase=request.passphrase, ca_path_field="path"
+    inter_cert, inter_key, inter_key_state = _load_pair(
+        path, INTERMEDIATE_CERT, INTERMEDIATE_KEY, read_key=read_key, ca_path_field="path"
     )
     if inter_cert is not None:
         before["intermediate"] = certificate_summary(inter_cert)
@@ -295,8 +391,9 @@ def ensure_ca(request: CaRequest, *, check_mode: bool, now: datetime.datetime | 
                 actions.append("reissue intermediate: " + "; ".join(reasons))
                 retire += [INTERMEDIATE_CERT, INTERMEDIATE_KEY]
                 inter_cert = None
-            elif request.passphrase and not key_is_encrypted(inter_key_pem):
-                actions.append("encrypt intermediate key with the passphrase")
+            elif _needs_reencryption(inter_key_state, request, path, INTERMEDIATE_KEY):
+                actions.append(_reencryption_action("intermediate", request))
+                reencrypted.append(INTERMEDIATE_KEY)
                 writes.append(
                     (os.path.join(path, INTERMEDIATE_KEY), private_key_pem(inter_key, request.passphrase), KEY_MODE)
                 )
@@ -337,7 +434,8 @@ def ensure_ca(request: CaRequest, *, check_mode: bool, now: datetime.datetime | 
     retired_path = None
     if changed and not check_mode:
         ensure_directory(path)
-        retired_path = _retire(path, retire, now)
+        remove_paths(debris)
+        retired_path = _retire(path, retire, now, copies=reencrypted)
         write_files_atomically(writes)
         for name in (ROOT_KEY, INTERMEDIATE_KEY):
             key_path = os.path.join(path, name)
@@ -371,8 +469,7 @@ def _ensure_absent(path: str, *, check_mode: bool) -> dict:
             certificate_summary(load_certificates(pem, path=cert_name)[0]) if pem else None
         )
     if present and not check_mode:
-        for name in present:
-            os.unlink(os.path.join(path, name))
+        remove_paths([os.path.join(path, name) for name in [*present, LOCK_NAME]])
     return {
         "changed": bool(present),
         "actions": [f"remove {n}" for n in present],

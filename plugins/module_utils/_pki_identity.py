@@ -12,6 +12,7 @@ and `identity.full-chain.cert.pem` (leaf, intermediate, root). Everything is val
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass, field
@@ -19,11 +20,14 @@ from dataclasses import dataclass, field
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     GENERATION_1_1_LIMIT,
     KEY_TYPES,
+    LOCK_NAME,
     CertificateIssuer,
     PkiError,
     certificate_pem,
     check_expiry_limits,
     common_name_of,
+    directory_lock,
+    ensure_directory,
     file_mode,
     fingerprints,
     format_time,
@@ -35,7 +39,9 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     not_after_of,
     private_key_pem,
     read_file,
+    remove_paths,
     signed_by,
+    stale_temporaries,
     utcnow,
     validate_registration_id,
     validity_window,
@@ -43,6 +49,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     write_files_atomically,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import CA_CHAIN, ROOT_CERT, ca_exists, load_ca
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
 IDENTITY_CERT = "identity.cert.pem"
 IDENTITY_KEY = "identity.key.pem"
@@ -119,9 +126,9 @@ def normalize_devices(devices) -> list[str]:
 
 def _validate(request: IdentityRequest) -> None:
     if request.key_type not in KEY_TYPES:
-        raise PkiError(f"key_type: {request.key_type!r} is not supported; use one of {', '.join(KEY_TYPES)}")
+        raise PkiError(f"key_type: {shown(request.key_type)} is not supported; use one of {', '.join(KEY_TYPES)}")
     if request.generation not in GENERATIONS:
-        raise PkiError(f"generation: {request.generation!r} is not known; use '1.1' or '1.2+'")
+        raise PkiError(f"generation: {shown(request.generation)} is not known; use '1.1' or '1.2+'")
     if request.valid_days < 1:
         raise PkiError(f"valid_days: must be at least 1, got {request.valid_days}")
     if request.renew_before_days < 0:
@@ -206,20 +213,49 @@ def _new_identity_window(request: IdentityRequest, *, now, cap) -> tuple[datetim
 
 
 def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: datetime.datetime | None = None) -> dict:
-    """Bring every listed device's identity chain to the requested state; return the module result."""
+    """Bring every listed device's identity chain to the requested state; return the module result.
+
+    A real run holds the identity directory's lock (and a shared lock on the CA's) from the first read to the
+    last write, and first removes what an interrupted run left behind (staged files that may hold a private key).
+    """
     now = now or utcnow()
     _validate(request)
     ids = normalize_devices(request.devices)
     plans = [_Plan(registration_id=i, directory=os.path.join(request.path, i)) for i in ids]
+    if check_mode:
+        return _ensure(request, plans, now, check_mode=True)
+    created = ensure_directory(request.path, DEVICE_DIR_MODE)
+    try:
+        with directory_lock(request.path), _ca_read_lock(request.ca_path):
+            return _ensure(request, plans, now, check_mode=False)
+    except BaseException:
+        if created:
+            remove_paths([os.path.join(request.path, LOCK_NAME)])
+            with contextlib.suppress(OSError):
+                os.rmdir(request.path)
+        raise
+
+
+def _ca_read_lock(ca_path: str):
+    """A shared lock on the CA directory while identities are signed with it (pki_ca may be rotating it)."""
+    return directory_lock(ca_path, shared=True) if os.path.isdir(ca_path) else contextlib.nullcontext()
+
+
+def _ensure(request: IdentityRequest, plans: list, now: datetime.datetime, *, check_mode: bool) -> dict:
+    debris = stale_temporaries(request.path)
+    for plan in plans:
+        debris += stale_temporaries(plan.directory)
+    if debris and not check_mode:
+        remove_paths(debris)
     if request.state == "absent":
-        return _remove(plans, check_mode=check_mode)
+        return _with_debris(_remove(plans, check_mode=check_mode), debris)
 
     if check_mode and not ca_exists(request.ca_path):
         # pki_ca in check mode created nothing: every identity would be created once the CA exists.
         not_after = _new_identity_window(request, now=now, cap=None)[1]
         for plan in plans:
             plan.action, plan.reasons = "create", ["no identity yet; the CA in ca_path does not exist yet either"]
-        return _result(plans, ca=None, ca_path=request.ca_path, predicted_not_after=not_after)
+        return _with_debris(_result(plans, ca=None, ca_path=request.ca_path, predicted_not_after=not_after), debris)
 
     ca = load_ca(request.ca_path, passphrase=request.passphrase)
     for certificate, label in ((ca.root_cert, "root"), (ca.intermediate_cert, "intermediate")):
@@ -246,7 +282,14 @@ def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: dateti
     to_issue = [p for p in plans if p.action in ("create", "renew", "reissue")]
     if not check_mode:
         _apply(plans, to_issue, request=request, ca=ca, chain_tail=chain_tail, window=(not_before, not_after))
-    return _result(plans, ca=ca, ca_path=request.ca_path, predicted_not_after=not_after)
+    return _with_debris(_result(plans, ca=ca, ca_path=request.ca_path, predicted_not_after=not_after), debris)
+
+
+def _with_debris(result: dict, debris: list) -> dict:
+    """Temporary files of an interrupted run are removed (or, in check mode, would be): a change, and said so."""
+    result["temporaries_removed"] = debris
+    result["changed"] = result["changed"] or bool(debris)
+    return result
 
 
 def _result(plans, *, ca, ca_path: str, predicted_not_after: datetime.datetime) -> dict:

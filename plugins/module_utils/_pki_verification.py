@@ -30,10 +30,11 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     write_files_atomically,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import ca_exists, load_ca
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
 SIGNERS = ("root", "intermediate")
 # DPS hands out hex codes; anything printable that fits a CN is accepted so other issuers work too.
-VERIFICATION_CODE_PATTERN = re.compile(r"^[A-Za-z0-9\-._:]{1,64}$")
+VERIFICATION_CODE_PATTERN = re.compile(r"[A-Za-z0-9\-._:]{1,64}")
 CERT_MODE = 0o644
 
 
@@ -74,15 +75,17 @@ def ensure_verification_certificate(
     request: VerificationRequest, *, check_mode: bool, now: datetime.datetime | None = None
 ) -> dict:
     now = now or utcnow()
-    if not isinstance(request.verification_code, str) or not VERIFICATION_CODE_PATTERN.match(request.verification_code):
+    if not isinstance(request.verification_code, str) or not VERIFICATION_CODE_PATTERN.fullmatch(
+        request.verification_code
+    ):
         raise PkiError(
-            f"verification_code: {request.verification_code!r} is not a verification code; pass the code DPS "
+            f"verification_code: {shown(request.verification_code)} is not a verification code; pass the code DPS "
             "returned from generateVerificationCode (letters, digits, '-', '.', '_', ':'; at most 64)"
         )
     if request.signer not in SIGNERS:
-        raise PkiError(f"signer: {request.signer!r} is not known; use root or intermediate")
+        raise PkiError(f"signer: {shown(request.signer)} is not known; use root or intermediate")
     if request.key_type not in KEY_TYPES:
-        raise PkiError(f"key_type: {request.key_type!r} is not supported; use one of {', '.join(KEY_TYPES)}")
+        raise PkiError(f"key_type: {shown(request.key_type)} is not supported; use one of {', '.join(KEY_TYPES)}")
     if request.valid_days < 1:
         raise PkiError(f"valid_days: must be at least 1, got {request.valid_days}")
     if check_mode and not ca_exists(request.ca_path):

@@ -74,7 +74,7 @@ options:
     default: root
   passphrase:
     description: Passphrase of the CA keys in O(ca_path), when M(edgefleet.iotedge.pki_ca) encrypted them.
-    type: str
+    type: raw
   management_url:
     description: Base URL of the Azure resource-manager API. The lab prints its own.
     type: str
@@ -98,8 +98,8 @@ options:
       - An access token for C(https://management.azure.com), for example from
         C(az account get-access-token --query accessToken -o tsv). Takes precedence over Entra ID sign-in.
       - If not set, the value of the E(EDGEFLEET_DPS_MANAGEMENT_TOKEN) environment variable is used.
-      - Never logged.
-    type: str
+      - Never logged. A value that is not a string is refused.
+    type: raw
   tenant_id:
     description:
       - Microsoft Entra tenant of the service principal. If not set, E(AZURE_TENANT_ID) is used.
@@ -109,7 +109,7 @@ options:
     type: str
   client_secret:
     description: Secret of the service principal. If not set, E(AZURE_CLIENT_SECRET) is used. Never logged.
-    type: str
+    type: raw
 seealso:
   - module: edgefleet.iotedge.dps_enrollment_group
   - module: edgefleet.iotedge.pki_ca
@@ -204,6 +204,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import (
     http_argument_spec,
     http_options,
     run_cloud_core,
+    secret_option,
 )
 
 
@@ -219,20 +220,16 @@ def main():
             "is_verified": {"type": "bool", "default": False},
             "ca_path": {"type": "path"},
             "signer": {"type": "str", "choices": ["root", "intermediate"], "default": "root"},
-            "passphrase": {"type": "str", "no_log": True},
+            "passphrase": secret_option(),
             "management_url": {"type": "str", "default": DEFAULT_MANAGEMENT_URL},
             "subscription_id": {"type": "str"},
             "resource_group": {"type": "str"},
             "dps_name": {"type": "str"},
             "resource_id": {"type": "str"},
-            "bearer_token": {
-                "type": "str",
-                "no_log": True,
-                "fallback": (env_fallback, ["EDGEFLEET_DPS_MANAGEMENT_TOKEN"]),
-            },
+            "bearer_token": secret_option(fallback=(env_fallback, ["EDGEFLEET_DPS_MANAGEMENT_TOKEN"])),
             "tenant_id": {"type": "str", "fallback": (env_fallback, ["AZURE_TENANT_ID"])},
             "client_id": {"type": "str", "fallback": (env_fallback, ["AZURE_CLIENT_ID"])},
-            "client_secret": {"type": "str", "no_log": True, "fallback": (env_fallback, ["AZURE_CLIENT_SECRET"])},
+            "client_secret": secret_option(fallback=(env_fallback, ["AZURE_CLIENT_SECRET"])),
         },
         mutually_exclusive=[
             ["certificate", "certificate_path"],

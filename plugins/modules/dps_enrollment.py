@@ -107,10 +107,14 @@ options:
     type: dict
     suboptions:
       tags:
-        description: Twin tags, for example the ones deployments target.
+        description:
+          - Twin tags, for example the ones deployments target. V({}) removes every tag the enrollment has.
+          - Checked against IoT Hub's twin rules before any request, at every depth - keys without C(.), C($),
+            spaces or control characters (at most 1 KB), strings of at most 4 KB, no V(null), objects nested at
+            most 10 deep, 8 KB in all.
         type: dict
       desired_properties:
-        description: Desired properties.
+        description: Desired properties; V({}) removes them. The same rules as O(initial_twin.tags), 32 KB in all.
         type: dict
   allocation_policy:
     description: How DPS picks a hub among O(iot_hubs). Unset keeps the DPS default.
@@ -132,6 +136,13 @@ options:
         description: Copy the twin to the new hub (otherwise reset it to O(initial_twin)).
         type: bool
         default: true
+  fail_on_item_errors:
+    description:
+      - Fail when DPS refuses some of the writes (the others are applied either way).
+      - V(false) reports them in RV(failures) instead, so that a play acting for many hosts fails just the hosts
+        concerned.
+    type: bool
+    default: true
 seealso:
   - module: edgefleet.iotedge.pki_identity
   - module: edgefleet.iotedge.dps_enrollment_info
@@ -182,6 +193,14 @@ enrollments:
           iot_edge, primary_thumbprint and secondary_thumbprint (SHA-256), initial_twin, allocation_policy, iot_hubs,
           reprovision_policy.
       type: dict
+    registration_status:
+      description:
+        - The device's registration state in DPS as read with the enrollment (V(assigned), V(failed), ...), or
+          V(null) when it never registered or the enrollment was created by this run.
+        - Deleting an individual enrollment also deletes its registration state, so a device whose enrollment was
+          re-created keeps its hub assignment but is unknown to DPS until it reprovisions
+          (C(iotedge system reprovision)); the roles use this to repair it.
+      type: str
 created:
   description: Registration ids created.
   returned: always
@@ -197,6 +216,13 @@ deleted:
   returned: always
   type: list
   elements: str
+failures:
+  description:
+    - The writes DPS refused (each with registration_id, action, error_code and error), after a re-read showed that
+      they had not happened anyway. With O(fail_on_item_errors=true) the module fails when there is one.
+  returned: always
+  type: list
+  elements: dict
 http_requests:
   description: HTTP requests sent to DPS, retries included.
   returned: always
@@ -261,6 +287,7 @@ def main():
             "allocation_policy": {"type": "str", "choices": list(ALLOCATION_POLICIES)},
             "iot_hubs": {"type": "list", "elements": "str"},
             "reprovision_policy": {"type": "dict", "options": REPROVISION_OPTIONS},
+            "fail_on_item_errors": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
@@ -268,7 +295,11 @@ def main():
     run_cloud_core(
         module,
         lambda: ensure_enrollments(
-            dps_client(module.params), module.params["enrollments"], defaults, check_mode=module.check_mode
+            dps_client(module.params),
+            module.params["enrollments"],
+            defaults,
+            check_mode=module.check_mode,
+            fail_on_item_errors=module.params["fail_on_item_errors"],
         ),
     )
 

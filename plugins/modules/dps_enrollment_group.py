@@ -86,10 +86,14 @@ options:
     type: dict
     suboptions:
       tags:
-        description: Twin tags.
+        description:
+          - Twin tags. V({}) removes every tag the group has.
+          - Checked against IoT Hub's twin rules before any request, at every depth - keys without C(.), C($),
+            spaces or control characters (at most 1 KB), strings of at most 4 KB, no V(null), objects nested at
+            most 10 deep, 8 KB in all.
         type: dict
       desired_properties:
-        description: Desired properties.
+        description: Desired properties; V({}) removes them. The same rules as O(initial_twin.tags), 32 KB in all.
         type: dict
   allocation_policy:
     description:

@@ -32,8 +32,8 @@ options:
         (C(HostName=<hub>.azure-devices.net;SharedAccessKeyName=<policy>;SharedAccessKey=<key>)).
       - The policy needs the C(RegistryRead) right (C(registryRead), C(registryReadWrite) or C(iothubowner)).
       - If not set, the value of the E(EDGEFLEET_IOTHUB_CONNECTION_STRING) environment variable is used.
-      - Never logged. Keep it in ansible-vault.
-    type: str
+      - Never logged. Keep it in ansible-vault. A value that is not a string is refused.
+    type: raw
   device_ids:
     description:
       - Device ids to read (case-sensitive). Omit to read every device of the hub, which costs several registry
@@ -164,17 +164,14 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import (
     http_argument_spec,
     http_options,
     run_cloud_core,
+    secret_option,
 )
 
 
 def iothub_argument_spec() -> dict:
     """The IoT Hub service connection plus the HTTP options (doc fragment _cloud.HTTP)."""
     return {
-        "connection_string": {
-            "type": "str",
-            "no_log": True,
-            "fallback": (env_fallback, [IOTHUB_CONNECTION_STRING_ENV]),
-        },
+        "connection_string": secret_option(fallback=(env_fallback, [IOTHUB_CONNECTION_STRING_ENV])),
         **http_argument_spec(),
     }
 

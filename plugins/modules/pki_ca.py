@@ -19,6 +19,8 @@ description:
     files are moved to C(retired/<UTC time>/) inside O(path), never deleted.
   - An intermediate that the root did not sign, a key that does not match its certificate, or a wrong passphrase is
     an error, raised before anything is written.
+  - A run holds a lock file (C(.edgefleet.lock)) in O(path) from its first read to its last write, so two runs
+    started together create one CA; temporary files an interrupted run left in O(path) are removed.
 author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.iotedge._attributes
@@ -72,8 +74,23 @@ options:
   passphrase:
     description:
       - Passphrase that encrypts both CA keys at rest. Required to use keys that were created with one.
-      - Giving a passphrase for existing unencrypted keys encrypts them (reported as a change).
-    type: str
+      - A passphrase for existing unencrypted keys is refused unless O(reencrypt=true) - changing how existing keys
+        are encrypted is an explicit step.
+      - Must be a string; a list or a number is refused (it would otherwise become its text).
+    type: raw
+  reencrypt:
+    description:
+      - Allow changing how the existing CA keys are encrypted, so that they match O(passphrase) - encrypt
+        unencrypted keys with it, or (with O(previous_passphrase)) decrypt them with the previous passphrase and
+        encrypt them with the new one, or store them unencrypted when O(passphrase) is empty.
+      - The key files as they were are copied to C(retired/<time>/) first, so nothing is lost.
+      - Keys that already match are left alone, so the option may stay on for later runs.
+    type: bool
+    default: false
+  previous_passphrase:
+    description:
+      - With O(reencrypt=true), the passphrase the keys are encrypted with now, when O(passphrase) is a new one.
+    type: raw
   force:
     description: Issue a new root and intermediate even if the current ones are fine (CA rotation).
     type: bool
@@ -107,6 +124,15 @@ EXAMPLES = r"""
     key_type: rsa-2048
     generation: "1.1"
     not_after: "2037-12-31"
+
+- name: Change the CA keys' passphrase (the old key files are kept under retired/)
+  edgefleet.iotedge.pki_ca:
+    path: "{{ playbook_dir }}/pki/ca"
+    passphrase: "{{ vault_pki_passphrase_2027 }}"
+    previous_passphrase: "{{ vault_pki_passphrase }}"
+    reencrypt: true
+  delegate_to: localhost
+  run_once: true
 """
 
 RETURN = r"""
@@ -173,7 +199,7 @@ retired_path:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import run_pki_core
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import run_pki_core, secret_option
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import CaRequest, ensure_ca
 
 
@@ -192,7 +218,9 @@ def main():
             "valid_days": {"type": "int", "default": 3650},
             "not_after": {"type": "str"},
             "generation": {"type": "str", "default": "1.2+", "choices": ["1.1", "1.2+"]},
-            "passphrase": {"type": "str", "no_log": True},
+            "passphrase": secret_option(),
+            "reencrypt": {"type": "bool", "default": False},
+            "previous_passphrase": secret_option(),
             "force": {"type": "bool", "default": False},
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
         },

@@ -21,6 +21,8 @@ description:
     A stale full-chain file or a key with the wrong mode is repaired without a new key.
   - Every registration id and option is validated, and the CA chain checked, before anything is written. The three
     files of a device are staged and renamed together, so a failure leaves either the old set or the new set.
+  - A run holds a lock on O(path) (and a shared one on O(ca_path)), so runs started together wait for each other;
+    it removes the temporary files an interrupted run left (see RV(temporaries_removed)).
 author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.iotedge._attributes
@@ -71,7 +73,7 @@ options:
     default: "1.2+"
   passphrase:
     description: Passphrase of the CA keys, when M(edgefleet.iotedge.pki_ca) encrypted them.
-    type: str
+    type: raw
   state:
     description: V(absent) removes the listed devices' identity files.
     type: str
@@ -104,6 +106,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+temporaries_removed:
+  description:
+    - Temporary files and directories that an interrupted run left in O(path) or in the listed devices' directories
+      (they may hold a private key); removed by this run, or, in check mode, would be. Their removal counts as a change.
+  returned: always
+  type: list
+  elements: str
 identities:
   description: One entry per registration id.
   returned: always
@@ -143,7 +152,7 @@ ca:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import run_pki_core
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import run_pki_core, secret_option
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity import (
     IdentityRequest,
     ensure_identities,
@@ -164,7 +173,7 @@ def main():
             "valid_days": {"type": "int", "default": 365},
             "renew_before_days": {"type": "int", "default": 30},
             "generation": {"type": "str", "default": "1.2+", "choices": ["1.1", "1.2+"]},
-            "passphrase": {"type": "str", "no_log": True},
+            "passphrase": secret_option(),
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
         },
         supports_check_mode=True,

@@ -53,7 +53,7 @@ options:
     default: 30
   passphrase:
     description: Passphrase of the CA keys, when M(edgefleet.iotedge.pki_ca) encrypted them.
-    type: str
+    type: raw
   force:
     description: Issue a new certificate even if the existing one fits.
     type: bool
@@ -98,7 +98,7 @@ reasons:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import run_pki_core
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import run_pki_core, secret_option
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_verification import (
     VerificationRequest,
     ensure_verification_certificate,
@@ -118,7 +118,7 @@ def main():
                 "choices": ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"],
             },
             "valid_days": {"type": "int", "default": 30},
-            "passphrase": {"type": "str", "no_log": True},
+            "passphrase": secret_option(),
             "force": {"type": "bool", "default": False},
         },
         supports_check_mode=True,

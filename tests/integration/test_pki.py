@@ -178,7 +178,8 @@ def test_role_publishes_each_hosts_identity(ansible_playbook, tmp_path):
     assert not (tmp_path / "pki").exists()
     run = ansible_playbook("tests/integration/playbooks/edge_pki_role.yml", inventory=inventory, extra_vars=extra)
     assert run.returncode == 0, run.output
-    assert sorted(os.listdir(tmp_path / "pki/identities")) == ["gateway-a", "plant1-gw-b"]
+    # One directory per registration id, beside the lock file a run holds.
+    assert sorted(os.listdir(tmp_path / "pki/identities")) == [".edgefleet.lock", "gateway-a", "plant1-gw-b"]
     summary = run.stdout[run.stdout.index("REGISTRATION ID") :]
     assert re.search(r"gateway-a\s+create\s+\d{4}-\d\d-\d\dT", summary)
     assert re.search(r"plant1-gw-b\s+create\s+", summary)

@@ -243,7 +243,7 @@ def test_a_concurrent_change_is_refused_and_reported_not_overwritten(certs):
         ({"registration_id": "gw-01", "iot_hubs": "hub"}, r"enrollments\[0\]\.iot_hubs: must be a list"),
         (
             {"registration_id": "gw-01", "initial_twin": {"tags": {"$metadata": {}}}},
-            r"enrollments\[0\]\.initial_twin\.tags: key '\$metadata' is not allowed",
+            r"enrollments\[0\]\.initial_twin\.tags: key '\$metadata' has a character IoT Hub refuses",
         ),
         (
             {"registration_id": "gw-01", "reprovision_policy": {"update_hub_assignment": "false"}},

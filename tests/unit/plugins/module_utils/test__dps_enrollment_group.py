@@ -15,7 +15,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_enrollment_
     EnrollmentGroupRequest,
     ensure_enrollment_group,
 )
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError, RetryPolicy
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ApiError, ConfigurationError, RetryPolicy
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import certificate_pem, fingerprints
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import ensure_ca, load_ca
 from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import ca_request
@@ -300,13 +300,18 @@ def lab(tmp_path_factory):
         yield started
 
 
-def test_lab_round_trip_create_idempotent_rotate_delete(lab, certs):
-    lab.reset()
-    client = DpsServiceClient(
+def lab_client(lab) -> DpsServiceClient:
+    """The real client against the in-process lab, retrying without waiting."""
+    return DpsServiceClient(
         parse_connection_string(lab.dps_connection_string),
         ca_bundle=str(lab.ca_bundle),
         retry=RetryPolicy(sleep=lambda seconds: None),
     )
+
+
+def test_lab_round_trip_create_idempotent_rotate_delete(lab, certs):
+    lab.reset()
+    client = lab_client(lab)
     lab.faults.add(
         {"match": {"service": "dps", "operation": "EnrollmentGroup_Get"}, "count": 1, "action": {"status": 503}}
     )
@@ -332,3 +337,57 @@ def test_lab_round_trip_create_idempotent_rotate_delete(lab, certs):
     assert ensure_enrollment_group(client, absent, check_mode=False)["changed"] is True
     assert lab.state()["dps"]["enrollmentGroups"] == []
     assert ensure_enrollment_group(client, absent, check_mode=False)["changed"] is False
+
+
+@pytest.mark.parametrize("step", ["create", "update"])
+def test_lab_a_write_whose_answer_was_lost_after_dps_acted_is_settled_by_reading_back(lab, certs, step):
+    """The retried PUT meets 409 (create) or 412 (update, new etag): its own write, so the run goes on."""
+    lab.reset()
+    client = lab_client(lab)
+    if step == "update":
+        ensure_enrollment_group(client, group_request(certs), check_mode=False)
+    lab.faults.add(
+        {
+            "match": {"service": "dps", "operation": "EnrollmentGroup_CreateOrUpdate"},
+            "count": 1,
+            "action": {"drop": True, "afterProcessing": True},
+        }
+    )
+    wanted = group_request(certs, initial_twin={"tags": {"site": "plant2"}})
+    result = ensure_enrollment_group(client, wanted, check_mode=False)
+    assert result["changed"] is True
+    assert [fault["hits"] for fault in lab.state()["faults"]] == [1]
+    (stored,) = lab.state()["dps"]["enrollmentGroups"]
+    assert stored["initialTwin"]["tags"] == {"site": "plant2"}
+    assert result["enrollment_group"]["etag"] == stored["etag"]
+    assert ensure_enrollment_group(client, wanted, check_mode=False)["changed"] is False
+
+
+def test_lab_a_real_conflict_is_not_taken_for_a_lost_answer(lab, certs):
+    """Another writer changed the group between our read and our write: the 412 stands."""
+    lab.reset()
+    client = lab_client(lab)
+    ensure_enrollment_group(client, group_request(certs), check_mode=False)
+
+    class Interleaved:
+        """Reads through the real client; the first write is preceded by someone else's update."""
+
+        def __init__(self):
+            self.raced = False
+
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def put_enrollment_group(self, body, etag=None):
+            if not self.raced:
+                self.raced = True
+                other = client.get_enrollment_group("plant1-edge")
+                other["initialTwin"] = {"tags": {"site": "someone-else"}}
+                client.put_enrollment_group(other, other["etag"])
+            return client.put_enrollment_group(body, etag)
+
+    with pytest.raises(ApiError) as conflict:
+        ensure_enrollment_group(
+            Interleaved(), group_request(certs, initial_twin={"tags": {"site": "x"}}), check_mode=False
+        )
+    assert conflict.value.status == 412

@@ -292,3 +292,49 @@ def test_management_client_from_module_params(cloud):
         params, ca_bundle=str(cloud.ca_bundle), validate_certs=True, timeout=10, retry=RetryPolicy()
     )
     assert client.get_certificate("nothing-here") is None
+
+
+# ---- a write whose answer is lost after DPS acted ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "operation",
+    ["DpsCertificate_CreateOrUpdate", "DpsCertificate_GenerateVerificationCode", "DpsCertificate_VerifyCertificate"],
+)
+def test_upload_and_proof_go_on_when_an_answer_is_lost_after_dps_acted(cloud, ca, tmp_path, operation):
+    """The retry meets 409 or 412 (its own write): the certificate is read back and the run goes on."""
+    from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_certificate import (
+        DpsCertificateRequest,
+        ensure_dps_certificate,
+    )
+
+    cloud.faults.add(
+        {
+            "match": {"service": "dps-management", "operation": operation},
+            "count": 1,
+            "action": {"drop": True, "afterProcessing": True},
+        }
+    )
+    request = DpsCertificateRequest(name="fleet-root", certificate=root_pem(ca), ca_path=ca.path, verify=True)
+    result = ensure_dps_certificate(client_for(cloud), request, check_mode=False)
+    assert result["changed"] is True
+    assert result["certificate"]["is_verified"] is True
+    assert [f["hits"] for f in cloud.state()["faults"]] == [1]
+    record = stored(cloud, "fleet-root")
+    assert record["isVerified"] is True and record["info"]["sha1Thumbprint"] == fingerprints(ca.root_cert)["sha1"]
+    assert ensure_dps_certificate(client_for(cloud), request, check_mode=False)["changed"] is False
+
+
+def test_a_conflict_that_is_not_our_own_write_still_fails(cloud, ca):
+    """Someone else's certificate under the name: the 409 is real, the upload is not taken for done."""
+    from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import settle_lost_write
+
+    client = client_for(cloud)
+    client.create_or_update_certificate("fleet-root", root_pem(ca), is_verified=False)
+    with pytest.raises(ApiError) as conflict:
+        settle_lost_write(
+            lambda: client.create_or_update_certificate("fleet-root", root_pem(ca), is_verified=True),
+            lambda: client.get_certificate("fleet-root"),
+            lambda record: record["properties"]["isVerified"],
+        )
+    assert conflict.value.status == 409

@@ -81,13 +81,103 @@ def test_passphrase_encrypts_keys_and_wrong_passphrase_is_refused(tmp_path):
     assert {p.name: p.read_bytes() for p in path.iterdir()} == snapshot
 
 
-def test_passphrase_added_later_encrypts_the_same_keys(ca_dir):
-    root_cert = (ca_dir / "root.cert.pem").read_bytes()
-    result = ensure_ca(ca_request(ca_dir, passphrase="pw"), check_mode=False, now=NOW)
-    assert result["actions"] == ["encrypt root key with the passphrase", "encrypt intermediate key with the passphrase"]
-    assert (ca_dir / "root.cert.pem").read_bytes() == root_cert
+def test_a_passphrase_added_later_is_refused_until_reencrypt_is_asked_for(ca_dir):
+    files = {p.name: p.read_bytes() for p in ca_dir.iterdir() if p.is_file()}
+    with pytest.raises(PkiError) as refused:
+        ensure_ca(ca_request(ca_dir, passphrase="pw"), check_mode=False, now=NOW)
+    assert str(refused.value).startswith("passphrase: ")
+    assert "is not encrypted" in str(refused.value) and "reencrypt=true" in str(refused.value)
+    assert {p.name: p.read_bytes() for p in ca_dir.iterdir() if p.is_file()} == files
+    assert not (ca_dir / "retired").exists()
+
+    result = ensure_ca(ca_request(ca_dir, passphrase="pw", reencrypt=True), check_mode=False, now=NOW)
+    assert [a.split(" (")[0] for a in result["actions"]] == [
+        "encrypt the root key with the passphrase",
+        "encrypt the intermediate key with the passphrase",
+    ]
+    # Same keys and certificates, now encrypted; the unencrypted files kept aside (0600, directory 0700).
+    assert (ca_dir / "root.cert.pem").read_bytes() == files["root.cert.pem"]
+    backup = ca_dir / "retired" / "20261126T120000Z"
+    assert result["retired_path"] == str(backup)
+    for key in ("root.key.pem", "intermediate.key.pem"):
+        assert (backup / key).read_bytes() == files[key]
+        assert os.stat(backup / key).st_mode & 0o777 == 0o600
+        assert b"ENCRYPTED" in (ca_dir / key).read_bytes()
+    assert os.stat(backup).st_mode & 0o777 == 0o700
     load_ca(str(ca_dir), passphrase="pw")
+    # Idempotent, with reencrypt left on as well.
     assert ensure_ca(ca_request(ca_dir, passphrase="pw"), check_mode=False, now=NOW)["changed"] is False
+    assert ensure_ca(ca_request(ca_dir, passphrase="pw", reencrypt=True), check_mode=False, now=NOW)["changed"] is False
+
+
+def test_reencrypt_changes_or_removes_the_passphrase_with_the_previous_one(ca_dir):
+    ensure_ca(ca_request(ca_dir, passphrase="old", reencrypt=True), check_mode=False, now=NOW)
+    with pytest.raises(PkiPassphraseError, match="cannot decrypt"):
+        ensure_ca(ca_request(ca_dir, passphrase="new"), check_mode=False, now=NOW)
+    with pytest.raises(PkiError, match="previous_passphrase: only used with reencrypt=true"):
+        ensure_ca(ca_request(ca_dir, passphrase="new", previous_passphrase="old"), check_mode=False, now=NOW)
+    later = NOW + datetime.timedelta(hours=1)
+    changed = ensure_ca(
+        ca_request(ca_dir, passphrase="new", previous_passphrase="old", reencrypt=True), check_mode=False, now=later
+    )
+    assert changed["changed"] is True
+    load_ca(str(ca_dir), passphrase="new")
+    backup = ca_dir / "retired" / "20261126T130000Z"
+    load_ca_from_backup = (backup / "root.key.pem").read_bytes()
+    assert b"ENCRYPTED" in load_ca_from_backup
+    # previous_passphrase no longer opens the keys: the run after goes on with the new passphrase alone.
+    assert (
+        ensure_ca(
+            ca_request(ca_dir, passphrase="new", previous_passphrase="old", reencrypt=True),
+            check_mode=False,
+            now=later,
+        )["changed"]
+        is False
+    )
+    plain = ensure_ca(
+        ca_request(ca_dir, passphrase=None, previous_passphrase="new", reencrypt=True),
+        check_mode=False,
+        now=later + datetime.timedelta(hours=1),
+    )
+    assert plain["actions"][0].startswith("store the root key without encryption")
+    load_ca(str(ca_dir), passphrase=None)
+
+
+@pytest.mark.parametrize("passphrase", [["pw"], 1234, {"a": "b"}])
+def test_a_passphrase_that_is_not_text_is_refused_before_anything_changes(ca_dir, passphrase):
+    files = {p.name: p.read_bytes() for p in ca_dir.iterdir() if p.is_file()}
+    with pytest.raises(PkiError, match=r"^passphrase: must be a string, got a (list|int|dict)"):
+        ensure_ca(ca_request(ca_dir, passphrase=passphrase, reencrypt=True), check_mode=False, now=NOW)
+    assert {p.name: p.read_bytes() for p in ca_dir.iterdir() if p.is_file()} == files
+
+
+def test_temporaries_an_interrupted_run_left_are_removed(ca_dir):
+    leftover = ca_dir / ".tmp-abc123"
+    leftover.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    predicted = ensure_ca(ca_request(ca_dir), check_mode=True, now=NOW)
+    assert predicted["changed"] is True and leftover.exists()
+    result = ensure_ca(ca_request(ca_dir), check_mode=False, now=NOW)
+    assert result["actions"] == ["remove 1 temporary file(s) an interrupted run left"]
+    assert not leftover.exists()
+    assert ensure_ca(ca_request(ca_dir), check_mode=False, now=NOW)["changed"] is False
+
+
+def test_two_runs_started_together_create_one_ca(tmp_path):
+    """Each run holds the directory lock from its first read to its last write: the second finds the first's CA."""
+    import multiprocessing
+
+    path = tmp_path / "ca"
+    context = multiprocessing.get_context("fork")
+    with context.Pool(4) as pool:
+        results = pool.starmap(_create_ca, [(str(path),)] * 4)
+    assert sorted(changed for changed, _thumbprint in results) == [False, False, False, True]
+    assert len({thumbprint for _changed, thumbprint in results}) == 1
+    assert not (path / "retired").exists()
+
+
+def _create_ca(path: str):
+    result = ensure_ca(ca_request(path), check_mode=False, now=NOW)
+    return result["changed"], result["root"]["thumbprint_sha256"]
 
 
 def test_not_after_cap_reissues_a_ca_that_ends_later(ca_dir):
@@ -163,6 +253,6 @@ def test_bad_input_names_the_field(tmp_path, overrides, message):
 
 def test_absent_removes_the_ca_files(ca_dir):
     result = ensure_ca(ca_request(ca_dir, state="absent"), check_mode=False, now=NOW)
-    assert result["changed"] is True
+    assert result["changed"] is True  # the lock file goes with the CA files
     assert sorted(p.name for p in ca_dir.iterdir()) == []
     assert ensure_ca(ca_request(ca_dir, state="absent"), check_mode=False, now=NOW)["changed"] is False

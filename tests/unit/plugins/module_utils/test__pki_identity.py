@@ -302,3 +302,32 @@ def test_failure_half_way_leaves_no_half_written_identity(ca_dir, tmp_path, monk
     leaf = x509.load_pem_x509_certificate((out / "gw-01/identity.cert.pem").read_bytes())
     chain = x509.load_pem_x509_certificates((out / "gw-01/identity.full-chain.cert.pem").read_bytes())
     assert chain[0] == leaf and leaf.public_key().curve.name == "secp384r1"
+
+
+def test_a_batch_killed_mid_write_leaves_nothing_the_next_run_keeps(ca_dir, tmp_path):
+    """Staged files and directories of an interrupted run may hold a private key: the next run removes them."""
+    out = tmp_path / "ids"
+    run(ca_dir, out)
+    staged_dir = out / ".tmp-k1ll3d"
+    staged_dir.mkdir()
+    (staged_dir / "identity.key.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    staged_file = out / "gw-02" / ".tmp-x9"
+    staged_file.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    before = snapshot(out)
+
+    predicted = run(ca_dir, out, check_mode=True)
+    assert predicted["changed"] is True
+    assert predicted["temporaries_removed"] == [str(staged_dir), str(staged_file)]
+    assert snapshot(out) == before
+
+    result = run(ca_dir, out)
+    assert result["changed"] is True and result["summary"]["unchanged"] == 3
+    assert not staged_dir.exists() and not staged_file.exists()
+    assert run(ca_dir, out)["changed"] is False
+
+
+def test_a_refused_batch_creates_no_directory(ca_dir, tmp_path):
+    out = tmp_path / "ids"
+    with pytest.raises(PkiError, match="is not a directory"):
+        run(ca_dir / "missing-ca", out)
+    assert not out.exists()

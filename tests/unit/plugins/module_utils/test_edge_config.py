@@ -21,6 +21,7 @@ import yaml
 from ansible_collections.edgefleet.iotedge.plugins.module_utils import _edge_config
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._edge_config import (
     HEADER,
+    SETTING_VARIABLES,
     SETTINGS,
     EdgeConfigError,
     EdgeConfigLibraryError,
@@ -512,7 +513,24 @@ def test_same_settings_same_bytes_whatever_the_key_order(settings):
 @pytest.mark.parametrize(
     ("settings", "variable", "words"),
     [
-        ({**BASE, "registration_id": "Edge-01"}, "registration_id", "Use 'edge-01'"),
+        ({**BASE, "registration_id": "Edge-01"}, "registration_id", "use 'edge-01'"),
+        # '$' matches before a trailing newline: every pattern must match the whole value.
+        ({**BASE, "registration_id": "edge-01\n"}, "registration_id", "line breaks"),
+        ({**BASE, "iotedge_hostname": "edge-01\n"}, "iotedge_hostname", "not a DNS host name"),
+        ({**BASE, "dps_id_scope": "0ne00C0FFEE\n"}, "dps_id_scope", "not a DPS ID scope"),
+        ({**BASE, "iotedge_agent_image": "mcr.microsoft.com/azureiotedge-agent:1.5\n"}, "iotedge_agent_image", "image"),
+        (
+            {**BASE, "dps_global_endpoint": "https://global.azure-devices-provisioning.net\n"},
+            "dps_global_endpoint",
+            "whitespace",
+        ),
+        (
+            {**BASE, "iotedge_identity_cert_path": "/var/aziot/certs/device-id.pem\n"},
+            "iotedge_identity_cert_path",
+            "control",
+        ),
+        ({**PKCS11, "iotedge_pkcs11_lib_path": "/usr/lib/libp.so\n"}, "iotedge_pkcs11_lib_path", "control"),
+        ({**EST, "iotedge_est_url": "https://est.example.com\n"}, "iotedge_est_url", "whitespace"),
         ({**BASE, "registration_id": 'edge"01'}, "registration_id", "not valid for DPS"),
         ({**BASE, "registration_id": "edge\n01"}, "registration_id", "not valid for DPS"),
         ({**BASE, "registration_id": 'edge"]\n[provisioning]\nsource = "manual'}, "registration_id", "not valid"),
@@ -581,12 +599,14 @@ def test_same_settings_same_bytes_whatever_the_key_order(settings):
 def test_bad_settings_name_the_variable_to_change(settings, variable, words):
     error = failure(settings)
     assert error.setting == variable
-    assert error.variable == f"edgefleet_{variable}"
+    # The derived identity paths are named by the directory variables the user sets.
+    expected = SETTING_VARIABLES.get(variable, f"edgefleet_{variable}")
+    assert error.variable == expected
     message = str(error)
-    assert message.startswith(f"edgefleet_{variable}: ")
+    assert message.startswith(f"{expected}: ")
     assert words in message
     # "<problem>. <how to fix>"
-    assert ". " in message[len(variable) + 12 :]
+    assert ". " in message[len(expected) + 2 :]
 
 
 def test_an_unknown_setting_lists_the_others_too():

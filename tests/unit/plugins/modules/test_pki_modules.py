@@ -95,3 +95,25 @@ def test_verification_cert_module(tmp_path, ca_path):
         passphrase="module-secret",
     )
     assert result["changed"] is True and result["certificate"]["subject"] == "CN=ABC123"
+
+
+@pytest.mark.parametrize(
+    ("module", "option", "args"),
+    [
+        ("pki_ca", "passphrase", {}),
+        ("pki_ca", "previous_passphrase", {"reencrypt": True}),
+        ("pki_identity", "passphrase", {"devices": ["gw-1"]}),
+        ("pki_verification_cert", "passphrase", {"verification_code": "ABC123"}),
+    ],
+)
+def test_a_secret_that_is_not_text_fails_and_changes_nothing(tmp_path, ca_path, module, option, args):
+    """Ansible would turn ['module-secret'] into the text "['module-secret']" and re-key the CA with it."""
+    files = {p.name: p.read_bytes() for p in ca_path.iterdir() if p.is_file()}
+    paths = {"pki_ca": {"path": str(ca_path)}, "pki_identity": {"ca_path": str(ca_path), "path": str(tmp_path / "i")}}
+    paths["pki_verification_cert"] = {"ca_path": str(ca_path), "path": str(tmp_path / "proof.pem")}
+    result = run_module(module, tmp_path, **paths[module], **args, **{option: ["module-secret"]})
+    assert result["failed"] is True
+    assert result["msg"].startswith(f"{option}: must be a string, got a list.")
+    assert "module-secret" not in json.dumps(result)
+    assert {p.name: p.read_bytes() for p in ca_path.iterdir() if p.is_file()} == files
+    assert not (tmp_path / "i").exists() and not (tmp_path / "proof.pem").exists()
