@@ -15,7 +15,7 @@ from lab.cloud.http import Request, Response, ServiceError
 from lab.cloud.runtime import LabRuntime
 
 PREFIX = "/_emulator"
-REPORT_PATH = re.compile(r"^/_emulator/iothub/twins/(?P<device>[^/]+)(?:/modules/(?P<module>[^/]+))?/?$")
+REPORT_PATH = re.compile(r"/_emulator/iothub/twins/(?P<device>[^/]+)(?:/modules/(?P<module>[^/]+))?/?")
 
 
 def _error(status: int, message: str) -> Response:
@@ -55,7 +55,7 @@ class ControlPlane:
             return self._faults(method, body)
         if path == f"{PREFIX}/clock" and method == "POST":
             return self._clock(body)
-        found = REPORT_PATH.match(request.path)
+        found = REPORT_PATH.fullmatch(request.path)
         if found and method == "PATCH":
             return self._report(request, body, found.group("device"), found.group("module"), default_hub_host)
         if found and method == "GET":

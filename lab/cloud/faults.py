@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SUPPORTED_STATUSES = (429, 500, 502, 503, 504)
+# The fields a rule may have: anything else (a misspelt or a made-up field) is refused, never ignored.
+RULE_FIELDS = frozenset(("match", "count", "action", "rate"))
+MATCH_FIELDS = frozenset(("service", "method", "path", "operation"))
+ACTION_FIELDS = frozenset(("status", "retryAfter", "delay", "drop", "afterProcessing"))
 
 
 class FaultSpecError(ValueError):
@@ -79,6 +83,18 @@ class FaultInjector:
         action = spec.get("action") or {}
         if not isinstance(match, dict) or not isinstance(action, dict):
             raise FaultSpecError("'match' and 'action' must be JSON objects")
+        for where, given, known in (
+            ("", spec, RULE_FIELDS),
+            ("match.", match, MATCH_FIELDS),
+            ("action.", action, ACTION_FIELDS),
+        ):
+            unknown = sorted(set(given) - known)
+            if unknown:
+                raise FaultSpecError(
+                    f"unknown field(s) {', '.join(repr(where + name) for name in unknown)}; a rule has "
+                    f"{', '.join(sorted(known))}"
+                    + (" ('rate' is the share of matching requests hit)" if "probability" in unknown else "")
+                )
         count = spec.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise FaultSpecError("'count' must be a positive integer")

@@ -88,7 +88,7 @@ class Route:
 
     def __post_init__(self) -> None:
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", self.template)
-        object.__setattr__(self, "pattern", re.compile(f"^{regex}/?$", re.IGNORECASE))
+        object.__setattr__(self, "pattern", re.compile(f"{regex}/?", re.IGNORECASE))
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class Router:
         """A match, or the list of methods the path allows (empty when the path is unknown)."""
         allowed: list[str] = []
         for route in self.routes:
-            found = route.pattern.match(path)
+            found = route.pattern.fullmatch(path)
             if not found:
                 continue
             if route.method == method:

@@ -145,3 +145,33 @@ def test_cli_writes_info_and_stops_on_sigterm(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    ("rule", "words"),
+    [
+        ({"action": {"status": 503}, "probability": 0.5}, "'probability'"),
+        ({"match": {"operaton": "X"}, "action": {"status": 503}}, "'match.operaton'"),
+        ({"action": {"status": 503, "retry_after": 2}}, "'action.retry_after'"),
+    ],
+)
+def test_a_fault_field_the_rule_does_not_have_is_refused_not_ignored(kit, control, rule, words):
+    status, _headers, body = control.request("POST", "/_emulator/faults", rule)
+    assert status == 400 and words in json.dumps(body)
+    assert control.request("GET", "/_emulator/faults")[2] == []
+
+
+def test_a_fault_rate_hits_exactly_that_share_of_matching_requests(kit, control):
+    rule = {"match": {"operation": "IndividualEnrollment_Get"}, "count": 100, "action": {"status": 503}, "rate": 0.25}
+    assert control.request("POST", "/_emulator/faults", rule)[0] == 201
+    dps = kit.https(kit.cloud.dps_port)
+    statuses = [dps.request("GET", f"/enrollments/x?{API}", headers=kit.dps_auth())[0] for _attempt in range(8)]
+    assert statuses.count(503) == 2 and statuses.count(404) == 6
+
+
+def test_device_registration_refuses_an_id_with_a_trailing_newline(kit):
+    """'$' matches before a trailing newline; DPS's rule is applied to the whole id."""
+    from lab.cloud.dps.errors import DpsError
+
+    with pytest.raises(DpsError, match="is invalid"):
+        kit.cloud.dps.register(kit.cloud.id_scope, "edge-01\n", {"registrationId": "edge-01\n"}, [])

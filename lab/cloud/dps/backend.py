@@ -18,6 +18,7 @@ from lab.cloud.dps.errors import ArmError, DpsError
 from lab.cloud.dps.models import (
     GROUP,
     INDIVIDUAL,
+    REGISTRATION_ID,
     CaCertificate,
     Enrollment,
     Operation,
@@ -264,6 +265,11 @@ class DpsBackend:
         self._check_scope(id_scope)
         if not isinstance(body, dict) or body.get("registrationId") != registration_id:
             raise DpsError.bad_request("'registrationId' in the body must equal the registration id in the URL.")
+        if not REGISTRATION_ID.fullmatch(registration_id):
+            raise DpsError.bad_request(
+                f"registration id {registration_id!r} is invalid: use alphanumerics and - . _ : "
+                "(at most 128, ending alphanumeric or -)."
+            )
         result = self._authenticate(registration_id, chain)
         record = self._assign(result, body.get("payload"))
         operation = Operation(

@@ -27,7 +27,8 @@ INDIVIDUAL = "enrollment"
 GROUP = "enrollmentGroup"
 
 # Registration ids: alphanumerics and - . _ : ; at most 128; ends with an alphanumeric or '-' (protocols.md 1.7).
-REGISTRATION_ID = re.compile(r"^[A-Za-z0-9\-._:]{0,127}[A-Za-z0-9\-]$")
+# fullmatch everywhere: '$' would also match before a trailing newline.
+REGISTRATION_ID = re.compile(r"[A-Za-z0-9\-._:]{0,127}[A-Za-z0-9\-]")
 ALLOCATION_POLICIES = ("hashed", "geoLatency", "static", "custom")
 ATTESTATION_TYPES = ("x509", "symmetricKey", "tpm")
 
@@ -334,7 +335,7 @@ def parse_enrollment(
         raise DpsError.bad_request(f"'{id_field}' is required.")
     if record_id is not None and body_id.lower() != record_id.lower():
         raise DpsError.bad_request(f"'{id_field}' in the body ('{body_id}') differs from the URL ('{record_id}').")
-    if not REGISTRATION_ID.match(body_id):
+    if not REGISTRATION_ID.fullmatch(body_id):
         raise DpsError.bad_request(
             f"'{id_field}' '{body_id}' is invalid: use alphanumerics and - . _ : "
             "(at most 128, ending alphanumeric or -)."

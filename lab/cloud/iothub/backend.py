@@ -27,8 +27,9 @@ from lab.cloud.iothub.query import QueryError, compile_condition, compile_select
 from lab.cloud.x509 import common_name, sha1_thumbprint, sha256_thumbprint
 
 AUTH_TYPES = ("sas", "selfSigned", "certificateAuthority", "none")
-CONFIGURATION_ID = re.compile(r'^[^&^\[\]{}\\|"<>/]{1,128}$')
-THUMBPRINT = re.compile(r"^(?:[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})$")
+# fullmatch everywhere: '$' would also match before a trailing newline.
+CONFIGURATION_ID = re.compile(r'[^&^\[\]{}\\|"<>/\x00-\x1f]{1,128}')
+THUMBPRINT = re.compile(r"[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64}")
 DEFAULT_PAGE_SIZE = 100
 
 
@@ -106,12 +107,12 @@ class IotHubBackend:
         if auth_type == "selfSigned":
             given = value.get("x509Thumbprint") or {}
             primary = given.get("primaryThumbprint")
-            if not primary or not THUMBPRINT.match(primary):
+            if not primary or not THUMBPRINT.fullmatch(primary):
                 raise IotHubError.argument_invalid(
                     f"'{where}.x509Thumbprint.primaryThumbprint' must be SHA-1 or SHA-256 hex"
                 )
             secondary = given.get("secondaryThumbprint")
-            if secondary and not THUMBPRINT.match(secondary):
+            if secondary and not THUMBPRINT.fullmatch(secondary):
                 raise IotHubError.argument_invalid(f"'{where}.x509Thumbprint.secondaryThumbprint' must be hex")
             thumbprints = {
                 "primaryThumbprint": primary.upper(),
@@ -360,7 +361,7 @@ class IotHubBackend:
         """Create or update; content is immutable after creation, as in the real hub. Returns (record, created)."""
         if not isinstance(body, dict):
             raise IotHubError.argument_invalid("The configuration body must be a JSON object")
-        if not CONFIGURATION_ID.match(configuration_id):
+        if not CONFIGURATION_ID.fullmatch(configuration_id):
             raise IotHubError.argument_invalid('Configuration id: at most 128 chars, none of & ^ [ ] { } \\ | " < > /')
         if body.get("id") not in (None, configuration_id):
             raise IotHubError.argument_invalid("'id' in the body differs from the URL")

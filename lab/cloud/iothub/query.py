@@ -139,12 +139,12 @@ def compile_condition(text: str) -> Predicate:
     return _Parser(text).parse()
 
 
-SELECT = re.compile(r"^\s*SELECT\s+\*\s+FROM\s+(devices(?:\.modules)?)\s*(?:WHERE\s+(.+))?$", re.IGNORECASE | re.DOTALL)
+SELECT = re.compile(r"\s*SELECT\s+\*\s+FROM\s+(devices(?:\.modules)?)\s*(?:WHERE\s+(.+))?", re.IGNORECASE | re.DOTALL)
 
 
 def compile_select(text: str) -> tuple[str, Predicate]:
     """``(collection, predicate)`` for ``SELECT * FROM devices|devices.modules [WHERE ...]``."""
-    found = SELECT.match(text or "")
+    found = SELECT.fullmatch(text or "")
     if not found:
         raise QueryError("only 'SELECT * FROM devices' or 'devices.modules' [WHERE ...] is supported")
     return found.group(1).lower(), compile_condition(found.group(2) or "")

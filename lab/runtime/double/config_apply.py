@@ -258,7 +258,7 @@ def toml_document(tables: list[tuple[str | None, dict]]) -> str:
 
 
 def toml_key(key: str) -> str:
-    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else toml_value(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_value(key)
 
 
 def service_files(settings: Settings, uids: dict[str, int]) -> dict[str, str]:
