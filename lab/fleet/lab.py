@@ -322,7 +322,7 @@ class Lab:
             "edgefleet_dps_resource_id": cloud["dps"]["management_resource_id"],
             "edgefleet_dps_management_token": cloud["dps"]["management_token"],
             "edgefleet_iothub_connection_string": cloud["iothub"]["connection_string"],
-            "edgefleet_iothub_hostname": cloud["iothub"]["host_name"],
+            "lab_iothub_hostname": cloud["iothub"]["host_name"],
             "edgefleet_ca_bundle": cloud["ca_bundle"],
             # The runtime double's packages from the lab's flat repository, instead of packages.microsoft.com.
             "edgefleet_iotedge_apt_uri": apt_url,

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from lab_hosts import Fleet, lab
 
 from lab.cloud import CloudLab
 from lab.fleet.podman import CONTAINERS_CONF
@@ -159,3 +160,19 @@ def podman(tmp_path):
         return subprocess.run(["podman", *args], capture_output=True, text=True, check=check, env=env).stdout
 
     return run
+
+
+@pytest.fixture
+def fleet_factory(tmp_path, podman):
+    """Start labs of N hosts (the lab command, the tests' ports); each is removed when the test ends."""
+    fleets = []
+
+    def start(hosts: int) -> Fleet:
+        fleet = Fleet(tmp_path / f"lab{len(fleets)}", hosts, podman)
+        fleets.append(fleet)
+        fleet.up()
+        return fleet
+
+    yield start
+    for fleet in fleets:
+        lab(fleet.state_dir, "down")

@@ -6,115 +6,26 @@ and modes on the hosts through podman, and what the DPS and IoT Hub emulators re
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
-import shlex
-import ssl
 import time
-import urllib.request
-from pathlib import Path
 
-import pytest
-import yaml
-from lab_hosts import PORTS, lab
+from lab_hosts import CONTAINER_PREFIX, HOST_PATHS, PORTS, Fleet, lab, secrets_of, summary_rows
 
-CONTAINER_PREFIX = "edgefleet-test"
 PLAYBOOK = "playbooks/provision_edge.yml"
-# What a run must leave alone when it refuses an inventory.
-HOST_PATHS = [
-    "/etc/apt/sources.list.d/edgefleet-iotedge.list",
-    "/etc/aziot/config.toml",
-    "/etc/iotedge/config.yaml",
-    "/var/aziot",
-    "/var/iotedge",
-    "/usr/bin/iotedge",
-]
 
 
-class Fleet:
-    """A lab of N hosts started by the lab command, as the tests see it."""
-
-    def __init__(self, state_dir: Path, hosts: int, podman):
-        self.state_dir = state_dir
-        self.hosts = [f"edge-{n:02d}" for n in range(1, hosts + 1)]
-        self.podman = podman
-        self.inventory = state_dir / "inventory"
-
-    def up(self) -> None:
-        started = lab(
-            self.state_dir, "up", "--hosts", str(len(self.hosts)), "--container-prefix", CONTAINER_PREFIX, *PORTS
-        )
-        assert started.returncode == 0, started.stderr
-        self.group_vars = yaml.safe_load((self.inventory / "group_vars/all.yml").read_text())
-        cloud = json.loads((self.state_dir / "cloud/cloud.json").read_text())
-        self.control_url = cloud["control_url"]
-        self._tls = ssl.create_default_context(cafile=cloud["ca_bundle"])
-
-    def state(self) -> dict:
-        with urllib.request.urlopen(f"{self.control_url}/state", context=self._tls, timeout=30) as response:
-            state = json.load(response)
-        return {"dps": {k: v for k, v in state["dps"].items() if k != "operations"}, "iothubs": state["iothubs"]}
-
-    def container(self, host: str) -> str:
-        return f"{CONTAINER_PREFIX}-{host}"
-
-    def sh(self, host: str, command: str, check: bool = True) -> str:
-        return self.podman("exec", self.container(host), "sh", "-c", command, check=check)
-
-    def existing(self, host: str, paths: list[str]) -> list[str]:
-        tests = " ; ".join(f"[ -e {shlex.quote(p)} ] && echo {shlex.quote(p)}" for p in paths)
-        return self.sh(host, tests + " ; true").split()
-
-    def stat(self, host: str, path: str) -> str:
-        """owner:group mode, as `stat` prints them."""
-        return self.sh(host, f"stat -c '%U:%G %a' {shlex.quote(path)}").strip()
-
-
-@pytest.fixture
-def fleet_factory(tmp_path, podman):
-    fleets = []
-
-    def start(hosts: int) -> Fleet:
-        fleet = Fleet(tmp_path / f"lab{len(fleets)}", hosts, podman)
-        fleets.append(fleet)
-        fleet.up()
-        return fleet
-
-    yield start
-    for fleet in fleets:
-        lab(fleet.state_dir, "down")
-
-
-def summary_rows(output: str) -> dict[str, list[str]]:
-    """The last fleet summary's rows by host, cut at the header's column offsets: id, DPS status, hub, edgeAgent."""
-    lines = output.splitlines()
-    header_at = max(i for i, line in enumerate(lines) if "REGISTRATION ID" in line and "EDGEAGENT" in line)
-    header = lines[header_at]
-    offsets = [header.index(name) for name in ("HOST", "REGISTRATION ID", "DPS", "HUB", "EDGEAGENT")] + [None]
-    rows = {}
-    for line in lines[header_at + 1 :]:
-        if not line.strip() or len(line) - len(line.lstrip()) != offsets[0]:
-            break
-        cells = [line[start:end].strip() for start, end in itertools.pairwise(offsets)]
-        rows[cells[0]] = cells[1:]
-    return rows
-
-
-def secrets_of(fleet: Fleet) -> list[str]:
-    """The lab's keys and token, and every line of the fleet's private keys."""
-    keys = [
-        re.search(r"SharedAccessKey=([^;]+)", fleet.group_vars[name]).group(1)
-        for name in ("edgefleet_dps_connection_string", "edgefleet_iothub_connection_string")
-    ]
-    key_lines = [
-        line
-        for path in Path(fleet.group_vars["edgefleet_pki_dir"]).rglob("*.key.pem")
-        for line in path.read_text().splitlines()
-        if "-----" not in line
-    ]
-    return [*keys, fleet.group_vars["edgefleet_dps_management_token"], "PRIVATE KEY", *key_lines]
-
+EST = {"edgefleet_iotedge_identity_cert_method": "est", "edgefleet_iotedge_est_url": "https://est.example.com/est"}
+EST_AUTH = {"edgefleet_iotedge_est_username": "edge-01", "edgefleet_iotedge_est_password": "est-pa55word-never-shown"}
+EST_BOOTSTRAP = {"edgefleet_iotedge_est_bootstrap_key_path": "/etc/est/boot.key.pem"}
+PKCS11 = {
+    "edgefleet_iotedge_identity_key_method": "pkcs11",
+    "edgefleet_iotedge_identity_key_pkcs11_uri": "pkcs11:token=edge;object=id?pin-value=1234",
+    "edgefleet_iotedge_pkcs11_base_slot": "pkcs11:slot-id=0?pin-value=1234",
+}
+DEEP_TWIN: dict = {"leaf": 1}
+for _level in range(11):
+    DEEP_TWIN = {f"l{_level}": DEEP_TWIN}
 
 # Each: (case id, extra vars, text the failure must contain: the variable and the fix).
 BAD_INVENTORIES = [
@@ -183,6 +94,69 @@ BAD_INVENTORIES = [
         {"edgefleet_generation": "1.1", "edgefleet_pki_ca_valid_days": 5000},
         ["edgefleet_pki_ca_not_after", "2038", "edgefleet_pki_ca_valid_days"],
     ),
+    # A value ending in a line break, for every string variable that reaches a file, a command line or DPS: '$'
+    # matched before a trailing newline, so each of these used to pass its check.
+    *(
+        (f"trailing-newline-{name[len('edgefleet_') :]}", {**context, name: value + "\n"}, [name])
+        for name, value, context in [
+            ("edgefleet_registration_id", "edge-01", {}),
+            ("edgefleet_dps_id_scope", "0ne00C0FFEE", {}),
+            ("edgefleet_dps_global_endpoint", "https://127.0.0.1:19544/", {}),
+            ("edgefleet_iotedge_hostname", "edge-01", {}),
+            ("edgefleet_iotedge_agent_image", "mcr.microsoft.com/azureiotedge-agent:1.5", {}),
+            ("edgefleet_iotedge_trust_bundle_cert_path", "/etc/aziot/trust-bundle.pem", {}),
+            ("edgefleet_iotedge_cert_dir", "/var/aziot/certs", {}),
+            ("edgefleet_iotedge_secrets_dir", "/var/aziot/secrets", {}),
+            ("edgefleet_iotedge_est_url", "https://est.example.com/.well-known/est", EST),
+            ("edgefleet_iotedge_est_bootstrap_cert_path", "/etc/est/boot.pem", {**EST, **EST_BOOTSTRAP}),
+            ("edgefleet_iotedge_pkcs11_lib_path", "/usr/lib/softhsm/libsofthsm2.so", PKCS11),
+            ("edgefleet_iotedge_apt_uri", "http://127.0.0.1:19580/", {}),
+            ("edgefleet_iotedge_apt_suite", "./", {}),
+            ("edgefleet_iotedge_apt_signing_key_url", "https://packages.microsoft.com/keys/microsoft.asc", {}),
+            ("edgefleet_iotedge_version", "1.5.44-1", {"edgefleet_iotedge_identity_service_version": "1.5.6-1"}),
+            ("edgefleet_iotedge_identity_service_version", "1.5.6-1", {"edgefleet_iotedge_version": "1.5.44-1"}),
+            ("edgefleet_iotedge_container_engine_package", "moby-engine", {}),
+            ("edgefleet_dps_enrollment_group_id", "edgefleet", {"edgefleet_dps_enrollment_type": "group"}),
+            ("edgefleet_dps_ca_certificate_name", "edgefleet-root", {}),
+            ("edgefleet_pki_root_common_name", "edgefleet Root CA", {}),
+            ("edgefleet_pki_ca_not_after", "2036-12-31", {}),
+        ]
+    ),
+    (
+        "apt-component-injected",
+        {"edgefleet_iotedge_apt_components": ["main\ndeb http://x"]},
+        ["edgefleet_iotedge_apt_components"],
+    ),
+    (
+        "twin-tag-key-with-dollar",
+        {"edgefleet_dps_twin_tags": {"site": {"$ring": "canary"}}},
+        ["edgefleet_dps_twin_tags.site", "'$ring'"],
+    ),
+    ("twin-tag-key-with-dot", {"edgefleet_dps_twin_tags": {"floor.2": 1}}, ["edgefleet_dps_twin_tags", "'floor.2'"]),
+    ("twin-tags-too-deep", {"edgefleet_dps_twin_tags": DEEP_TWIN}, ["edgefleet_dps_twin_tags", "10 levels"]),
+    # Wrong types: errors, never conversions (a list would become the CA passphrase "['...']").
+    ("passphrase-a-list", {"edgefleet_pki_passphrase": ["s3cret-pass"]}, ["edgefleet_pki_passphrase", "got a list"]),
+    ("wait-timeout-not-a-number", {"edgefleet_iotedge_wait_timeout": "soon"}, ["edgefleet_iotedge_wait_timeout"]),
+    (
+        "check-ignore-not-a-list",
+        {"edgefleet_iotedge_check_ignore": "aziot-edge-version"},
+        ["edgefleet_iotedge_check_ignore", "list"],
+    ),
+    ("version-a-number", {"edgefleet_iotedge_version": 1.5}, ["edgefleet_iotedge_version", "Quote"]),
+    ("twin-tags-a-string", {"edgefleet_dps_twin_tags": "environment=test"}, ["edgefleet_dps_twin_tags", "dictionary"]),
+    # A connection string pasted into the ID scope is named by its kind, never echoed (secrets_of checks the key).
+    ("connection-string-as-id-scope", "scope-is-connection-string", ["edgefleet_dps_id_scope", "looks like a secret"]),
+    # Errors stay readable when the configuration holds credentials (the EST password is never printed).
+    (
+        "est-credentials-and-bad-hostname",
+        {**EST, **EST_AUTH, "edgefleet_iotedge_hostname": "edge 01"},
+        ["edgefleet_iotedge_hostname", "DNS host name"],
+    ),
+    (
+        "unknown-variable-with-fail",
+        {"edgefleet_iotedge_auto_reprovision_mode": "OnErrorOnly", "edgefleet_unknown_variables": "fail"},
+        ["edgefleet_iotedge_auto_reprovision_mode", "did you mean edgefleet_iotedge_auto_reprovisioning_mode"],
+    ),
 ]
 
 
@@ -196,6 +170,8 @@ def bad_vars(fleet: Fleet, spec) -> dict:
         }
     if spec == "unreachable":
         return {"edgefleet_dps_connection_string": re.sub(r"HostName=[^;]+", "HostName=127.0.0.1:9", connection)}
+    if spec == "scope-is-connection-string":
+        return {"edgefleet_dps_id_scope": connection}
     return spec
 
 
@@ -208,16 +184,17 @@ def test_bad_inventories_fail_early_naming_the_variable_and_change_nothing(fleet
         extra = {**bad_vars(fleet, spec), "edgefleet_pki_dir": str(tmp_path / "pki" / case)}
         run = ansible_playbook(PLAYBOOK, inventory=fleet.inventory, extra_vars=extra)
         missing = [text for text in expected if text not in run.output]
-        leaked = [secret for secret in secrets_of(fleet) if secret in run.output]
+        leaked = [secret for secret in [*secrets_of(fleet), "est-pa55word", "s3cret-pass"] if secret in run.output]
         if run.returncode == 0 or missing or leaked:
             failures[case] = {"rc": run.returncode, "missing": missing, "leaked": leaked, "output": run.output[-3000:]}
             continue
-        # Early: nothing reached DPS, IoT Hub or the hosts.
+        # Early: nothing reached DPS, IoT Hub, the controller's PKI or the hosts.
         assert fleet.state() == fresh, case
+        assert not (tmp_path / "pki" / case).exists(), case
         for host in fleet.hosts:
             assert fleet.existing(host, HOST_PATHS) == [], (case, host)
     assert failures == {}, json.dumps(failures, indent=1)
-    assert len(BAD_INVENTORIES) >= 15
+    assert len(BAD_INVENTORIES) >= 50
 
 
 def test_check_then_rollout_then_no_change_then_a_config_change(fleet_factory, ansible_playbook):
@@ -240,7 +217,7 @@ def test_check_then_rollout_then_no_change_then_a_config_change(fleet_factory, a
     run = ansible_playbook(PLAYBOOK, "-vvv", "--diff", inventory=fleet.inventory)
     assert run.returncode == 0, run.output
     assert [s for s in secrets_of(fleet) if s in run.output] == []
-    hub = fleet.group_vars["edgefleet_iothub_hostname"]
+    hub = fleet.group_vars["lab_iothub_hostname"]
     assert summary_rows(run.stdout) == {host: [host, "assigned", hub, "running"] for host in fleet.hosts}
 
     state = fleet.state()
@@ -314,7 +291,7 @@ def test_a_host_lost_mid_run_does_not_stop_the_others_and_a_rerun_completes_it(
     assert finished.returncode != 0
     lost = finished.recap("edge-02")
     assert lost["unreachable"] or lost["failed"]
-    hub = fleet.group_vars["edgefleet_iothub_hostname"]
+    hub = fleet.group_vars["lab_iothub_hostname"]
     rows = summary_rows(finished.stdout)
     assert rows["edge-01"] == ["edge-01", "assigned", hub, "running"]
     assert rows["edge-03"] == ["edge-03", "assigned", hub, "running"]

@@ -1,0 +1,566 @@
+# Copyright (c) edgefleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# PRIVATE to the edgefleet.iotedge collection. Do not use this from other collections:
+# it may change at any time.
+
+"""The collection's inventory variables, checked for one host before anything is written anywhere.
+
+`check_role` applies, for one role, what its argument spec says (types without conversion, choices, list elements,
+sub-options) and then the rules of the values themselves - the same functions the modules apply (registration ids,
+twins, DPS names, the runtime configuration's renderer), so a value that would fail later fails here first.
+`unknown_variables` names ``edgefleet_*`` variables that no role knows, with the closest known name.
+
+Errors read ``edgefleet_<variable>: <problem>. <fix>`` and never contain a secret's value, so they can always be
+shown. Nothing here imports AnsibleModule; the edgefleet.iotedge.validate_inventory action plugin calls it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import os
+import re
+
+from ansible.module_utils.parsing.convert_bool import BOOLEANS_FALSE, BOOLEANS_TRUE
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_certificate import CERTIFICATE_NAME_PATTERN
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import parse_connection_string
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_enrollment_group import (
+    enrollment_group_id_problem,
+)
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_management import dps_resource_id
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_records import (
+    validate_initial_twin,
+    validate_reprovision_policy,
+)
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._edge_config import (
+    EdgeConfigError,
+    EdgeConfigLibraryError,
+    render_edge_config,
+)
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub import parse_hub_connection_string
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
+    GENERATION_1_1_LIMIT,
+    UTCTIME_LIMIT,
+    PkiError,
+    common_name_problem,
+    format_time,
+    parse_time,
+    registration_id_problem,
+)
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
+
+PREFIX = "edgefleet_"
+ROLES = ("edge_pki", "dps_enrollment", "iotedge_install", "iotedge_provision")
+UNKNOWN_VARIABLE_MODES = ("warn", "fail", "ignore")
+# edgefleet_ names that are not role inputs: the playbook's own variables and the facts the roles publish.
+PLAYBOOK_VARIABLES = frozenset(("edgefleet_target", "edgefleet_unknown_variables"))
+PUBLISHED_FACTS = frozenset(
+    (
+        "edgefleet_identity",
+        "edgefleet_pki_root_cert_path",
+        "edgefleet_pki_ca_chain_path",
+        "edgefleet_enrollment",
+        "edgefleet_registration",
+        "edgefleet_runtime",
+    )
+)
+
+# Every pattern is applied with fullmatch: '$' would also match before a trailing newline.
+_APT_URI = re.compile(r"(?:https?|file)://[^\s\[\]\"'#]+")
+_APT_SUITE = re.compile(r"[A-Za-z0-9._/~+-]+")
+_APT_COMPONENT = re.compile(r"[A-Za-z0-9._-]+")
+_APT_VERSION = re.compile(r"[0-9][A-Za-z0-9.+~:-]*")
+_APT_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+_HTTP_URL = re.compile(r"https?://[^\s\"'<>\\]+")
+# Host paths the role writes to: absolute, no whitespace, quotes or backslash, no trailing slash.
+_HOST_DIRECTORY = re.compile(r"/[^\s\"'\\]*[^/\s\"'\\]")
+_HUB_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
+_CHECK_ID = re.compile(r"[A-Za-z0-9._-]+")
+_PLAIN_TEXT = re.compile(r"[^\s\"'\\/?#]+")
+
+
+# ---- argument specs, applied without conversion -------------------------------------------------------------
+
+
+def load_role_options(specs: dict) -> dict:
+    """All options of a role's argument specs (every entry point), by name."""
+    options: dict = {}
+    for entry_point in (specs or {}).get("argument_specs", {}).values():
+        options.update((entry_point or {}).get("options") or {})
+    return options
+
+
+def _type_problem(value, spec: dict, describe=shown):
+    """(problem, value as the role will use it). Strings are never made from lists or numbers, and back.
+
+    ``describe`` shows the value in the message (a secret's is described by its type only).
+    """
+    wanted = spec.get("type", "str")
+    if wanted in ("str", "path"):
+        if value is None:
+            return None, ""
+        if not isinstance(value, str):
+            return f"must be a string, got {type_name(value)}. Quote the value in YAML", value
+        return None, value
+    if wanted == "bool":
+        if isinstance(value, bool):
+            return None, value
+        # What Ansible itself reads as a boolean (yes/no, on/off, 1/0, ...), nothing else.
+        key = value.lower() if isinstance(value, str) else value
+        if isinstance(key, (str, int)) and key in BOOLEANS_TRUE | BOOLEANS_FALSE:
+            return None, key in BOOLEANS_TRUE
+        return f"must be true or false, got {describe(value)}", value
+    if wanted == "int":
+        if isinstance(value, bool):
+            return f"must be a whole number, got {describe(value)}", value
+        if isinstance(value, int):
+            return None, value
+        if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
+            return None, int(value)
+        return f"must be a whole number, got {describe(value)}", value
+    if wanted == "list":
+        if not isinstance(value, (list, tuple)):
+            return f"must be a list, got {describe(value)}. Use a YAML list", value
+        elements = spec.get("elements")
+        if elements:
+            for index, item in enumerate(value):
+                problem, _converted = _type_problem(item, {"type": elements}, describe)
+                if problem:
+                    return f"item {index} {problem}", value
+        return None, list(value)
+    if wanted == "dict":
+        if value is None:
+            return None, {}
+        if not isinstance(value, dict):
+            return f"must be a dictionary, got {type_name(value)}. Use a YAML mapping", value
+        return None, value
+    return None, value
+
+
+def check_options(options: dict, values: dict) -> tuple[list[str], dict]:
+    """Types, choices and sub-options of the values given; returns (errors, values as the role uses them)."""
+    errors, checked = [], {}
+    for name, spec in options.items():
+        if name not in values:
+            continue
+        value = values[name]
+        secret = bool(spec.get("no_log"))
+        problem, converted = _type_problem(value, spec, _type_only if secret else shown)
+        if problem:
+            errors.append(f"{name}: {problem}")
+            continue
+        choices = spec.get("choices")
+        if choices is not None and converted not in choices:
+            described = "the value given" if secret else shown(converted)
+            errors.append(f"{name}: {described} is not one of {', '.join(repr(c) for c in choices)}. Use one of them")
+            continue
+        sub_options = spec.get("options")
+        if sub_options and isinstance(converted, dict):
+            unknown = sorted(set(converted) - set(sub_options))
+            if unknown:
+                errors.append(
+                    f"{name}: unknown key(s) {', '.join(map(repr, unknown))}; the keys are {', '.join(sub_options)}"
+                )
+                continue
+            sub_errors, _sub = check_options(sub_options, converted)
+            errors.extend(f"{name}.{error}" for error in sub_errors)
+        checked[name] = converted
+    return errors, checked
+
+
+def _type_only(value) -> str:
+    return type_name(value)
+
+
+def type_name(value) -> str:
+    """What a user calls the type of a value (Ansible passes subclasses with internal names)."""
+    for kind, name in ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    if isinstance(value, dict):
+        return "a dictionary"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return "nothing (null)" if value is None else f"a {type(value).__name__}"
+
+
+# ---- the values' own rules ------------------------------------------------------------------------------------
+
+
+class _Rules:
+    """Collects ``variable: problem`` messages for the values of one host."""
+
+    def __init__(self, values: dict):
+        self.values = values
+        self.errors: list[str] = []
+
+    def get(self, name: str, default=None):
+        return self.values.get(name, default)
+
+    def fail(self, name: str, message: str) -> None:
+        self.errors.append(f"{name}: {message}")
+
+    def pattern(self, name: str, pattern: re.Pattern, fix: str, *, allow_empty: bool = True) -> None:
+        value = self.get(name)
+        if not isinstance(value, str) or (allow_empty and value == ""):
+            return
+        if not pattern.fullmatch(value):
+            self.fail(name, f"{shown(value)} {fix}")
+
+    def controller_path(self, name: str) -> None:
+        """A path on the controller: the modules join and create it; a control character would end up in a name."""
+        value = self.get(name)
+        if isinstance(value, str) and value and not value.isprintable():
+            self.fail(name, f"{shown(value)} has control characters (a line break, a tab...). Correct the path")
+
+    def registration_id(self) -> None:
+        name = "edgefleet_registration_id"
+        if name in self.values:
+            problem = registration_id_problem(self.values[name])
+            if problem:
+                self.fail(name, f'{problem}. The default is "{{{{ inventory_hostname | lower }}}}"')
+
+
+def _edge_pki_rules(rules: _Rules, now: datetime.datetime) -> None:
+    rules.registration_id()
+    for name in ("edgefleet_pki_dir", "edgefleet_pki_ca_dir", "edgefleet_pki_identity_dir"):
+        rules.controller_path(name)
+    for name in ("edgefleet_pki_root_common_name", "edgefleet_pki_intermediate_common_name"):
+        if name in rules.values:
+            problem = common_name_problem(rules.get(name))
+            if problem:
+                rules.fail(name, problem)
+    root_name = rules.get("edgefleet_pki_root_common_name")
+    if (
+        rules.get("edgefleet_pki_intermediate", True)
+        and root_name
+        and root_name == rules.get("edgefleet_pki_intermediate_common_name")
+    ):
+        rules.fail(
+            "edgefleet_pki_intermediate_common_name",
+            "is the same as edgefleet_pki_root_common_name. Give the intermediate a name of its own",
+        )
+    for name, minimum in (("edgefleet_pki_ca_valid_days", 1), ("edgefleet_pki_valid_days", 1)):
+        value = rules.get(name)
+        if isinstance(value, int) and value < minimum:
+            rules.fail(name, f"must be at least {minimum}, got {value}")
+    renew, valid = rules.get("edgefleet_pki_renew_before_days"), rules.get("edgefleet_pki_valid_days")
+    if isinstance(renew, int) and renew < 0:
+        rules.fail("edgefleet_pki_renew_before_days", f"must be 0 or more, got {renew}")
+    elif isinstance(renew, int) and isinstance(valid, int) and renew >= valid:
+        rules.fail(
+            "edgefleet_pki_renew_before_days",
+            f"{renew} is not below edgefleet_pki_valid_days ({valid}), so every run would renew every identity. "
+            "Lower it or raise edgefleet_pki_valid_days",
+        )
+    _ca_validity_rules(rules, now)
+    if rules.get("edgefleet_pki_previous_passphrase") and not rules.get("edgefleet_pki_reencrypt"):
+        rules.fail(
+            "edgefleet_pki_previous_passphrase",
+            "is only used with edgefleet_pki_reencrypt: true (to change the CA keys' passphrase). Set both, or "
+            "remove it",
+        )
+
+
+def _ca_validity_rules(rules: _Rules, now: datetime.datetime) -> None:
+    """A CA issued now must end where the generation can read it (pki_ca refuses it later otherwise)."""
+    not_after_text = rules.get("edgefleet_pki_ca_not_after")
+    cap = None
+    if isinstance(not_after_text, str) and not_after_text:
+        try:
+            cap = parse_time(not_after_text, field="edgefleet_pki_ca_not_after")
+        except PkiError as error:
+            rules.errors.append(str(error))
+            return
+        if cap <= now:
+            rules.fail("edgefleet_pki_ca_not_after", f"{not_after_text} is in the past. Give a date in the future")
+            return
+    days = rules.get("edgefleet_pki_ca_valid_days")
+    if not isinstance(days, int) or days < 1:
+        return
+    try:
+        end = now + datetime.timedelta(days=days)
+    except OverflowError:
+        end = UTCTIME_LIMIT + datetime.timedelta(days=1)
+    if cap is not None:
+        end = min(end, cap)
+    generation = rules.get("edgefleet_generation", "1.2+")
+    limit, why = (
+        (GENERATION_1_1_LIMIT, "on or after 2038-01-01, which IoT Edge 1.1 (libiothsm, 32-bit time) cannot use")
+        if generation == "1.1"
+        else (UTCTIME_LIMIT + datetime.timedelta(seconds=1), "after 2049-12-31, which IoT Edge rejects")
+    )
+    if end >= limit:
+        rules.fail(
+            "edgefleet_pki_ca_valid_days",
+            f"a CA issued now would expire on {format_time(end)}, {why} (edgefleet_generation is {generation}). "
+            "Set edgefleet_pki_ca_not_after (e.g. '2037-12-31') or lower edgefleet_pki_ca_valid_days",
+        )
+
+
+def _dps_enrollment_rules(rules: _Rules) -> None:
+    rules.registration_id()
+    for name in ("edgefleet_pki_dir", "edgefleet_pki_ca_dir", "edgefleet_pki_identity_dir", "edgefleet_ca_bundle"):
+        rules.controller_path(name)
+    bundle = rules.get("edgefleet_ca_bundle")
+    if isinstance(bundle, str) and bundle and bundle.isprintable() and not os.path.isfile(bundle):
+        rules.fail("edgefleet_ca_bundle", f"{shown(bundle)} is not a file on the controller. Point it at a PEM file")
+    connection = rules.get("edgefleet_dps_connection_string")
+    if "edgefleet_dps_connection_string" in rules.values and not connection:
+        rules.fail(
+            "edgefleet_dps_connection_string",
+            "is empty. Set it to a DPS shared access policy connection string "
+            "(HostName=<dps>.azure-devices-provisioning.net;SharedAccessKeyName=provisioningserviceowner;"
+            "SharedAccessKey=...), kept in ansible-vault (az iot dps policy show --dps-name <dps> "
+            "--resource-group <group> --policy-name provisioningserviceowner)",
+        )
+    elif isinstance(connection, str) and connection:
+        _connection_string(rules, "edgefleet_dps_connection_string", parse_connection_string)
+    hub_connection = rules.get("edgefleet_iothub_connection_string")
+    if isinstance(hub_connection, str) and hub_connection:
+        _connection_string(rules, "edgefleet_iothub_connection_string", parse_hub_connection_string)
+    if rules.get("edgefleet_dps_enrollment_type") == "group":
+        problem = enrollment_group_id_problem(rules.get("edgefleet_dps_enrollment_group_id"))
+        if problem:
+            rules.fail("edgefleet_dps_enrollment_group_id", problem)
+    rules.pattern(
+        "edgefleet_dps_ca_certificate_name",
+        CERTIFICATE_NAME_PATTERN,
+        "is not a DPS certificate name. Use letters, digits, '-', '.' and '_' (starting with a letter or digit)",
+        allow_empty=False,
+    )
+    twin = {
+        "tags": rules.get("edgefleet_dps_twin_tags") or {},
+        "desired_properties": rules.get("edgefleet_dps_twin_desired_properties") or {},
+    }
+    for part, name in (
+        ("tags", "edgefleet_dps_twin_tags"),
+        ("desired_properties", "edgefleet_dps_twin_desired_properties"),
+    ):
+        try:
+            validate_initial_twin({part: twin[part]}, name)
+        except ConfigurationError as error:
+            rules.errors.append(str(error).replace(f"{name}.{part}", name, 1))
+    policy = rules.get("edgefleet_dps_reprovision_policy")
+    if policy:
+        try:
+            validate_reprovision_policy(policy, "edgefleet_dps_reprovision_policy")
+        except ConfigurationError as error:
+            rules.errors.append(str(error))
+    for index, hub in enumerate(rules.get("edgefleet_dps_iot_hubs") or []):
+        if isinstance(hub, str) and not _HUB_HOST.fullmatch(hub):
+            rules.fail(
+                f"edgefleet_dps_iot_hubs[{index}]",
+                f"{shown(hub)} is not an IoT hub host name (myhub.azure-devices.net)",
+            )
+    _management_rules(rules)
+
+
+def _connection_string(rules: _Rules, name: str, parse) -> None:
+    try:
+        parse(rules.get(name), field=name)
+    except ConfigurationError as error:
+        rules.errors.append(str(error))  # the parsers never repeat the string
+
+
+def _management_rules(rules: _Rules) -> None:
+    """Where the fleet CA is uploaded (DPS's resource-manager API) and how the controller signs in."""
+    if not rules.get("edgefleet_dps_ca_proof_of_possession", True) and "edgefleet_dps_resource_id" not in rules.values:
+        return
+    url = rules.get("edgefleet_dps_management_url")
+    if isinstance(url, str) and (not url.startswith("https://") or not _HTTP_URL.fullmatch(url)):
+        rules.fail(
+            "edgefleet_dps_management_url",
+            f"{shown(url)} is not an https:// URL (the bearer token must not travel in clear text). "
+            "The default is https://management.azure.com",
+        )
+    parts = {
+        "edgefleet_dps_subscription_id": "subscription_id",
+        "edgefleet_dps_resource_group": "resource_group",
+        "edgefleet_dps_name": "dps_name",
+    }
+    resource_id = rules.get("edgefleet_dps_resource_id") or None
+    given = {option: rules.get(name) or None for name, option in parts.items()}
+    if not resource_id and not all(given.values()):
+        rules.fail(
+            "edgefleet_dps_resource_id",
+            "is empty, and the fleet CA must be uploaded to DPS and verified (group enrollments, and individual "
+            "enrollments of CA-signed certificates, authenticate through it). Set edgefleet_dps_resource_id "
+            "(az iot dps show --name <dps> --query id), or edgefleet_dps_subscription_id, "
+            "edgefleet_dps_resource_group and edgefleet_dps_name",
+        )
+        return
+    for name in parts:
+        rules.pattern(name, _PLAIN_TEXT, "must be a plain name, without spaces, '/', '?' or '#'")
+    try:
+        dps_resource_id(resource_id=resource_id, **({} if resource_id else given))
+    except ConfigurationError as error:
+        message = str(error)
+        for name, option in {**parts, "edgefleet_dps_resource_id": "resource_id"}.items():
+            if message.startswith(option + ":"):
+                message = name + message[len(option) :]
+        rules.errors.append(message)
+    credentials = ("edgefleet_azure_tenant_id", "edgefleet_azure_client_id", "edgefleet_azure_client_secret")
+    set_ = [name for name in credentials if rules.get(name)]
+    if set_ and len(set_) != len(credentials) and not rules.get("edgefleet_dps_management_token"):
+        missing = [name for name in credentials if name not in set_]
+        rules.fail(
+            missing[0],
+            f"is empty while {', '.join(set_)} is set: a service principal needs all three. Set "
+            f"{', '.join(missing)}, or leave all three empty to use DefaultAzureCredential",
+        )
+    for name in ("edgefleet_azure_tenant_id", "edgefleet_azure_client_id"):
+        rules.pattern(name, _PLAIN_TEXT, "has spaces or other characters an Entra ID tenant or client id cannot have")
+
+
+def _iotedge_install_rules(rules: _Rules) -> None:
+    rules.pattern(
+        "edgefleet_iotedge_apt_uri",
+        _APT_URI,
+        "is not one http(s):// or file:// URL (no spaces, quotes, brackets or line breaks). Use the repository's "
+        "URL, e.g. https://packages.microsoft.com/debian/12/prod",
+        allow_empty=False,
+    )
+    rules.pattern(
+        "edgefleet_iotedge_apt_suite",
+        _APT_SUITE,
+        "is not one apt suite word. Use e.g. bookworm, or ./ for a flat repository",
+        allow_empty=False,
+    )
+    components = rules.get("edgefleet_iotedge_apt_components")
+    suite = rules.get("edgefleet_iotedge_apt_suite")
+    if isinstance(components, list) and isinstance(suite, str):
+        # sources.list(5): a suite ending in '/' is a flat repository without components; any other needs one.
+        if suite.endswith("/") and components:
+            rules.fail(
+                "edgefleet_iotedge_apt_components",
+                f"must be empty for a flat repository (edgefleet_iotedge_apt_suite is {shown(suite)}). Use []",
+            )
+        elif not suite.endswith("/") and not components:
+            rules.fail(
+                "edgefleet_iotedge_apt_components",
+                "is empty, and a suite that is not a flat repository ('./') needs components. Give them, e.g. [main]",
+            )
+        for index, component in enumerate(components):
+            if isinstance(component, str) and not _APT_COMPONENT.fullmatch(component):
+                rules.fail(
+                    f"edgefleet_iotedge_apt_components[{index}]",
+                    f"{shown(component)} is not one apt component word (letters, digits, '.', '_', '-')",
+                )
+    key_url = rules.get("edgefleet_iotedge_apt_signing_key_url")
+    if isinstance(key_url, str) and key_url:
+        rules.pattern(
+            "edgefleet_iotedge_apt_signing_key_url",
+            _HTTP_URL,
+            "is not one http(s):// URL. Give the URL of the repository's ASCII-armored signing key",
+        )
+    elif "edgefleet_iotedge_apt_signing_key_url" in rules.values and not rules.get("edgefleet_iotedge_apt_trusted"):
+        rules.fail(
+            "edgefleet_iotedge_apt_signing_key_url",
+            "is empty and edgefleet_iotedge_apt_trusted is false, so apt would refuse the repository. Set the key's "
+            "URL, or edgefleet_iotedge_apt_trusted: true for a local mirror",
+        )
+    for name in ("edgefleet_iotedge_version", "edgefleet_iotedge_identity_service_version"):
+        rules.pattern(name, _APT_VERSION, "is not an apt version string. Use one like 1.5.44-1, or leave it empty")
+    if rules.get("edgefleet_generation") != "1.1" and bool(rules.get("edgefleet_iotedge_version")) != bool(
+        rules.get("edgefleet_iotedge_identity_service_version")
+    ):
+        missing = (
+            "edgefleet_iotedge_identity_service_version"
+            if rules.get("edgefleet_iotedge_version")
+            else "edgefleet_iotedge_version"
+        )
+        rules.fail(
+            missing,
+            "is not pinned while the other runtime package is: on 1.2+ aziot-edge depends on one exact "
+            "aziot-identity-service version. Pin edgefleet_iotedge_version and "
+            "edgefleet_iotedge_identity_service_version together (e.g. 1.5.44-1 and 1.5.6-1), or neither",
+        )
+    rules.pattern(
+        "edgefleet_iotedge_container_engine_package",
+        _APT_PACKAGE,
+        "is not a Debian package name. Use e.g. moby-engine, or leave it empty when an engine is installed",
+    )
+    cache = rules.get("edgefleet_iotedge_apt_cache_valid_time")
+    if isinstance(cache, int) and cache < 0:
+        rules.fail("edgefleet_iotedge_apt_cache_valid_time", f"must be 0 or more seconds, got {cache}")
+
+
+def _iotedge_provision_rules(rules: _Rules, config_settings) -> None:
+    rules.registration_id()
+    for name in ("edgefleet_iotedge_cert_dir", "edgefleet_iotedge_secrets_dir"):
+        rules.pattern(
+            name,
+            _HOST_DIRECTORY,
+            "is not an absolute host directory without spaces, quotes or line breaks and without a trailing slash. "
+            "Use e.g. /var/aziot/certs, or leave it empty for the runtime's default",
+        )
+    for name in ("edgefleet_pki_dir", "edgefleet_pki_identity_dir"):
+        rules.controller_path(name)
+    for name in ("edgefleet_iotedge_identity_cert_src", "edgefleet_iotedge_identity_key_src"):
+        rules.controller_path(name)
+    timeout = rules.get("edgefleet_iotedge_wait_timeout")
+    if isinstance(timeout, int) and timeout < 1:
+        rules.fail("edgefleet_iotedge_wait_timeout", f"must be at least 1 second, got {timeout}")
+    for index, check_id in enumerate(rules.get("edgefleet_iotedge_check_ignore") or []):
+        if isinstance(check_id, str) and not _CHECK_ID.fullmatch(check_id):
+            rules.fail(
+                f"edgefleet_iotedge_check_ignore[{index}]",
+                f"{shown(check_id)} is not an iotedge check id (like config-yaml-well-formed)",
+            )
+    if config_settings is not None and not rules.errors:
+        try:
+            render_edge_config(config_settings)
+        except (EdgeConfigError, EdgeConfigLibraryError) as error:
+            rules.errors.append(str(error))  # never holds a secret (see _edge_config)
+
+
+def check_role(role: str, options: dict, values: dict, *, config_settings=None, now=None) -> list[str]:
+    """Every problem with one host's values for one role: the argument spec first, then the values' rules.
+
+    ``values`` are the role's variables as the host resolves them (templated); ``config_settings`` the runtime
+    configuration's settings (role iotedge_provision), rendered once to validate them.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role: {role!r} is not one of {', '.join(ROLES)}")
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    errors, checked = check_options(options, values)
+    failed = {error.split(":", 1)[0].split("[", 1)[0].split(".", 1)[0] for error in errors}
+    rules = _Rules({name: value for name, value in checked.items() if name not in failed})
+    if role == "edge_pki":
+        _edge_pki_rules(rules, now)
+    elif role == "dps_enrollment":
+        _dps_enrollment_rules(rules)
+    elif role == "iotedge_install":
+        _iotedge_install_rules(rules)
+    else:
+        _iotedge_provision_rules(rules, config_settings if not errors else None)
+    return errors + rules.errors
+
+
+def unknown_variables(names, known) -> list[str]:
+    """A message per ``edgefleet_*`` name that no role knows, with the closest known name when there is one."""
+    messages = []
+    known = sorted(set(known) | PLAYBOOK_VARIABLES | PUBLISHED_FACTS)
+    for name in sorted(set(names)):
+        if not name.startswith(PREFIX) or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        messages.append(f"{name} is not a variable of edgefleet.iotedge, so it has no effect{hint}")
+    return messages
+
+
+__all__ = (
+    "PLAYBOOK_VARIABLES",
+    "PUBLISHED_FACTS",
+    "ROLES",
+    "UNKNOWN_VARIABLE_MODES",
+    "check_options",
+    "check_role",
+    "load_role_options",
+    "unknown_variables",
+)

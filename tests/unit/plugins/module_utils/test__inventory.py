@@ -1,0 +1,295 @@
+"""The inventory checks of every role: argument specs without conversion, the values' own rules, unknown names."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._inventory import (
+    ROLES,
+    check_role,
+    load_role_options,
+    unknown_variables,
+)
+
+ROLES_DIR = Path(__file__).resolve().parents[4] / "roles"
+NOW = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
+CONNECTION = "HostName=dps.example.net;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=c2VjcmV0LWtleQ=="
+HUB_CONNECTION = "HostName=hub.example.net;SharedAccessKeyName=iothubowner;SharedAccessKey=c2VjcmV0LWtleQ=="
+
+
+def options(role: str) -> dict:
+    return load_role_options(yaml.safe_load((ROLES_DIR / role / "meta" / "argument_specs.yml").read_text()))
+
+
+def defaults(role: str) -> dict:
+    """The role's defaults as a host with nothing set would resolve them (templates replaced by plain values)."""
+    values = yaml.safe_load((ROLES_DIR / role / "defaults" / "main.yml").read_text())
+    resolved = {
+        "edgefleet_registration_id": "edge-01",
+        "edgefleet_pki_dir": "/srv/pki",
+        "edgefleet_pki_ca_dir": "/srv/pki/ca",
+        "edgefleet_pki_identity_dir": "/srv/pki/identities",
+        "edgefleet_iotedge_apt_uri": "https://packages.microsoft.com/debian/12/prod",
+        "edgefleet_iotedge_apt_suite": "bookworm",
+        "edgefleet_iotedge_identity_cert_src": "/srv/pki/identities/edge-01/identity.full-chain.cert.pem",
+        "edgefleet_iotedge_identity_key_src": "/srv/pki/identities/edge-01/identity.key.pem",
+        "edgefleet_iotedge_hostname": "edge-01",
+        "edgefleet_dps_connection_string": CONNECTION,
+        "edgefleet_dps_resource_id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Devices/provisioningServices/d",
+    }
+    return {name: resolved.get(name, value) for name, value in values.items()}
+
+
+def problems(role: str, **values) -> list[str]:
+    return check_role(role, options(role), {**defaults(role), **values}, now=NOW)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_defaults_of_every_role_pass(role):
+    assert problems(role) == []
+
+
+# ---- argument specs, applied without conversion ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "values", "message"),
+    [
+        (
+            "edge_pki",
+            {"edgefleet_pki_passphrase": ["s3cret"]},
+            "edgefleet_pki_passphrase: must be a string, got a list",
+        ),
+        (
+            "dps_enrollment",
+            {"edgefleet_dps_connection_string": 42},
+            "edgefleet_dps_connection_string: must be a string",
+        ),
+        ("edge_pki", {"edgefleet_pki_root_common_name": ["Root"]}, "edgefleet_pki_root_common_name: must be a string"),
+        (
+            "iotedge_install",
+            {"edgefleet_iotedge_version": 1.5},
+            "edgefleet_iotedge_version: must be a string, got a number",
+        ),
+        (
+            "edge_pki",
+            {"edgefleet_pki_valid_days": "ninety"},
+            "edgefleet_pki_valid_days: must be a whole number, got 'ninety'",
+        ),
+        ("edge_pki", {"edgefleet_pki_valid_days": True}, "edgefleet_pki_valid_days: must be a whole number"),
+        ("iotedge_provision", {"edgefleet_iotedge_check": "maybe"}, "edgefleet_iotedge_check: must be true or false"),
+        (
+            "iotedge_provision",
+            {"edgefleet_iotedge_check_ignore": "a,b"},
+            "edgefleet_iotedge_check_ignore: must be a list",
+        ),
+        ("iotedge_provision", {"edgefleet_iotedge_check_ignore": ["a", 3]}, "item 1 must be a string"),
+        (
+            "dps_enrollment",
+            {"edgefleet_dps_twin_tags": "environment=test"},
+            "edgefleet_dps_twin_tags: must be a dictionary",
+        ),
+        ("dps_enrollment", {"edgefleet_dps_enrollment_type": "bulk"}, "'bulk' is not one of 'individual', 'group'"),
+        ("dps_enrollment", {"edgefleet_dps_reprovision_policy": {"migrate": True}}, "unknown key(s) 'migrate'"),
+    ],
+)
+def test_wrong_types_and_choices_are_errors_never_conversions(role, values, message):
+    found = problems(role, **values)
+    assert any(message in problem for problem in found), found
+
+
+def test_a_secret_of_the_wrong_type_is_described_by_its_type_only():
+    (problem,) = problems("edge_pki", edgefleet_pki_passphrase=["hunter2-secret"])
+    assert "hunter2" not in problem
+
+
+@pytest.mark.parametrize(
+    ("values", "converted_ok"),
+    [
+        ({"edgefleet_pki_valid_days": "90"}, True),
+        ({"edgefleet_pki_intermediate": "yes"}, True),
+        ({"edgefleet_pki_intermediate": 0}, True),
+        ({"edgefleet_pki_valid_days": "90\n"}, False),
+    ],
+)
+def test_what_ansible_itself_passes_as_text_is_read_as_such(values, converted_ok):
+    assert (problems("edge_pki", **values) == []) is converted_ok
+
+
+# ---- a value ending in a line break fails every check that guards a file, a command line or DPS --------------------
+
+NEWLINE_CASES = [
+    ("edge_pki", "edgefleet_registration_id", "edge-01\n"),
+    ("dps_enrollment", "edgefleet_registration_id", "edge-01\n"),
+    ("iotedge_provision", "edgefleet_registration_id", "edge-01\n"),
+    ("edge_pki", "edgefleet_pki_root_common_name", "Fleet Root\n"),
+    ("edge_pki", "edgefleet_pki_intermediate_common_name", "Fleet Intermediate\n"),
+    ("edge_pki", "edgefleet_pki_ca_not_after", "2037-12-31\n"),
+    ("edge_pki", "edgefleet_pki_dir", "/srv/pki\n"),
+    ("edge_pki", "edgefleet_pki_ca_dir", "/srv/pki/ca\n"),
+    ("edge_pki", "edgefleet_pki_identity_dir", "/srv/pki/ids\n"),
+    ("dps_enrollment", "edgefleet_dps_enrollment_group_id", "fleet\n"),
+    ("dps_enrollment", "edgefleet_dps_ca_certificate_name", "edgefleet-root\n"),
+    ("dps_enrollment", "edgefleet_dps_connection_string", CONNECTION.replace(".net", ".net\nx")),
+    ("dps_enrollment", "edgefleet_iothub_connection_string", HUB_CONNECTION.replace(".net", ".net\nx")),
+    ("dps_enrollment", "edgefleet_dps_management_url", "https://management.azure.com\n"),
+    ("dps_enrollment", "edgefleet_dps_resource_id", defaults("dps_enrollment")["edgefleet_dps_resource_id"] + "\n"),
+    ("dps_enrollment", "edgefleet_azure_tenant_id", "contoso.onmicrosoft.com\n"),
+    ("dps_enrollment", "edgefleet_ca_bundle", "/etc/ssl/ca.pem\n"),
+    ("iotedge_install", "edgefleet_iotedge_apt_uri", "https://packages.microsoft.com/debian/12/prod\n"),
+    ("iotedge_install", "edgefleet_iotedge_apt_suite", "bookworm\n"),
+    ("iotedge_install", "edgefleet_iotedge_apt_signing_key_url", "https://packages.microsoft.com/keys/microsoft.asc\n"),
+    ("iotedge_install", "edgefleet_iotedge_version", "1.5.44-1\n"),
+    ("iotedge_install", "edgefleet_iotedge_identity_service_version", "1.5.6-1\n"),
+    ("iotedge_install", "edgefleet_iotedge_container_engine_package", "moby-engine\n"),
+    ("iotedge_provision", "edgefleet_iotedge_cert_dir", "/var/aziot/certs\n"),
+    ("iotedge_provision", "edgefleet_iotedge_secrets_dir", "/var/aziot/secrets\n"),
+    ("iotedge_provision", "edgefleet_iotedge_identity_cert_src", "/srv/pki/chain.pem\n"),
+    ("iotedge_provision", "edgefleet_iotedge_identity_key_src", "/srv/pki/key.pem\n"),
+]
+
+
+@pytest.mark.parametrize(
+    ("role", "name", "value"), NEWLINE_CASES, ids=[f"{case[0]}-{case[1]}" for case in NEWLINE_CASES]
+)
+def test_a_trailing_line_break_is_refused_naming_the_variable(role, name, value):
+    extra = {"edgefleet_dps_enrollment_type": "group"} if name == "edgefleet_dps_enrollment_group_id" else {}
+    if name == "edgefleet_iotedge_identity_service_version":
+        extra["edgefleet_iotedge_version"] = "1.5.44-1"
+    if name == "edgefleet_dps_resource_id":
+        extra.update(edgefleet_dps_subscription_id="", edgefleet_dps_resource_group="", edgefleet_dps_name="")
+    found = problems(role, **extra, **{name: value})
+    assert any(problem.startswith(f"{name}:") for problem in found), found
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("edgefleet_iotedge_apt_components", ["main\n"]),
+        ("edgefleet_iotedge_apt_components", ["main", "contrib deb http://x"]),
+    ],
+)
+def test_apt_components_are_single_words(name, value):
+    assert any(problem.startswith(f"{name}[") for problem in problems("iotedge_install", **{name: value}))
+
+
+def test_the_apt_uri_cannot_open_a_second_sources_line():
+    found = problems("iotedge_install", edgefleet_iotedge_apt_uri="http://127.0.0.1:19580/ ./\ndeb http://example.com/")
+    assert found and found[0].startswith("edgefleet_iotedge_apt_uri:")
+
+
+# ---- the values' own rules ----------------------------------------------------------------------------------------
+
+
+def test_a_ca_a_generation_cannot_read_is_refused_before_the_pki_phase():
+    (problem,) = problems("edge_pki", edgefleet_generation="1.1", edgefleet_pki_ca_valid_days=5000)
+    assert problem.startswith("edgefleet_pki_ca_valid_days: a CA issued now would expire on 2040-08-08")
+    assert "2038" in problem and "edgefleet_pki_ca_not_after" in problem
+    assert (
+        problems(
+            "edge_pki",
+            edgefleet_generation="1.1",
+            edgefleet_pki_ca_valid_days=5000,
+            edgefleet_pki_ca_not_after="2037-12-31",
+        )
+        == []
+    )
+    assert problems("edge_pki", edgefleet_pki_ca_valid_days=9000)[0].endswith("or lower edgefleet_pki_ca_valid_days")
+
+
+def test_twin_rules_name_the_variable_and_the_place():
+    (problem,) = problems("dps_enrollment", edgefleet_dps_twin_tags={"site": {"floor.2": 1}})
+    assert problem.startswith("edgefleet_dps_twin_tags.site: key 'floor.2'")
+    (problem,) = problems("dps_enrollment", edgefleet_dps_twin_desired_properties={"$version": 1})
+    assert problem.startswith("edgefleet_dps_twin_desired_properties: key '$version'")
+
+
+def test_a_connection_string_in_the_wrong_place_is_never_echoed():
+    found = problems("dps_enrollment", edgefleet_dps_ca_certificate_name=CONNECTION)
+    assert found and all("c2VjcmV0LWtleQ" not in problem for problem in found)
+    assert "looks like a secret" in found[0]
+
+
+def test_dps_and_management_settings():
+    assert problems("dps_enrollment", edgefleet_dps_connection_string="")[0].startswith(
+        "edgefleet_dps_connection_string: is empty"
+    )
+    found = problems("dps_enrollment", edgefleet_dps_resource_id="")
+    assert found[0].startswith("edgefleet_dps_resource_id: is empty")
+    found = problems("dps_enrollment", edgefleet_dps_management_url="http://management.azure.com")
+    assert found[0].startswith("edgefleet_dps_management_url:")
+    found = problems("dps_enrollment", edgefleet_azure_tenant_id="t", edgefleet_azure_client_id="c")
+    assert found[0].startswith("edgefleet_azure_client_secret: is empty while")
+    found = problems("dps_enrollment", edgefleet_dps_iot_hubs=["hub.example.net", "hub two"])
+    assert found[0].startswith("edgefleet_dps_iot_hubs[1]:")
+
+
+def test_renewal_and_reencryption_settings():
+    assert problems("edge_pki", edgefleet_pki_renew_before_days=400)[0].startswith("edgefleet_pki_renew_before_days:")
+    assert problems("edge_pki", edgefleet_pki_previous_passphrase="old")[0].startswith(
+        "edgefleet_pki_previous_passphrase: is only used with edgefleet_pki_reencrypt"
+    )
+
+
+def test_versions_are_pinned_together_on_1_2():
+    (problem,) = problems("iotedge_install", edgefleet_iotedge_version="1.5.44-1")
+    assert problem.startswith("edgefleet_iotedge_identity_service_version: is not pinned")
+    assert problems("iotedge_install", edgefleet_iotedge_version="1.1.19-1", edgefleet_generation="1.1") == []
+
+
+def test_the_runtime_configuration_is_rendered_once_and_its_errors_name_the_variable():
+    settings = {
+        "generation": "1.2+",
+        "registration_id": "edge-01",
+        "iotedge_hostname": "edge-01",
+        "dps_id_scope": "0ne00C0FFEE\n",
+        "iotedge_identity_cert_path": "/var/aziot/certs/device-id.pem",
+        "iotedge_identity_key_path": "/var/aziot/secrets/device-id.key.pem",
+        "iotedge_est_password": "p@ss",
+    }
+    found = check_role(
+        "iotedge_provision", options("iotedge_provision"), defaults("iotedge_provision"), config_settings=settings
+    )
+    assert found == [
+        "edgefleet_dps_id_scope: '0ne00C0FFEE\\n' is not a DPS ID scope (letters and digits only, like "
+        "0ne00C0FFEE). Copy it from the DPS overview page or `az iot dps show --name <dps> --query "
+        "properties.idScope -o tsv`"
+    ]
+
+
+# ---- unknown variables --------------------------------------------------------------------------------------------
+
+
+def test_unknown_names_get_the_closest_known_one():
+    known = {name for role in ROLES for name in options(role)}
+    messages = unknown_variables(
+        [
+            "edgefleet_iotedge_auto_reprovision_mode",
+            "edgefleet_dps_twin_tag",
+            "edgefleet_something_else_entirely",
+            "edgefleet_target",
+            "edgefleet_identity",
+            "edgefleet_pki_dir",
+            "other_variable",
+        ],
+        known,
+    )
+    assert messages == [
+        "edgefleet_dps_twin_tag is not a variable of edgefleet.iotedge, so it has no effect; did you mean "
+        "edgefleet_dps_twin_tags?",
+        "edgefleet_iotedge_auto_reprovision_mode is not a variable of edgefleet.iotedge, so it has no effect; did "
+        "you mean edgefleet_iotedge_auto_reprovisioning_mode?",
+        "edgefleet_something_else_entirely is not a variable of edgefleet.iotedge, so it has no effect",
+    ]
+
+
+def test_a_flat_repository_has_no_components_and_a_suite_has_some():
+    assert problems("iotedge_install", edgefleet_iotedge_apt_suite="./", edgefleet_iotedge_apt_components=[]) == []
+    assert problems("iotedge_install", edgefleet_iotedge_apt_suite="./", edgefleet_iotedge_apt_components=["main"])
+    assert problems("iotedge_install", edgefleet_iotedge_apt_components=[])[0].startswith(
+        "edgefleet_iotedge_apt_components: is empty"
+    )
