@@ -32,11 +32,9 @@ sys.path.insert(0, str(REPO))
 from lab.fleet.image import ensure_base_image
 from lab.fleet.podman import Podman
 
-# Ports of their own, away from a developer's default lab.
-PORTS = [
-    *("--ssh-base-port", "23101", "--dps-port", "19643", "--device-port", "19644", "--hub-port", "19645"),
-    *("--apt-port", "19680"),
-]
+# Free ports (taken by the lab) and container names of this run, away from any other lab.
+PORTS = ["--free-ports"]
+CONTAINER_PREFIX = f"bench{os.getpid()}"
 UNITS = {"b": 1e-6, "kb": 1e-3, "kib": 1.024e-3, "mb": 1.0, "mib": 1.048576, "gb": 1e3, "gib": 1073.741824}
 
 
@@ -103,7 +101,9 @@ def wait_for_edge_agents(podman: Podman, containers: list[str], timeout: float =
 
 def bare_containers(podman: Podman, image: str, count: int) -> None:
     for index in range(count):
-        podman.run("run", "-d", "--name", f"edgefleet-bench-bare-{index}", "--network", "host", image, "sleep", "inf")
+        podman.run(
+            "run", "-d", "--name", f"{CONTAINER_PREFIX}-bare-{index}", "--network", "host", image, "sleep", "inf"
+        )
 
 
 def measure(hosts: int) -> dict:
@@ -115,16 +115,16 @@ def measure(hosts: int) -> dict:
             bare_seconds = timed(bare_containers, podman, image, hosts)[0]
         finally:
             for index in range(hosts):
-                podman.run("rm", "--force", "--time", "0", f"edgefleet-bench-bare-{index}", check=False)
+                podman.run("rm", "--force", "--time", "0", f"{CONTAINER_PREFIX}-bare-{index}", check=False)
         try:
-            up = ("up", "--hosts", str(hosts), "--container-prefix", "bench", *PORTS)
+            up = ("up", "--hosts", str(hosts), "--container-prefix", CONTAINER_PREFIX, *PORTS)
             up_seconds = timed(lab, state_dir, *up)[0]
             rerun_seconds = timed(lab, state_dir, *up)[0]
-            idle_memory = host_memory(podman, "bench-edge-")
+            idle_memory = host_memory(podman, f"{CONTAINER_PREFIX}-edge-")
             provision_seconds = timed(provision_by_hand, state_dir, Path(work) / "pki")[0]
-            wait_for_edge_agents(podman, [f"bench-edge-{index:02d}" for index in range(1, hosts + 1)])
+            wait_for_edge_agents(podman, [f"{CONTAINER_PREFIX}-edge-{index:02d}" for index in range(1, hosts + 1)])
             time.sleep(5)  # let the daemons settle after their start
-            memory = host_memory(podman, "bench-edge-")
+            memory = host_memory(podman, f"{CONTAINER_PREFIX}-edge-")
         finally:
             lab(state_dir, "down")
     return {

@@ -35,12 +35,9 @@ from _common import BIN, REPO, replace_doc_section, timed
 STATE_DIR = REPO / "build" / "bench-rollout-lab"
 LOG_DIR = REPO / "build" / "bench-rollout-logs"
 PLOT = REPO / "docs" / "performance-rollout.png"
-CONTAINER_PREFIX = "edgefleet-bench"
-# Ports of its own: never the developer's default lab (18443-18445, 18480, 22201+), lab_fleet's or the tests'.
-PORTS = [
-    *("--ssh-base-port", "25201", "--dps-port", "25443", "--device-port", "25444", "--hub-port", "25445"),
-    *("--apt-port", "25480"),
-]
+# Free ports (taken by the lab) and container names of this run: never another lab, a test suite's or molecule's.
+CONTAINER_PREFIX = f"edgefleet-bench{os.getpid()}"
+PORTS = ["--free-ports"]
 PROVISION = REPO / "playbooks" / "provision_edge.yml"
 BASELINE = REPO / "benchmarks" / "playbooks" / "facts_baseline.yml"
 RECAP_LINE = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", re.M)

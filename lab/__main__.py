@@ -17,6 +17,7 @@ from pathlib import Path
 from lab.fleet import Lab, LabConfig, LabError
 from lab.fleet.image import ImageBuildError
 from lab.fleet.podman import PodmanError
+from lab.fleet.ports import lab_ports
 
 DEFAULTS = LabConfig()
 
@@ -31,11 +32,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     up.add_argument("--hosts", type=int, default=DEFAULTS.hosts, help=f"edge hosts (default {DEFAULTS.hosts})")
     up.add_argument("--host-prefix", default=DEFAULTS.host_prefix, help="host names are PREFIX-01, PREFIX-02, ...")
     up.add_argument("--container-prefix", default=DEFAULTS.container_prefix)
-    up.add_argument("--ssh-base-port", type=int, default=DEFAULTS.ssh_base_port, help="sshd port of the first host")
-    up.add_argument("--dps-port", type=int, default=DEFAULTS.dps_port)
-    up.add_argument("--device-port", type=int, default=DEFAULTS.device_port)
-    up.add_argument("--hub-port", type=int, default=DEFAULTS.hub_port)
-    up.add_argument("--apt-port", type=int, default=DEFAULTS.apt_port, help="the runtime double's apt repository")
+    up.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="free loopback ports instead of the fixed defaults, recorded in the state directory and kept by a later "
+        "up of the same lab (what test suites, molecule and benchmarks use, so that two never meet)",
+    )
+    for name, default, text in (
+        ("ssh-base-port", DEFAULTS.ssh_base_port, "sshd port of the first host"),
+        ("dps-port", DEFAULTS.dps_port, "the DPS service API"),
+        ("device-port", DEFAULTS.device_port, "the DPS device API"),
+        ("hub-port", DEFAULTS.hub_port, "the IoT hub"),
+        ("apt-port", DEFAULTS.apt_port, "the runtime double's apt repository"),
+    ):
+        up.add_argument(f"--{name}", type=int, help=f"{text} (default {default}, or a free one with --free-ports)")
     up.add_argument("--debian-mirror", help="for debootstrap (default: the mirror this machine's apt uses)")
     down = commands.add_parser("down", help="remove the lab's containers, processes and files")
     down.add_argument("--purge-image", action="store_true", help="also remove the cached base image")
@@ -54,17 +64,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.hosts < 0 or args.hosts > 99:
             print("lab: --hosts must be between 0 and 99", file=sys.stderr)
             return 2
+        ports = lab_ports(args.state_dir, args.hosts) if args.free_ports else {}
         config = LabConfig(
             state_dir=args.state_dir,
             hosts=args.hosts,
             host_prefix=args.host_prefix,
             container_prefix=args.container_prefix,
-            ssh_base_port=args.ssh_base_port,
-            dps_port=args.dps_port,
-            device_port=args.device_port,
-            hub_port=args.hub_port,
-            apt_port=args.apt_port,
             debian_mirror=args.debian_mirror,
+            # An explicit port wins, then the lab's free ones, then the fixed defaults.
+            **{
+                name: getattr(args, name) or ports.get(name, getattr(DEFAULTS, name))
+                for name in ("ssh_base_port", "dps_port", "device_port", "hub_port", "apt_port")
+            },
         )
     else:
         config = LabConfig(state_dir=args.state_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import shlex
 import ssl
@@ -15,11 +16,15 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-# Ports of their own, so a lab a developer is running on the default ports is left alone.
-PORTS = [
-    *("--ssh-base-port", "22851", "--dps-port", "19543", "--device-port", "19544", "--hub-port", "19545"),
-    *("--apt-port", "19580"),
-]
+# Free ports, taken by the lab command and kept in the lab's state directory, and container names of this test run:
+# two suites on one machine (or a developer's lab beside them) never meet.
+PORTS = ["--free-ports"]
+CONTAINER_PREFIX = f"edgefleet-t{os.getpid()}"
+
+
+def lab_ports(state_dir: Path) -> dict[str, int]:
+    """The ports `lab up --free-ports` took for the lab in ``state_dir``."""
+    return json.loads((state_dir / "ports.json").read_text())
 
 
 def lab(state_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -33,7 +38,6 @@ def lab(state_dir: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-CONTAINER_PREFIX = "edgefleet-test"
 # What a run must leave alone when it refuses an inventory.
 HOST_PATHS = [
     "/etc/apt/sources.list.d/edgefleet-iotedge.list",

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from lab_devices import FleetPki
-from lab_hosts import PORTS, lab
+from lab_hosts import CONTAINER_PREFIX, PORTS, lab, lab_ports
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import (
     DpsServiceClient,
@@ -52,20 +52,22 @@ def state_dir(tmp_path):
 
 
 def test_up_twice_then_down(state_dir, podman):
-    up = lab(state_dir, "up", "--hosts", "2", "--container-prefix", "edgefleet-test", *PORTS)
+    up = lab(state_dir, "up", "--hosts", "2", "--container-prefix", CONTAINER_PREFIX, *PORTS)
     assert up.returncode == 0, up.stderr
+    ports = lab_ports(state_dir)
+    ssh, dps, device = ports["ssh_base_port"], ports["dps_port"], ports["device_port"]
     status = json.loads(up.stdout)
     assert [(h["name"], h["ssh"], h["state"]) for h in status["hosts"]] == [
-        ("edge-01", "127.0.0.1:22851", "running"),
-        ("edge-02", "127.0.0.1:22852", "running"),
+        ("edge-01", f"127.0.0.1:{ssh}", "running"),
+        ("edge-02", f"127.0.0.1:{ssh + 1}", "running"),
     ]
     for host in status["hosts"]:
         container = host["container"]
         assert podman("exec", container, "cat", "/proc/1/comm").strip() == "systemd"
         assert podman("exec", container, "hostname").strip() == host["name"]
     # sshd and the emulators listen on loopback only
-    assert listening(22851) == ["127.0.0.1:22851"] and listening(22852) == ["127.0.0.1:22852"]
-    assert listening(19543) == ["127.0.0.1:19543"]
+    assert listening(ssh) == [f"127.0.0.1:{ssh}"] and listening(ssh + 1) == [f"127.0.0.1:{ssh + 1}"]
+    assert listening(dps) == [f"127.0.0.1:{dps}"]
 
     inventory = state_dir / "inventory"
     hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
@@ -73,29 +75,31 @@ def test_up_twice_then_down(state_dir, podman):
     group_vars = inventory / "group_vars/all.yml"
     assert group_vars.stat().st_mode & 0o777 == 0o600  # it holds the lab's connection strings
     endpoints = yaml.safe_load(group_vars.read_text())
-    assert endpoints["edgefleet_dps_global_endpoint"] == "https://127.0.0.1:19544/"
-    assert endpoints["edgefleet_dps_connection_string"].startswith("HostName=127.0.0.1:19543;")
+    assert endpoints["edgefleet_dps_global_endpoint"] == f"https://127.0.0.1:{device}/"
+    assert endpoints["edgefleet_dps_connection_string"].startswith(f"HostName=127.0.0.1:{dps};")
 
     # Ansible reaches every host over real SSH, checking host keys, and each host trusts the lab CA system-wide.
     ping = ansible(inventory, "edge", "-m", "ansible.builtin.ping")
     assert ping.returncode == 0 and ping.stdout.count("pong") == 2, ping.stdout + ping.stderr
     trust = ansible(
-        inventory, "edge", "-m", "ansible.builtin.uri", "-a", "url=https://127.0.0.1:19544/_emulator/health"
+        inventory, "edge", "-m", "ansible.builtin.uri", "-a", f"url=https://127.0.0.1:{device}/_emulator/health"
     )
     assert trust.returncode == 0, trust.stdout + trust.stderr
 
-    ids_before = podman("ps", "--filter", "name=edgefleet-test-edge", "--format", "{{.ID}}").split()
+    ids_before = podman("ps", "--filter", f"name={CONTAINER_PREFIX}-edge", "--format", "{{.ID}}").split()
     files_before = {path: path.read_bytes() for path in [inventory / "hosts.yml", group_vars]}
-    again = lab(state_dir, "up", "--hosts", "2", "--container-prefix", "edgefleet-test", *PORTS)
+    again = lab(state_dir, "up", "--hosts", "2", "--container-prefix", CONTAINER_PREFIX, *PORTS)
     assert again.returncode == 0, again.stderr
     assert "created" not in again.stderr and "started" not in again.stderr and "replaced" not in again.stderr
-    assert podman("ps", "--filter", "name=edgefleet-test-edge", "--format", "{{.ID}}").split() == ids_before
+    assert podman("ps", "--filter", f"name={CONTAINER_PREFIX}-edge", "--format", "{{.ID}}").split() == ids_before
     assert {path: path.read_bytes() for path in files_before} == files_before
 
     down = lab(state_dir, "down")
     assert down.returncode == 0, down.stderr
-    assert podman("ps", "--all", "--filter", "name=edgefleet-test-edge", "--format", "{{.Names}}").strip() == ""
-    assert [port for port in (22851, 22852, 19543, 19544, 19545, 19580) if listening(port)] == []
+    assert podman("ps", "--all", "--filter", f"name={CONTAINER_PREFIX}-edge", "--format", "{{.Names}}").strip() == ""
+    assert [
+        port for port in (ssh, ssh + 1, *(ports[name] for name in ports if name.endswith("_port"))) if listening(port)
+    ] == []
     for started in (f"lab.cloud --state-dir {state_dir}", f"http.server --bind 127.0.0.1 --directory {state_dir}"):
         leftovers = subprocess.run(["pgrep", "-f", started], capture_output=True, check=False)
         assert leftovers.returncode == 1, leftovers.stdout
@@ -103,11 +107,11 @@ def test_up_twice_then_down(state_dir, podman):
 
 
 def test_the_runtime_double_installs_from_the_lab_repository_like_the_real_packages(state_dir, podman):
-    up = lab(state_dir, "up", "--hosts", "1", "--container-prefix", "edgefleet-test", *PORTS)
+    up = lab(state_dir, "up", "--hosts", "1", "--container-prefix", CONTAINER_PREFIX, *PORTS)
     assert up.returncode == 0, up.stderr
     inventory = state_dir / "inventory"
     apt_uri = yaml.safe_load((inventory / "group_vars/all.yml").read_text())["edgefleet_iotedge_apt_uri"]
-    assert apt_uri == "http://127.0.0.1:19580/"
+    assert apt_uri == f"http://127.0.0.1:{lab_ports(state_dir)['apt_port']}/"
     repository = f"deb [trusted=yes] {apt_uri} ./"
     source = ansible(
         inventory,
@@ -134,7 +138,7 @@ def test_the_runtime_double_installs_from_the_lab_repository_like_the_real_packa
     assert installed.returncode == 0, installed.stdout
 
     def host(*command: str) -> str:
-        return podman("exec", "edgefleet-test-edge-01", *command).strip()
+        return podman("exec", f"{CONTAINER_PREFIX}-edge-01", *command).strip()
 
     assert host("iotedge", "version") == "iotedge 1.5.44"
     assert host("dpkg-query", "-W", "-f", "${Version}", "aziot-identity-service") == "1.5.6-1"
@@ -161,12 +165,15 @@ def test_the_runtime_double_installs_from_the_lab_repository_like_the_real_packa
     for socket in ("aziot-keyd", "aziot-certd", "aziot-identityd", "aziot-tpmd"):
         assert host("systemctl", "is-active", f"{socket}.socket") == "active"
     assert host("systemctl", "is-enabled", "aziot-edged.service") == "enabled"
-    inactive = podman("exec", "edgefleet-test-edge-01", "systemctl", "is-active", "aziot-edged.service", check=False)
+    inactive = podman(
+        "exec", f"{CONTAINER_PREFIX}-edge-01", "systemctl", "is-active", "aziot-edged.service", check=False
+    )
     assert inactive.strip() == "inactive"
 
     # iotedge config apply on the host, as root and as another user.
     config = (
-        'hostname = "edge-01"\n\n[provisioning]\nsource = "dps"\nglobal_endpoint = "https://127.0.0.1:19544/"\n'
+        'hostname = "edge-01"\n\n[provisioning]\nsource = "dps"\n'
+        f'global_endpoint = "https://127.0.0.1:{lab_ports(state_dir)["device_port"]}/"\n'
         'id_scope = "0ne00C0FFEE"\n\n[provisioning.attestation]\nmethod = "x509"\n'
         'identity_cert = "file:///var/aziot/certs/device-id.pem"\n'
         'identity_pk = "file:///var/aziot/secrets/device-id.key.pem"\n'
@@ -180,7 +187,7 @@ def test_the_runtime_double_installs_from_the_lab_repository_like_the_real_packa
         f"dest=/etc/aziot/config.toml mode=0600 content='{config}'",
     )
     assert written.returncode == 0, written.stdout
-    applied = podman("exec", "edgefleet-test-edge-01", "iotedge", "config", "apply")
+    applied = podman("exec", f"{CONTAINER_PREFIX}-edge-01", "iotedge", "config", "apply")
     assert applied.startswith("Warning: the previous identity config file is unreadable\n")
     assert "Azure IoT Edge has been configured successfully!" in applied and applied.endswith("Done.\n")
     for service, owner in (
@@ -195,7 +202,7 @@ def test_the_runtime_double_installs_from_the_lab_repository_like_the_real_packa
         "exec",
         "--user",
         "iotedge",
-        "edgefleet-test-edge-01",
+        f"{CONTAINER_PREFIX}-edge-01",
         "sh",
         "-c",
         "iotedge config apply 2>&1; echo rc=$?",
@@ -271,7 +278,7 @@ def emulator_state(state_dir: Path) -> dict:
 def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, tmp_path, ansible_playbook):
     """edge-01 through an individual enrollment, edge-02 and edge-03 through the group enrollment of the verified
     fleet CA."""
-    up = lab(state_dir, "up", "--hosts", "3", "--container-prefix", "edgefleet-test", *PORTS)
+    up = lab(state_dir, "up", "--hosts", "3", "--container-prefix", CONTAINER_PREFIX, *PORTS)
     assert up.returncode == 0, up.stderr
     run = ansible_playbook(
         "lab/playbooks/provision_by_hand.yml",
@@ -281,14 +288,14 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
     assert run.returncode == 0, run.output
 
     for host in ("edge-01", "edge-02", "edge-03"):
-        lines = wait_for_edge_agent(podman, f"edgefleet-test-{host}").splitlines()
+        lines = wait_for_edge_agent(podman, f"{CONTAINER_PREFIX}-{host}").splitlines()
         assert lines[0] == "NAME             STATUS           DESCRIPTION      Config"
         assert re.fullmatch(
             r"edgeAgent        running          Up \d+ seconds?\s+mcr\.microsoft\.com/azureiotedge-agent:1\.5", lines[1]
         ), lines[1]
         journal = podman(
             "exec",
-            f"edgefleet-test-{host}",
+            f"{CONTAINER_PREFIX}-{host}",
             "journalctl",
             "--no-pager",
             "-o",
@@ -302,7 +309,7 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
             "Provisioning starting. Reason: Startup",
             "Successfully provisioned with DPS.",
             "Provisioning complete.",
-            f"Device is {host} on 127.0.0.1:19545",
+            f"Device is {host} on 127.0.0.1:{lab_ports(state_dir)['hub_port']}",
             "Edge runtime is running",
         ):
             assert line in journal, journal
@@ -318,7 +325,7 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
     assert devices["edge-02"]["authentication"]["type"] == "certificateAuthority"
 
     # iotedge check: no errors on a provisioned host, in JSON and in text.
-    checked = podman("exec", "edgefleet-test-edge-02", "iotedge", "check", "--output", "json")
+    checked = podman("exec", f"{CONTAINER_PREFIX}-edge-02", "iotedge", "check", "--output", "json")
     checks = json.loads(checked)["checks"]
     assert not [name for name, check in checks.items() if check["result"]["result"] in ("error", "fatal")], checks
     for name in (
@@ -333,12 +340,12 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
         "connect-management-uri",
     ):
         assert checks[name]["result"] == {"result": "ok"}, (name, checks[name])
-    text = podman("exec", "edgefleet-test-edge-02", "iotedge", "check")
+    text = podman("exec", f"{CONTAINER_PREFIX}-edge-02", "iotedge", "check")
     header = "Configuration checks (aziot-identity-service)"
     assert text.startswith(f"\n{header}\n{'-' * len(header)}\n√ keyd configuration is well-formed - OK\n"), text
     assert re.search(r"^\d+ check\(s\) succeeded\.$", text, re.M) and "raised errors" not in text
 
-    status = podman("exec", "edgefleet-test-edge-02", "iotedge", "system", "status")
+    status = podman("exec", f"{CONTAINER_PREFIX}-edge-02", "iotedge", "system", "status")
     assert status.startswith(
         "System services:\n"
         "    aziot-edged             Running\n"
@@ -355,7 +362,7 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
         "edge-02",
         {"SimulatedTemperatureSensor": "mcr.microsoft.com/azureiotedge-simulated-temperature-sensor:1.5"},
     )
-    listing = wait_for_edge_agent(podman, "edgefleet-test-edge-02", module="SimulatedTemperatureSensor")
+    listing = wait_for_edge_agent(podman, f"{CONTAINER_PREFIX}-edge-02", module="SimulatedTemperatureSensor")
     assert [line.split()[0] for line in listing.splitlines()[1:]] == [
         "SimulatedTemperatureSensor",
         "edgeAgent",
@@ -367,22 +374,22 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
     assert reported["systemModules"]["edgeHub"]["runtimeStatus"] == "running"
 
     # iotedge system: restart in the real order, reprovision (identityd registers again), logs through journalctl.
-    restarted = podman("exec", "edgefleet-test-edge-03", "iotedge", "system", "restart")
+    restarted = podman("exec", f"{CONTAINER_PREFIX}-edge-03", "iotedge", "system", "restart")
     assert restarted.startswith("Stopping aziot-edged.service...Stopped!\nStopping aziot-identityd.service...Stopped!")
     assert restarted.endswith("Starting aziot-edged.service...Started!\nDone.\n")
-    wait_for_edge_agent(podman, "edgefleet-test-edge-03")
-    reprovisioned = podman("exec", "edgefleet-test-edge-03", "iotedge", "system", "reprovision")
+    wait_for_edge_agent(podman, f"{CONTAINER_PREFIX}-edge-03")
+    reprovisioned = podman("exec", f"{CONTAINER_PREFIX}-edge-03", "iotedge", "system", "reprovision")
     assert reprovisioned == "Successfully reprovisioned with IoT Hub.\n"
-    wait_for_edge_agent(podman, "edgefleet-test-edge-03")
-    logs = podman("exec", "edgefleet-test-edge-03", "iotedge", "system", "logs", "--", "--no-pager", "-o", "cat")
+    wait_for_edge_agent(podman, f"{CONTAINER_PREFIX}-edge-03")
+    logs = podman("exec", f"{CONTAINER_PREFIX}-edge-03", "iotedge", "system", "logs", "--", "--no-pager", "-o", "cat")
     assert logs.count("Successfully provisioned with DPS.") >= 3  # first start, restart, reprovision
-    stopped = podman("exec", "edgefleet-test-edge-03", "iotedge", "system", "stop")
+    stopped = podman("exec", f"{CONTAINER_PREFIX}-edge-03", "iotedge", "system", "stop")
     assert stopped.splitlines()[0] == "Stopping aziot-edged.service...Stopped!"
-    after_stop = podman("exec", "edgefleet-test-edge-03", "iotedge", "system", "status")
+    after_stop = podman("exec", f"{CONTAINER_PREFIX}-edge-03", "iotedge", "system", "status")
     assert "    aziot-edged             Ready\n" in after_stop, after_stop
 
     # A key that aziotks cannot read fails as on a real device: keyd refuses it, identityd cannot provision.
-    container = "edgefleet-test-edge-01"
+    container = f"{CONTAINER_PREFIX}-edge-01"
     podman("exec", container, "chown", "root:root", "/var/aziot/secrets/device-id.key.pem")
     podman("exec", container, "iotedge", "config", "apply")
     deadline = time.monotonic() + 30
@@ -404,7 +411,7 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
     assert report.rstrip().endswith("rc=1")
 
     # A registration id that is not the certificate's CN: DPS refuses the device (401002), identityd says so.
-    container = "edgefleet-test-edge-02"
+    container = f"{CONTAINER_PREFIX}-edge-02"
     podman(
         "exec",
         container,
@@ -437,7 +444,7 @@ def test_by_hand_hosts_register_with_dps_and_run_edge_agent(state_dir, podman, t
 
 def test_by_hand_1_1_hosts_register_and_a_chain_past_2038_is_refused(state_dir, podman, tmp_path, ansible_playbook):
     """IoT Edge 1.1: config.yaml, systemctl restart iotedge, CONFIG header; libiothsm's 2038 limit."""
-    up = lab(state_dir, "up", "--hosts", "2", "--container-prefix", "edgefleet-test", *PORTS)
+    up = lab(state_dir, "up", "--hosts", "2", "--container-prefix", CONTAINER_PREFIX, *PORTS)
     assert up.returncode == 0, up.stderr
     run = ansible_playbook(
         "lab/playbooks/provision_by_hand.yml",
@@ -446,7 +453,7 @@ def test_by_hand_1_1_hosts_register_and_a_chain_past_2038_is_refused(state_dir, 
     )
     assert run.returncode == 0, run.output
     for host in ("edge-01", "edge-02"):
-        container = f"edgefleet-test-{host}"
+        container = f"{CONTAINER_PREFIX}-{host}"
         lines = wait_for_edge_agent(podman, container).splitlines()
         assert lines[0] == "NAME             STATUS           DESCRIPTION      CONFIG"
         assert "mcr.microsoft.com/azureiotedge-agent:1.1" in lines[1]
@@ -463,7 +470,7 @@ def test_by_hand_1_1_hosts_register_and_a_chain_past_2038_is_refused(state_dir, 
     assert registrations["edge-01"]["status"] == "assigned" and registrations["edge-02"]["status"] == "assigned"
 
     # iotedge check with the 1.1 ids: no errors; the quickstart certificates are the documented warning.
-    checks = json.loads(podman("exec", "edgefleet-test-edge-02", "iotedge", "check", "--output", "json"))["checks"]
+    checks = json.loads(podman("exec", f"{CONTAINER_PREFIX}-edge-02", "iotedge", "check", "--output", "json"))["checks"]
     for name in (
         "config-yaml-well-formed",
         "hostname",
@@ -479,7 +486,7 @@ def test_by_hand_1_1_hosts_register_and_a_chain_past_2038_is_refused(state_dir, 
         quickstart["details"][0]
         == "The Edge device is using self-signed automatically-generated development certificates."
     )
-    text = podman("exec", "edgefleet-test-edge-02", "iotedge", "check")
+    text = podman("exec", f"{CONTAINER_PREFIX}-edge-02", "iotedge", "check")
     assert text.startswith("Configuration checks\n--------------------\n\u221a config.yaml is well-formed - OK\n"), text
 
     # A CA valid past 2038 (issued for 1.2+, where that is allowed) on a 1.1 host: libiothsm refuses the chain.
@@ -501,7 +508,9 @@ def test_by_hand_1_1_hosts_register_and_a_chain_past_2038_is_refused(state_dir, 
     journal = ""
     while time.monotonic() < deadline and refused not in journal:
         time.sleep(1)
-        journal = podman("exec", "edgefleet-test-edge-01", "journalctl", "--no-pager", "-o", "cat", "-u", "iotedge")
+        journal = podman(
+            "exec", f"{CONTAINER_PREFIX}-edge-01", "journalctl", "--no-pager", "-o", "cat", "-u", "iotedge"
+        )
     assert refused in journal, journal
 
 
@@ -520,7 +529,7 @@ def expired_identity(directory: Path, common_name: str) -> tuple[Path, Path]:
 
 
 def test_by_hand_negative_cases_show_the_runtimes_documented_behaviour(state_dir, podman, tmp_path, ansible_playbook):
-    up = lab(state_dir, "up", "--hosts", "1", "--container-prefix", "edgefleet-test", *PORTS)
+    up = lab(state_dir, "up", "--hosts", "1", "--container-prefix", CONTAINER_PREFIX, *PORTS)
     assert up.returncode == 0, up.stderr
     run = ansible_playbook(
         "lab/playbooks/provision_by_hand.yml",
@@ -528,7 +537,7 @@ def test_by_hand_negative_cases_show_the_runtimes_documented_behaviour(state_dir
         extra_vars={"pki_dir": str(tmp_path / "pki")},
     )
     assert run.returncode == 0, run.output
-    container = "edgefleet-test-edge-01"
+    container = f"{CONTAINER_PREFIX}-edge-01"
     wait_for_edge_agent(podman, container)
     good = podman("exec", container, "cat", "/etc/aziot/config.toml")
 
