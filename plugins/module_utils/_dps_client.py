@@ -202,9 +202,6 @@ class DpsServiceClient:
         """One bulk call (at most BULK_LIMIT items): ``{"isSuccessful", "errors": [{registrationId, errorCode, ...}]}``."""
         return self._bulk("enrollments", "enrollments", "IndividualEnrollment_RunBulkOperation", mode, enrollments)
 
-    def bulk_enrollment_groups(self, mode: str, groups: list) -> dict:
-        return self._bulk("enrollmentGroups", "enrollmentGroups", "EnrollmentGroup_RunBulkOperation", mode, groups)
-
     def _bulk(self, collection, key, operation, mode, items):
         if not 0 < len(items) <= BULK_LIMIT:
             raise ValueError(f"a bulk operation takes 1 to {BULK_LIMIT} items, got {len(items)}")

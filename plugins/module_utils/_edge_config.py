@@ -281,6 +281,7 @@ def _url(settings: _Settings, key: str, schemes: tuple, fix: str, default: str |
     else:
         try:
             parts = urlsplit(value)
+            # Reading .port raises ValueError for a port that is not a number from 0 to 65535.
             host, _port = parts.hostname, parts.port
         except ValueError:
             problem = "is not a valid URL"

@@ -79,9 +79,6 @@ class LoadedCa:
     def signer_name(self) -> str:
         return "intermediate" if self.intermediate_cert is not None else "root"
 
-    def chain_certificates(self) -> list:
-        return [c for c in (self.intermediate_cert, self.root_cert) if c is not None]
-
 
 def _load_pair(path: str, cert_name: str, key_name: str, *, read_key, ca_path_field: str):
     """Return (cert, key, key_state) for a cert/key pair, (None, None, None) when both are missing.
