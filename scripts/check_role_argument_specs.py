@@ -1,5 +1,8 @@
 """Check that every role's defaults/main.yml and meta/argument_specs.yml (entry point ``main``) agree.
 
+A role without tasks (the collection's common role, which only declares shared variables) may name its one entry
+point otherwise; that entry point is compared instead.
+
 For each role under roles/:
 
 * every variable in defaults/main.yml (or defaults/main/*.yml) must be an option of the ``main`` entry point;
@@ -88,9 +91,16 @@ def load_main_options(role: Path) -> tuple[dict[str, Any] | None, list[str]]:
         where = meta
         if specs is None:
             return None, []
-    if not isinstance(specs, dict) or not isinstance(specs.get("main"), dict):
+    if not isinstance(specs, dict):
+        return {}, [f"{where}: argument_specs must be a mapping"]
+    entry_point = "main"
+    if not isinstance(specs.get("main"), dict) and not (role / "tasks").is_dir() and len(specs) == 1:
+        # A role without tasks (common) documents its variables under another name: an entry point `main` would
+        # make ansible-core add an argument check to every play that has the role as a dependency.
+        (entry_point,) = specs
+    if not isinstance(specs.get(entry_point), dict):
         return {}, [f"{where}: no argument_specs.main entry point"]
-    options = specs["main"].get("options") or {}
+    options = specs[entry_point].get("options") or {}
     if not isinstance(options, dict):
         return {}, [f"{where}: argument_specs.main.options must be a mapping"]
     return options, []

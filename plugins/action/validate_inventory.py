@@ -30,9 +30,17 @@ ROLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, 
 
 @functools.lru_cache(maxsize=None)
 def role_options(role: str) -> dict:
-    """The options of a role's meta/argument_specs.yml (read once per process)."""
-    with open(os.path.join(ROLES_DIR, role, "meta", "argument_specs.yml"), encoding="utf-8") as handle:
-        return load_role_options(yaml.safe_load(handle))
+    """The options of a role's meta/argument_specs.yml and of the collection roles it depends on (read once)."""
+    role_dir = os.path.join(ROLES_DIR, role)
+    with open(os.path.join(role_dir, "meta", "main.yml"), encoding="utf-8") as handle:
+        dependencies = (yaml.safe_load(handle) or {}).get("dependencies") or []
+    options: dict = {}
+    for dependency in dependencies:
+        name = dependency.get("role") if isinstance(dependency, dict) else dependency
+        options.update(role_options(name.rsplit(".", 1)[-1]))
+    with open(os.path.join(role_dir, "meta", "argument_specs.yml"), encoding="utf-8") as handle:
+        options.update(load_role_options(yaml.safe_load(handle)))
+    return options
 
 
 @functools.lru_cache(maxsize=None)

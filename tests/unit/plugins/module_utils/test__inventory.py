@@ -22,12 +22,19 @@ HUB_CONNECTION = "HostName=hub.example.net;SharedAccessKeyName=iothubowner;Share
 
 
 def options(role: str) -> dict:
-    return load_role_options(yaml.safe_load((ROLES_DIR / role / "meta" / "argument_specs.yml").read_text()))
+    """The role's options and those of the common role it depends on (what validate_inventory reads)."""
+    found = {}
+    for name in ("common", role):
+        found.update(load_role_options(yaml.safe_load((ROLES_DIR / name / "meta" / "argument_specs.yml").read_text())))
+    return found
 
 
 def defaults(role: str) -> dict:
     """The role's defaults as a host with nothing set would resolve them (templates replaced by plain values)."""
-    values = yaml.safe_load((ROLES_DIR / role / "defaults" / "main.yml").read_text())
+    values = {
+        **yaml.safe_load((ROLES_DIR / "common" / "defaults" / "main.yml").read_text()),
+        **yaml.safe_load((ROLES_DIR / role / "defaults" / "main.yml").read_text()),
+    }
     resolved = {
         "edgefleet_registration_id": "edge-01",
         "edgefleet_pki_dir": "/srv/pki",
