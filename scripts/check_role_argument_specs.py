@@ -1,7 +1,7 @@
 """Check that every role's defaults/main.yml and meta/argument_specs.yml (entry point ``main``) agree.
 
-A role without tasks (the collection's common role, which only declares shared variables) may name its one entry
-point otherwise; that entry point is compared instead.
+A role without a main task file (the collection's common role, which declares shared variables) may name its one
+entry point otherwise; that entry point is compared instead.
 
 For each role under roles/:
 
@@ -94,8 +94,8 @@ def load_main_options(role: Path) -> tuple[dict[str, Any] | None, list[str]]:
     if not isinstance(specs, dict):
         return {}, [f"{where}: argument_specs must be a mapping"]
     entry_point = "main"
-    if not isinstance(specs.get("main"), dict) and not (role / "tasks").is_dir() and len(specs) == 1:
-        # A role without tasks (common) documents its variables under another name: an entry point `main` would
+    if not isinstance(specs.get("main"), dict) and not (role / "tasks" / "main.yml").exists() and len(specs) == 1:
+        # A role without tasks/main.yml (common) documents its variables under another name: an entry point `main` would
         # make ansible-core add an argument check to every play that has the role as a dependency.
         (entry_point,) = specs
     if not isinstance(specs.get(entry_point), dict):

@@ -506,6 +506,25 @@ def directory_lock(path: str, *, shared: bool = False):
         os.close(fd)  # closing releases the lock
 
 
+@contextlib.contextmanager
+def locked_directory(path: str, *, mode: int = 0o700):
+    """Create ``path`` if missing and hold its lock (directory_lock) for the block.
+
+    When the block fails in a directory it created, the directory and its lock file are removed again: a refused
+    first run leaves nothing behind.
+    """
+    created = ensure_directory(path, mode)
+    try:
+        with directory_lock(path):
+            yield
+    except BaseException:
+        if created:
+            remove_paths([os.path.join(path, LOCK_NAME)])
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        raise
+
+
 def stale_temporaries(directory: str) -> list[str]:
     """Temporary files and directories an interrupted atomic write left in ``directory`` (call under its lock)."""
     try:
@@ -559,6 +578,7 @@ __all__ = (
     "key_type_of",
     "load_certificates",
     "load_private_key",
+    "locked_directory",
     "not_after_of",
     "not_before_of",
     "parse_time",

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 import shutil
@@ -28,7 +27,6 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     check_expiry_limits,
     common_name_of,
     common_name_problem,
-    directory_lock,
     ensure_directory,
     file_mode,
     format_time,
@@ -38,6 +36,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     key_type_of,
     load_certificates,
     load_private_key,
+    locked_directory,
     not_after_of,
     parse_time,
     private_key_pem,
@@ -282,16 +281,8 @@ def ensure_ca(request: CaRequest, *, check_mode: bool, now: datetime.datetime | 
     cap = _validate(request, now)
     if check_mode or (request.state == "absent" and not os.path.isdir(request.path)):
         return _ensure(request, cap, now, check_mode=check_mode)
-    created = ensure_directory(request.path)
-    try:
-        with directory_lock(request.path):
-            return _ensure(request, cap, now, check_mode=False)
-    except BaseException:
-        if created:  # a refused CA leaves no trace, not even its directory
-            remove_paths([os.path.join(request.path, LOCK_NAME)])
-            with contextlib.suppress(OSError):
-                os.rmdir(request.path)
-        raise
+    with locked_directory(request.path):
+        return _ensure(request, cap, now, check_mode=False)
 
 
 def _ensure(request: CaRequest, cap, now: datetime.datetime, *, check_mode: bool) -> dict:

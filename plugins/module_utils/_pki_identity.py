@@ -20,14 +20,12 @@ from dataclasses import dataclass, field
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     GENERATION_1_1_LIMIT,
     KEY_TYPES,
-    LOCK_NAME,
     CertificateIssuer,
     PkiError,
     certificate_pem,
     check_expiry_limits,
     common_name_of,
     directory_lock,
-    ensure_directory,
     file_mode,
     fingerprints,
     format_time,
@@ -36,6 +34,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     key_type_of,
     load_certificates,
     load_private_key,
+    locked_directory,
     not_after_of,
     private_key_pem,
     read_file,
@@ -224,16 +223,8 @@ def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: dateti
     plans = [_Plan(registration_id=i, directory=os.path.join(request.path, i)) for i in ids]
     if check_mode:
         return _ensure(request, plans, now, check_mode=True)
-    created = ensure_directory(request.path, DEVICE_DIR_MODE)
-    try:
-        with directory_lock(request.path), _ca_read_lock(request.ca_path):
-            return _ensure(request, plans, now, check_mode=False)
-    except BaseException:
-        if created:
-            remove_paths([os.path.join(request.path, LOCK_NAME)])
-            with contextlib.suppress(OSError):
-                os.rmdir(request.path)
-        raise
+    with locked_directory(request.path, mode=DEVICE_DIR_MODE), _ca_read_lock(request.ca_path):
+        return _ensure(request, plans, now, check_mode=False)
 
 
 def _ca_read_lock(ca_path: str):
