@@ -1,0 +1,308 @@
+#!/usr/bin/python
+# Copyright (c) edgefleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: iotedge_host
+short_description: Converge an IoT Edge host's identity files and configuration in one call
+version_added: 0.1.0
+description:
+  - Compares the identity directories and files (content, owner, group, mode) and the runtime's configuration with
+    what is wanted, and changes only what differs, in one module run instead of a task per file.
+  - Refuses identity directories under an existing parent that other users cannot enter (the runtime reads its
+    identity as C(aziotcs)/C(aziotks) or C(iotedge)); missing parents are created as C(root) with mode C(0755).
+  - Writes each file atomically (a temporary file beside it, renamed into place). A file with O(files[].backup)
+    keeps the replaced one as C(<file>.<pid>.<time>~), and only the newest O(backups_kept) of those stay. A failed
+    write (a full disk) leaves the file in use and removes the partial backup.
+  - Reports whether the runtime applied the configuration on disk (O(applied_marker), IoT Edge 1.2 and later) or
+    runs it (O(service), 1.1), so a play can apply a configuration an interrupted run wrote but never applied.
+  - The action plugin of the same name reads O(files[].src) on the controller and sends the content; a file marked
+    O(files[].secret) travels as a C(no_log) value and is never shown in a diff.
+author: edgefleet developers (@edgefleet)
+extends_documentation_fragment:
+  - edgefleet.iotedge._attributes
+attributes:
+  check_mode:
+    support: full
+    details: Predicts every change; on a host without the runtime the files are predicted as written.
+  diff_mode:
+    support: partial
+    details: Shows the text of files with O(files[].diff) (never of a secret file).
+  action:
+    description:
+      - Indicates this has a corresponding action plugin, so some parts of the options can be executed on the
+        controller.
+    support: full
+    details: The action plugin reads O(files[].src) on the controller.
+options:
+  directories:
+    description: Directories to create or correct, in order.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path on the host.
+        type: path
+        required: true
+      owner:
+        description: Owner; the group is the owner's name unless O(directories[].group) is set.
+        type: str
+        required: true
+      group:
+        description: Group; default the owner's name.
+        type: str
+      mode:
+        description: Octal mode as a string, for example V('0700').
+        type: str
+        required: true
+      variable:
+        description: The inventory variable that chose O(directories[].path), named in errors.
+        type: str
+        default: ''
+  files:
+    description: Files to write or correct, in order, after the directories.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path on the host.
+        type: path
+        required: true
+      src:
+        description:
+          - Controller path of the content (read by the action plugin). In check mode a missing O(files[].src) is
+            predicted as written (an earlier phase would make it); otherwise it is an error naming
+            O(files[].variable).
+        type: path
+      content:
+        description: The content, when not read from O(files[].src).
+        type: str
+      secret:
+        description:
+          - The content is a secret (a key, a configuration with credentials) - never logged nor shown. The action
+            plugin sends it as O(files[].secret_content).
+        type: bool
+        default: false
+      secret_content:
+        description: A secret content (a C(no_log) value); the action plugin sets it for a O(files[].secret) file.
+        type: str
+      owner:
+        description: Owner; the group is the owner's name unless O(files[].group) is set.
+        type: str
+        required: true
+      group:
+        description: Group; default the owner's name.
+        type: str
+      mode:
+        description: Octal mode as a string, for example V('0600').
+        type: str
+        required: true
+      backup:
+        description: Keep the replaced file as C(<file>.<pid>.<time>~) beside it.
+        type: bool
+        default: false
+      diff:
+        description: Show the text as a diff in diff mode (ignored for a secret file).
+        type: bool
+        default: false
+      variable:
+        description: The inventory variable that chose O(files[].src), named in errors.
+        type: str
+        default: ''
+  runtime_users:
+    description:
+      - Users the runtime reads its identity as. If one is missing the runtime is not installed - an error, except
+        in check mode, where everything is predicted.
+    type: list
+    elements: str
+    default: []
+  backups_kept:
+    description: How many of a backed-up file's newest backups stay.
+    type: int
+    default: 5
+  config_path:
+    description: The runtime configuration among O(files); its age is compared with O(applied_marker).
+    type: path
+  applied_marker:
+    description:
+      - IoT Edge 1.2 and later - a file C(iotedge config apply) writes, for example
+        C(/etc/aziot/identityd/config.d/00-super.toml). Older than O(config_path) means a configuration was
+        written and never applied.
+    type: path
+  service:
+    description: IoT Edge 1.1 - the daemon that reads the configuration when it starts (C(iotedge)).
+    type: str
+  packages:
+    description:
+      - Debian packages by name, each with the version it must have (an apt version string such as V(1.5.44-1)) or
+        an empty string for any. Those not installed as asked are returned in RV(packages_to_install); the module
+        installs nothing (apt does, with its cache and locks).
+    type: dict
+    default: {}
+  preflight:
+    description: Only check that the directories' parents can be entered; change nothing.
+    type: bool
+    default: false
+notes:
+  - Content is text (PEM, TOML, YAML), sent in the module's arguments.
+seealso:
+  - module: edgefleet.iotedge.iotedge_module_info
+  - module: ansible.builtin.copy
+"""
+
+EXAMPLES = r"""
+- name: Push the identity and write the configuration, backed up
+  edgefleet.iotedge.iotedge_host:
+    runtime_users: [aziotcs, aziotks]
+    directories:
+      - {path: /var/aziot/certs, owner: aziotcs, mode: "0755"}
+      - {path: /var/aziot/secrets, owner: aziotks, mode: "0700"}
+    files:
+      - {path: /var/aziot/certs/device-id.pem, src: pki/identities/edge-01/identity.full-chain.cert.pem,
+         owner: aziotcs, mode: "0644", diff: true}
+      - {path: /var/aziot/secrets/device-id.key.pem, src: pki/identities/edge-01/identity.key.pem,
+         owner: aziotks, mode: "0600", secret: true}
+      - {path: /etc/aziot/config.toml, content: "{{ config }}", owner: root, mode: "0600", backup: true, diff: true}
+    config_path: /etc/aziot/config.toml
+    applied_marker: /etc/aziot/identityd/config.d/00-super.toml
+  become: true
+  register: host
+  notify: apply the configuration
+"""
+
+RETURN = r"""
+actions:
+  description: What was changed (or would be, in check mode), one line each. Never holds content.
+  returned: always
+  type: list
+  elements: str
+  sample: ["wrote /etc/aziot/config.toml (root, 0600)"]
+runtime_installed:
+  description: Every user of O(runtime_users) exists.
+  returned: always
+  type: bool
+was_provisioned:
+  description: The runtime applied a configuration before (1.2+) or its daemon runs (1.1).
+  returned: always
+  type: bool
+apply_pending:
+  description: The configuration on disk before this run was never applied (or the 1.1 daemon does not run).
+  returned: always
+  type: bool
+packages_to_install:
+  description: The O(packages) not installed as asked, as apt takes them (C(name) or C(name=version)).
+  returned: always
+  type: list
+  elements: str
+  sample: ["aziot-edge=1.5.44-1"]
+backups:
+  description: Backup files made by this run.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._iotedge_host import (
+    HostStateError,
+    Request,
+    WantedDirectory,
+    WantedFile,
+    converge,
+    mode_value,
+)
+
+OWNED = {
+    "path": {"type": "path", "required": True},
+    "owner": {"type": "str", "required": True},
+    "group": {"type": "str"},
+    "mode": {"type": "str", "required": True},
+    "variable": {"type": "str", "default": ""},
+}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "directories": {"type": "list", "elements": "dict", "default": [], "options": OWNED},
+            "files": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {
+                    **OWNED,
+                    "src": {"type": "path"},
+                    "content": {"type": "str"},
+                    "secret": {"type": "bool", "default": False},
+                    "secret_content": {"type": "str", "no_log": True},
+                    "backup": {"type": "bool", "default": False},
+                    "diff": {"type": "bool", "default": False},
+                },
+                "mutually_exclusive": [["content", "secret_content"]],
+            },
+            "runtime_users": {"type": "list", "elements": "str", "default": []},
+            "backups_kept": {"type": "int", "default": 5},
+            "config_path": {"type": "path"},
+            "applied_marker": {"type": "path"},
+            "service": {"type": "str"},
+            "packages": {"type": "dict", "default": {}},
+            "preflight": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        request = Request(
+            directories=[
+                WantedDirectory(
+                    path=item["path"],
+                    owner=item["owner"],
+                    group=item["group"] or item["owner"],
+                    mode=mode_value(item["mode"], "directories[].mode"),
+                    variable=item["variable"],
+                )
+                for item in params["directories"]
+            ],
+            files=[
+                WantedFile(
+                    path=item["path"],
+                    owner=item["owner"],
+                    group=item["group"] or item["owner"],
+                    mode=mode_value(item["mode"], "files[].mode"),
+                    content=_content(item),
+                    backup=item["backup"],
+                    show_diff=item["diff"] and not item["secret"] and item["secret_content"] is None,
+                )
+                for item in params["files"]
+            ],
+            runtime_users=params["runtime_users"],
+            backups_kept=params["backups_kept"],
+            config_path=params["config_path"] or "",
+            applied_marker=params["applied_marker"] or "",
+            service=params["service"] or "",
+            packages={name: str(version or "") for name, version in params["packages"].items()},
+            preflight=params["preflight"],
+            check_mode=module.check_mode,
+        )
+        outcome = converge(request, module.run_command)
+    except HostStateError as error:
+        module.fail_json(msg=str(error))
+    result = outcome.to_result()
+    if module._diff and outcome.diff:
+        result["diff"] = outcome.diff
+    module.exit_json(**result)
+
+
+def _content(item):
+    """The text as bytes; None (unknown, predicted as written) when the action plugin found no source in check mode."""
+    text = item["secret_content"] if item["secret_content"] is not None else item["content"]
+    return None if text is None else text.encode("utf-8")
+
+
+if __name__ == "__main__":
+    main()
