@@ -1,18 +1,24 @@
-"""Rollout benchmark: playbooks/provision_edge.yml on fresh labs of 5, 10 and 20 hosts.
+"""Rollout benchmark: playbooks/provision_edge.yml on fresh labs of 5, 10 and 20 hosts, against two baselines.
 
-For each fleet size n, a fresh lab (`lab down`, then `lab up --hosts n` in build/bench-rollout-lab, on ports of its
-own and with containers named edgefleet-bench-*), then three timed ansible-playbook runs on group `edge`:
+For each fleet size n (labs in build/bench-rollout-lab, on free ports, containers named edgefleet-bench<pid>-*):
 
-- the baseline, benchmarks/playbooks/facts_baseline.yml: fact gathering only (what touching every host once costs);
-- the first run of playbooks/provision_edge.yml (must exit 0 with failed=0 and unreachable=0 for every host);
-- its no-change re-run (must report changed=0 for every host in the PLAY RECAP).
+- the shell baseline, on a fresh lab of n hosts: benchmarks/shell_rollout.py does the same host work as the roles
+  (apt source and install, chain and key, the rendered config, `iotedge config apply`, polling `iotedge list` until
+  edgeAgent runs) as one `ssh ... bash -s` per host, `--forks` at a time. Its inputs (the PKI and DPS phases of the
+  playbook, then benchmarks/playbooks/shell_inputs.yml) are made before the clock starts;
+- then a second fresh lab of n hosts, and timed ansible-playbook runs on group `edge`:
+  - the facts baseline, benchmarks/playbooks/facts_baseline.yml: fact gathering only (touching every host once);
+  - the first run of playbooks/provision_edge.yml (must exit 0 with failed=0 and unreachable=0 for every host);
+  - its no-change re-run (must report changed=0 for every host), with the per-task profile
+    (benchmarks/callback_plugins/task_profile.py);
+  - the no-change re-run under mitogen's `mitogen_linear` strategy (must also report changed=0).
 
-vs_facts_baseline = provision seconds / baseline seconds, both measured on the same hosts in the same run. The
-per-host marginal cost is the least-squares slope of seconds over n. Every run uses the same `--forks` (default
-10; Ansible's own default is 5) and an SSH ControlPath directory of its own, so each one opens its connections
-(as a first run does) instead of inheriting the previous run's persistent ones.
+vs_shell = first run / shell baseline; rerun_vs_facts = re-run / facts baseline; rerun_mitogen_vs_facts = the
+mitogen re-run / facts baseline, each pair measured in the same run. Every run uses the same `--forks` (default 20)
+and an SSH ControlPath directory of its own, so each one opens its connections instead of inheriting persistent ones.
 
-Ends with `rollout: hosts=<n> seconds=<s> vs_facts_baseline=<x> rerun_seconds=<r>` for the largest fleet.
+Ends with `rollout: hosts=<n> seconds=<s> vs_shell=<x> rerun_seconds=<r> rerun_vs_facts=<y>
+rerun_mitogen_vs_facts=<z>` (one line) for the largest fleet.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import shell_rollout
 from _common import BIN, REPO, replace_doc_section, timed
 
 STATE_DIR = REPO / "build" / "bench-rollout-lab"
@@ -40,6 +47,9 @@ CONTAINER_PREFIX = f"edgefleet-bench{os.getpid()}"
 PORTS = ["--free-ports"]
 PROVISION = REPO / "playbooks" / "provision_edge.yml"
 BASELINE = REPO / "benchmarks" / "playbooks" / "facts_baseline.yml"
+SHELL_INPUTS = REPO / "benchmarks" / "playbooks" / "shell_inputs.yml"
+CALLBACKS = REPO / "benchmarks" / "callback_plugins"
+PROFILE_DIR = REPO / "build" / "bench-rollout-profiles"
 RECAP_LINE = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", re.M)
 
 
@@ -77,7 +87,28 @@ def close_connections(control_dir: Path) -> None:
         subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "unused"], capture_output=True, check=False)
 
 
-def playbook(playbook_path: Path, forks: int, log_name: str) -> tuple[float, dict[str, dict[str, int]]]:
+def mitogen_environment() -> dict[str, str]:
+    """The settings that run a playbook under mitogen (docs/performance.md): its strategy plugins and strategy."""
+    import ansible_mitogen
+
+    return {
+        "ANSIBLE_STRATEGY_PLUGINS": str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"),
+        "ANSIBLE_STRATEGY": "mitogen_linear",
+    }
+
+
+def profile_environment(name: str) -> dict[str, str]:
+    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    return {
+        "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS),
+        "ANSIBLE_CALLBACKS_ENABLED": "task_profile",
+        "EDGEFLEET_TASK_PROFILE": str(PROFILE_DIR / f"{name}.json"),
+    }
+
+
+def playbook(
+    playbook_path: Path, forks: int, log_name: str, *options: str, environment_extra: dict[str, str] | None = None
+) -> tuple[float, dict[str, dict[str, int]]]:
     """Run one playbook on the bench lab; return its wall time and its PLAY RECAP. The output goes to LOG_DIR."""
     with tempfile.TemporaryDirectory(prefix="edgefleet-bench-cp-") as control_dir:
         environment = dict(
@@ -85,11 +116,13 @@ def playbook(playbook_path: Path, forks: int, log_name: str) -> tuple[float, dic
             ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
             ANSIBLE_NOCOLOR="1",
             ANSIBLE_SSH_CONTROL_PATH_DIR=control_dir,
+            **(environment_extra or {}),
         )
         environment.pop("ANSIBLE_STDOUT_CALLBACK", None)  # the recap below is the default callback's
         command = [
             str(BIN / "ansible-playbook"),
             *("-i", str(STATE_DIR / "inventory"), "--forks", str(forks)),
+            *options,
             str(playbook_path),
         ]
         try:
@@ -118,27 +151,75 @@ def other_containers() -> list[str]:
     return [name for name in listed.stdout.split() if not name.startswith(CONTAINER_PREFIX)]
 
 
-def measure_fleet(hosts: int, forks: int) -> dict:
+def fresh_lab(hosts: int) -> float:
     lab("down")
-    up_seconds = timed(lab, "up", "--hosts", str(hosts), "--container-prefix", CONTAINER_PREFIX, *PORTS)[0]
+    return timed(lab, "up", "--hosts", str(hosts), "--container-prefix", CONTAINER_PREFIX, *PORTS)[0]
+
+
+def shell_baseline(hosts: int, forks: int) -> float:
+    """The shell rollout's seconds on a fresh lab; its inputs (PKI, DPS, rendered configs) are made untimed first."""
+    fresh_lab(hosts)
+    playbook(PROVISION, forks, f"{hosts}-hosts-shell-pki-dps", "--tags", "pki,dps")
+    inputs_dir = STATE_DIR / "shell-inputs"
+    shutil.rmtree(inputs_dir, ignore_errors=True)
+    inputs_dir.mkdir(parents=True)
+    playbook(SHELL_INPUTS, forks, f"{hosts}-hosts-shell-inputs", "-e", f"shell_inputs_dir={inputs_dir}")
+    seconds, failures = timed(shell_rollout.rollout, STATE_DIR / "inventory", inputs_dir, forks)
+    if failures:
+        raise BenchmarkError(f"the shell baseline failed on {sorted(failures)}: {json.dumps(failures)[-3000:]}")
+    return seconds
+
+
+def no_change(name: str, hosts: int, counts: dict[str, dict[str, int]]) -> None:
+    if len(counts) != hosts:
+        raise BenchmarkError(f"{name} on {hosts} hosts: the recap lists {len(counts)} hosts: {sorted(counts)}")
+    changed = {host: host_counts["changed"] for host, host_counts in counts.items() if host_counts.get("changed")}
+    if changed:
+        raise BenchmarkError(f"{name} on {hosts} hosts changed something: {changed} (see {LOG_DIR})")
+
+
+def measure_fleet(hosts: int, forks: int) -> dict:
+    shell_seconds = shell_baseline(hosts, forks)
+    up_seconds = fresh_lab(hosts)
     baseline_seconds, baseline = playbook(BASELINE, forks, f"{hosts}-hosts-facts-baseline")
     provision_seconds, provision = playbook(PROVISION, forks, f"{hosts}-hosts-provision")
-    rerun_seconds, rerun = playbook(PROVISION, forks, f"{hosts}-hosts-rerun")
-    for name, counts in (("facts baseline", baseline), ("provision", provision), ("re-run", rerun)):
+    rerun_seconds, rerun = playbook(
+        PROVISION, forks, f"{hosts}-hosts-rerun", environment_extra=profile_environment(f"{hosts}-hosts-rerun")
+    )
+    mitogen_seconds, mitogen_rerun = playbook(
+        PROVISION, forks, f"{hosts}-hosts-rerun-mitogen", environment_extra=mitogen_environment()
+    )
+    for name, counts in (("facts baseline", baseline), ("provision", provision)):
         if len(counts) != hosts:
             raise BenchmarkError(f"{name} on {hosts} hosts: the recap lists {len(counts)} hosts: {sorted(counts)}")
-    changed = {host: counts["changed"] for host, counts in rerun.items() if counts.get("changed")}
-    if changed:
-        raise BenchmarkError(f"the re-run on {hosts} hosts changed something: {changed} (see {LOG_DIR})")
+    no_change("the re-run", hosts, rerun)
+    no_change("the mitogen re-run", hosts, mitogen_rerun)
     return {
         "hosts": hosts,
         "lab_up_seconds": up_seconds,
+        "shell_seconds": shell_seconds,
         "baseline_seconds": baseline_seconds,
         "provision_seconds": provision_seconds,
+        "vs_shell": provision_seconds / shell_seconds,
         "vs_facts_baseline": provision_seconds / baseline_seconds,
         "rerun_seconds": rerun_seconds,
+        "rerun_vs_facts": rerun_seconds / baseline_seconds,
+        "rerun_mitogen_seconds": mitogen_seconds,
+        "rerun_mitogen_vs_facts": mitogen_seconds / baseline_seconds,
+        "rerun_profile": task_profile(PROFILE_DIR / f"{hosts}-hosts-rerun.json"),
         "provision_changed_total": sum(counts["changed"] for counts in provision.values()),
         "other_containers": len(other_containers()),
+    }
+
+
+def task_profile(path: Path) -> dict:
+    """The re-run's task count (and how many ran on some host) and its slowest tasks, from the callback's JSON."""
+    records = json.loads(path.read_text())
+    slowest = sorted(records, key=lambda record: record["seconds"], reverse=True)[:8]
+    return {
+        "tasks": len(records),
+        "ran": sum(1 for record in records if record["hosts"]),
+        "slowest": [{"task": record["task"], "seconds": record["seconds"]} for record in slowest],
     }
 
 
@@ -152,6 +233,7 @@ def slope(fleets: list[dict], key: str) -> float | None:
 def measure(sizes: list[int], forks: int) -> dict:
     others = other_containers()
     shutil.rmtree(LOG_DIR, ignore_errors=True)  # only this run's logs
+    shutil.rmtree(PROFILE_DIR, ignore_errors=True)
     print(f"rollout: forks={forks}, sizes={sizes}; other running containers: {len(others)}", file=sys.stderr)
     fleets = []
     measured = False
@@ -175,6 +257,8 @@ def measure(sizes: list[int], forks: int) -> dict:
         "provision_slope": slope(fleets, "provision_seconds"),
         "rerun_slope": slope(fleets, "rerun_seconds"),
         "baseline_slope": slope(fleets, "baseline_seconds"),
+        "shell_slope": slope(fleets, "shell_seconds"),
+        "rerun_mitogen_slope": slope(fleets, "rerun_mitogen_seconds"),
     }
 
 
@@ -190,6 +274,8 @@ def plot(result: dict, path: Path) -> None:
         ("provision", "provision_edge.yml, first run", "o"),
         ("rerun", "provision_edge.yml, no-change re-run", "s"),
         ("baseline", "facts only, the baseline", "^"),
+        ("shell", "parallel-SSH shell script, the same host work", "v"),
+        ("rerun_mitogen", "no-change re-run under mitogen", "D"),
     ):
         per_host = result[f"{key}_slope"]
         if per_host is not None:
@@ -217,31 +303,50 @@ def doc_section(result: dict, command: str) -> str:
     import ansible
 
     rows = "".join(
-        f"| {fleet['hosts']} | {fleet['baseline_seconds']:.1f} s | {fleet['provision_seconds']:.1f} s "
-        f"| **{fleet['vs_facts_baseline']:.2f}x** | {fleet['rerun_seconds']:.1f} s |\n"
+        f"| {fleet['hosts']} | {fleet['baseline_seconds']:.1f} s | {fleet['shell_seconds']:.1f} s "
+        f"| {fleet['provision_seconds']:.1f} s | **{fleet['vs_shell']:.2f}x** | {fleet['rerun_seconds']:.1f} s "
+        f"| **{fleet['rerun_vs_facts']:.2f}x** | {fleet['rerun_mitogen_seconds']:.1f} s "
+        f"| **{fleet['rerun_mitogen_vs_facts']:.2f}x** |\n"
         for fleet in result["fleets"]
     )
+    largest = max(result["fleets"], key=lambda fleet: fleet["hosts"])
+    profile = largest["rerun_profile"]
+    slowest = "".join(f"| {task['task']} | {task['seconds']:.2f} s |\n" for task in profile["slowest"])
     return (
         f"Measured {datetime.date.today().isoformat()} on {platform.machine()} with {result['cores']} cores "
         f"(controller and lab hosts share them), Python {platform.python_version()}, ansible-core "
-        f"{ansible.__version__}, `--forks {result['forks']}`; other containers running on the machine (counted before the run and "
-        f"after each fleet): at most {result['other_containers']}. Command: `{command}`.\n\n"
-        "![Wall time of provision_edge.yml, its re-run and the facts-only baseline against the number of hosts]"
+        f"{ansible.__version__}, mitogen {mitogen_version()}, `--forks {result['forks']}`; other containers running "
+        f"on the machine (counted before the run and after each fleet): at most {result['other_containers']}. "
+        f"Command: `{command}`.\n\n"
+        "![Wall time of provision_edge.yml, its re-runs and the baselines against the number of hosts]"
         "(performance-rollout.png)\n\n"
-        "| hosts | facts baseline | provision_edge.yml | vs_facts_baseline | no-change re-run |\n"
-        "| ---: | ---: | ---: | ---: | ---: |\n"
+        "| hosts | facts baseline | shell baseline | provision_edge.yml | vs_shell | no-change re-run | rerun_vs_facts "
+        "| re-run under mitogen | rerun_mitogen_vs_facts |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
         f"{rows}\n"
         f"Marginal cost per host (least-squares slope over the fleet sizes): provision "
         f"**{seconds_per_host(result['provision_slope'])}**, re-run {seconds_per_host(result['rerun_slope'])}, "
-        f"facts baseline {seconds_per_host(result['baseline_slope'])}.\n"
+        f"shell baseline {seconds_per_host(result['shell_slope'])}, facts baseline "
+        f"{seconds_per_host(result['baseline_slope'])}.\n\n"
+        f"The no-change re-run on {largest['hosts']} hosts, task by task: {profile['tasks']} tasks, "
+        f"{profile['ran']} of them ran on some host; the slowest:\n\n"
+        "| task | seconds |\n| --- | ---: |\n"
+        f"{slowest}"
     )
+
+
+def mitogen_version() -> str:
+    from importlib.metadata import version
+
+    return version("mitogen")
 
 
 def final_line(result: dict) -> str:
     largest = max(result["fleets"], key=lambda fleet: fleet["hosts"])
     return (
         f"rollout: hosts={largest['hosts']} seconds={largest['provision_seconds']:.1f} "
-        f"vs_facts_baseline={largest['vs_facts_baseline']:.2f} rerun_seconds={largest['rerun_seconds']:.1f}"
+        f"vs_shell={largest['vs_shell']:.2f} rerun_seconds={largest['rerun_seconds']:.1f} "
+        f"rerun_vs_facts={largest['rerun_vs_facts']:.2f} rerun_mitogen_vs_facts={largest['rerun_mitogen_vs_facts']:.2f}"
     )
 
 
@@ -255,7 +360,7 @@ def sizes_argument(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=sizes_argument, default=[5, 10, 20], help="fleet sizes (default 5,10,20)")
-    parser.add_argument("--forks", type=int, default=10, help="ansible-playbook --forks for every run (default 10)")
+    parser.add_argument("--forks", type=int, default=20, help="ansible-playbook --forks for every run (default 20)")
     parser.add_argument("--write-docs", action="store_true", help="write the results into docs/performance.md")
     parser.add_argument("--plot", type=Path, help="PNG path (default: docs/ with --write-docs, else build/)")
     args = parser.parse_args(argv)
@@ -272,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = ",".join(str(fleet["hosts"]) for fleet in result["fleets"])
         command = (
             ".venv/bin/python benchmarks/run.py rollout --write-docs"
-            if (args.sizes, args.forks) == ([5, 10, 20], 10)
+            if (args.sizes, args.forks) == ([5, 10, 20], 20)
             else f".venv/bin/python benchmarks/rollout.py --sizes {sizes} --forks {args.forks} --write-docs"
         )
         replace_doc_section("rollout", doc_section(result, command))

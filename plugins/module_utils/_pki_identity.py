@@ -97,6 +97,12 @@ class _Plan:
         return os.path.join(self.directory, IDENTITY_CHAIN)
 
 
+def identity_files(identity_dir: str, registration_id: str) -> dict:
+    """Where a device's files are under ``identity_dir``; the roles read them through the identity_files filter."""
+    plan = _Plan(registration_id=registration_id, directory=os.path.join(identity_dir, registration_id))
+    return {"cert_path": plan.cert_path, "key_path": plan.key_path, "chain_path": plan.chain_path}
+
+
 def normalize_devices(devices) -> list[str]:
     """Accept registration ids or dicts with `registration_id`; return the ids, all checked, no duplicates."""
     if not isinstance(devices, list):
