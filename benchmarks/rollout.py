@@ -170,9 +170,13 @@ def shell_baseline(hosts: int, forks: int) -> float:
     return seconds
 
 
-def no_change(name: str, hosts: int, counts: dict[str, dict[str, int]]) -> None:
+def every_host_ran(name: str, hosts: int, counts: dict[str, dict[str, int]]) -> None:
     if len(counts) != hosts:
         raise BenchmarkError(f"{name} on {hosts} hosts: the recap lists {len(counts)} hosts: {sorted(counts)}")
+
+
+def no_change(name: str, hosts: int, counts: dict[str, dict[str, int]]) -> None:
+    every_host_ran(name, hosts, counts)
     changed = {host: host_counts["changed"] for host, host_counts in counts.items() if host_counts.get("changed")}
     if changed:
         raise BenchmarkError(f"{name} on {hosts} hosts changed something: {changed} (see {LOG_DIR})")
@@ -189,9 +193,8 @@ def measure_fleet(hosts: int, forks: int) -> dict:
     mitogen_seconds, mitogen_rerun = playbook(
         PROVISION, forks, f"{hosts}-hosts-rerun-mitogen", environment_extra=mitogen_environment()
     )
-    for name, counts in (("facts baseline", baseline), ("provision", provision)):
-        if len(counts) != hosts:
-            raise BenchmarkError(f"{name} on {hosts} hosts: the recap lists {len(counts)} hosts: {sorted(counts)}")
+    every_host_ran("the facts baseline", hosts, baseline)
+    every_host_ran("provision", hosts, provision)
     no_change("the re-run", hosts, rerun)
     no_change("the mitogen re-run", hosts, mitogen_rerun)
     return {

@@ -160,9 +160,9 @@ def converge(request: Request, run) -> Outcome:
     outcome = Outcome()
     if request.preflight:
         return outcome
-    outcome.runtime_installed = all(user_exists(user) for user in request.runtime_users)
-    if not outcome.runtime_installed and not request.check_mode:
-        missing = [user for user in request.runtime_users if not user_exists(user)]
+    missing = [user for user in request.runtime_users if not user_exists(user)]
+    outcome.runtime_installed = not missing
+    if missing and not request.check_mode:
         raise HostStateError(
             f"No user {' or '.join(missing)} on this host: the IoT Edge runtime is not installed. Run the install "
             "phase (role edgefleet.iotedge.iotedge_install, tag install) or check edgefleet_generation."

@@ -96,11 +96,13 @@ class _Plan:
     def chain_path(self) -> str:
         return os.path.join(self.directory, IDENTITY_CHAIN)
 
+    def files(self) -> dict:
+        return {"cert_path": self.cert_path, "key_path": self.key_path, "chain_path": self.chain_path}
+
 
 def identity_files(identity_dir: str, registration_id: str) -> dict:
     """Where a device's files are under ``identity_dir``; the roles read them through the identity_files filter."""
-    plan = _Plan(registration_id=registration_id, directory=os.path.join(identity_dir, registration_id))
-    return {"cert_path": plan.cert_path, "key_path": plan.key_path, "chain_path": plan.chain_path}
+    return _Plan(registration_id=registration_id, directory=os.path.join(identity_dir, registration_id)).files()
 
 
 def normalize_devices(devices) -> list[str]:
@@ -311,9 +313,7 @@ def _result(plans, *, ca, ca_path: str, predicted_not_after: datetime.datetime) 
             "changed": changed,
             "action": plan.action,
             "reasons": plan.reasons,
-            "cert_path": plan.cert_path,
-            "key_path": plan.key_path,
-            "chain_path": plan.chain_path,
+            **plan.files(),
             **view,
         }
         if changed:
