@@ -36,6 +36,16 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
 IOTHUB_CONNECTION_STRING_ENV = "EDGEFLEET_IOTHUB_CONNECTION_STRING"
 QUERY_PAGE_SIZE = 100
 EDGE_AGENT = "$edgeAgent"
+# "Query expressions can have a maximum length of 8192 characters" (Microsoft Learn, "Queries for IoT Hub device and
+# module twins", section "Twin query limitations": https://learn.microsoft.com/azure/iot-hub/query-twins).
+# Each ``deviceId IN [...]`` query is kept to half of that.
+QUERY_MAX_LENGTH = 8192
+QUERY_BUDGET = QUERY_MAX_LENGTH // 2
+# Device ids that go into a query as ``'<id>'`` unchanged: up to 128 of the characters IoT Hub allows in a device id
+# (Twin.deviceId in the service's REST spec, api-version 2021-04-12) except the quote itself. The query language
+# documents backslash escapes in string literals, but they are not used: every other id is read with the
+# per-device REST calls instead.
+_QUERYABLE_ID = re.compile(r"[A-Za-z0-9\-:.+%_#*?!(),=@;$]{1,128}")
 # Keys the hub adds to twin property collections; they are bookkeeping, not configuration.
 
 
@@ -265,21 +275,23 @@ class IoTHubRegistry:
         twin = self._get_or_none("Modules_GetTwin", lambda: self.registry.get_module_twin(device_id, module_id))
         return twin.as_dict() if twin is not None else None
 
-    def query_device_twins(self, page_size: int = QUERY_PAGE_SIZE) -> list:
-        """Every device twin (``SELECT * FROM devices``), page by page through the continuation token."""
+    def query_twins(self, query: str, page_size: int = QUERY_PAGE_SIZE) -> list:
+        """The twins (device or module) a query returns, page by page through the continuation token."""
         query_spec = self._query_spec or load_sdk()[1]
         twins, continuation = [], None
         while True:
             page = self._run(
                 "Query_GetTwins",
-                lambda token=continuation: self.registry.query_iot_hub(
-                    query_spec(query="SELECT * FROM devices"), token, page_size
-                ),
+                lambda token=continuation: self.registry.query_iot_hub(query_spec(query=query), token, page_size),
             )
             twins.extend(item.as_dict() for item in page.items or [])
             continuation = page.continuation_token
             if not continuation:
                 return twins
+
+    def query_device_twins(self, page_size: int = QUERY_PAGE_SIZE) -> list:
+        """Every device twin (``SELECT * FROM devices``)."""
+        return self.query_twins("SELECT * FROM devices", page_size)
 
 
 # ---- device_info core -----------------------------------------------------------------------------------
@@ -344,42 +356,145 @@ def device_view(device: dict, twin: dict | None, modules: list | None, edge_agen
     return view
 
 
-def _describe(client, device_id: str, twin: dict | None = None) -> dict | None:
+def _is_edge(record: dict) -> bool:
+    return bool((record.get("capabilities") or {}).get("iot_edge"))
+
+
+def _identity_from_twin(twin: dict) -> dict:
+    """The device identity fields a device twin carries, shaped like ``Device.as_dict()`` for device_view."""
+    return {
+        "device_id": twin.get("device_id"),
+        # The twin's own "etag" belongs to the twin; "deviceEtag" is the identity's etag.
+        "etag": twin.get("device_etag"),
+        "status": twin.get("status"),
+        "status_reason": twin.get("status_reason"),
+        "connection_state": twin.get("connection_state"),
+        "last_activity_time": twin.get("last_activity_time"),
+        "device_scope": twin.get("device_scope"),
+        "authentication": {
+            "type": twin.get("authentication_type"),
+            "x509_thumbprint": twin.get("x509_thumbprint") or {},
+        },
+        "capabilities": twin.get("capabilities") or {},
+    }
+
+
+def _read_modules(client, device_id: str) -> tuple:
+    """(module identities, ``$edgeAgent`` module twin) of one device, with the per-device REST calls."""
+    modules = client.get_modules(device_id)
+    agent_twin = None
+    if any(module.get("module_id") == EDGE_AGENT for module in modules):
+        agent_twin = client.get_module_twin(device_id, EDGE_AGENT)
+    return modules, agent_twin
+
+
+def _describe(client, device_id: str) -> dict | None:
+    """One device with the per-device REST calls (identity, twin, modules, ``$edgeAgent`` twin); None if unknown."""
     device = client.get_device(device_id)
     if device is None:
         return None
-    if twin is None:
-        twin = client.get_twin(device_id)
-    modules, agent_twin = None, None
-    if (device.get("capabilities") or {}).get("iot_edge"):
-        modules = client.get_modules(device_id)
-        if any(module.get("module_id") == EDGE_AGENT for module in modules):
-            agent_twin = client.get_module_twin(device_id, EDGE_AGENT)
+    twin = client.get_twin(device_id)
+    modules, agent_twin = _read_modules(client, device_id) if _is_edge(device) else (None, None)
     return device_view(device, twin, modules, agent_twin)
 
 
+def _queryable(device_id: str) -> bool:
+    return _QUERYABLE_ID.fullmatch(device_id) is not None
+
+
+def _in_queries(collection: str, device_ids: list) -> list:
+    """``SELECT * FROM <collection> WHERE deviceId IN [...]`` over the ids, each query at most QUERY_BUDGET long."""
+    head = f"SELECT * FROM {collection} WHERE deviceId IN ["
+    queries, literals, length = [], [], len(head) + 1
+    for device_id in device_ids:
+        if not _queryable(device_id):
+            raise ValueError(f"device id {device_id!r} cannot be put into a query unchanged")
+        literal = f"'{device_id}'"
+        extra = len(literal) + (2 if literals else 0)
+        if literals and length + extra > QUERY_BUDGET:
+            queries.append(head + ", ".join(literals) + "]")
+            literals, length, extra = [], len(head) + 1, len(literal)
+        literals.append(literal)
+        length += extra
+    if literals:
+        queries.append(head + ", ".join(literals) + "]")
+    return queries
+
+
+def _query_by_device(client, collection: str, device_ids: list, page_size: int) -> dict:
+    """device id -> the twins an IN query over ``collection`` returned for it, only for the ids asked for."""
+    wanted, found = set(device_ids), {}
+    for query in _in_queries(collection, device_ids):
+        for twin in client.query_twins(query, page_size=page_size):
+            # Exact, case-sensitive match: a row for any other id is not an answer for one of these.
+            if twin.get("device_id") in wanted:
+                found.setdefault(twin["device_id"], []).append(twin)
+    return found
+
+
+def _queried_view(client, twin: dict, module_twins: list) -> dict:
+    """A device view from its device twin and module twins, as _describe builds it from the REST reads."""
+    if _is_edge(twin) and not module_twins:
+        # IoT Hub creates $edgeAgent and $edgeHub with every edge device, so no module rows means that the id could
+        # not be queried or that the query's results (which can lag behind the registry) did not have them yet.
+        modules, agent_twin = _read_modules(client, twin["device_id"])
+    else:
+        unique = {}
+        for module_twin in module_twins:
+            unique.setdefault(module_twin.get("module_id"), module_twin)
+        modules, agent_twin = list(unique.values()), unique.get(EDGE_AGENT)
+    return device_view(_identity_from_twin(twin), twin, modules, agent_twin)
+
+
+def _requested_ids(device_ids) -> list:
+    """The ids in the order given, each once (device ids are case-sensitive in IoT Hub)."""
+    wanted, seen = [], set()
+    for device_id in device_ids:
+        if not isinstance(device_id, str) or not device_id.strip():
+            raise ConfigurationError(f"device_ids must be non-empty strings, got {device_id!r}")
+        if device_id not in seen:
+            seen.add(device_id)
+            wanted.append(device_id)
+    return wanted
+
+
+def _edge_module_twins(client, twins, page_size: int) -> dict:
+    edge_ids = [twin["device_id"] for twin in twins if _is_edge(twin) and _queryable(twin["device_id"])]
+    return _query_by_device(client, "devices.modules", edge_ids, page_size) if edge_ids else {}
+
+
 def device_info(client, request: DeviceInfoRequest) -> dict:
-    """The named devices (unknown ids go to ``missing``) or, with no ids, every device of the hub (paged query)."""
+    """The named devices (unknown ids go to ``missing``) or, with no ids, every device of the hub.
+
+    Devices are read with twin queries: one ``devices`` and one ``devices.modules`` query per QUERY_BUDGET of ids
+    (paged). Ids that cannot go into a query unchanged, and ids the query did not return, are read with the
+    per-device REST calls, which also decide whether a device is missing.
+    """
     missing, devices = [], []
     if request.device_ids:
-        seen = set()
-        for device_id in request.device_ids:
-            if not isinstance(device_id, str) or not device_id.strip():
-                raise ConfigurationError(f"device_ids must be non-empty strings, got {device_id!r}")
-            if device_id in seen:  # device ids are case-sensitive in IoT Hub
-                continue
-            seen.add(device_id)
-            view = _describe(client, device_id)
+        wanted = _requested_ids(request.device_ids)
+        queried = _query_by_device(client, "devices", [i for i in wanted if _queryable(i)], request.page_size)
+        twins = {device_id: rows[0] for device_id, rows in queried.items()}
+        found = [twins[device_id] for device_id in wanted if device_id in twins]  # in the order asked
+        module_twins = _edge_module_twins(client, found, request.page_size)
+        for device_id in wanted:
+            twin = twins.get(device_id)
+            # Not queryable unchanged, or not in the query's results (which can lag behind the registry): the REST
+            # reads decide, so a device created a moment ago is read and not reported missing.
+            view = (
+                _describe(client, device_id)
+                if twin is None
+                else _queried_view(client, twin, module_twins.get(device_id, []))
+            )
             if view is None:
                 missing.append(device_id)
             else:
                 devices.append(view)
     else:
-        for twin in client.query_device_twins(page_size=request.page_size):
-            # Deleted between the query and the read: it is simply no longer there.
-            view = _describe(client, twin["device_id"], twin)
-            if view is not None:
-                devices.append(view)
+        twins = client.query_device_twins(page_size=request.page_size)
+        module_twins = _edge_module_twins(client, twins, request.page_size)
+        for twin in twins:
+            devices.append(_queried_view(client, twin, module_twins.get(twin["device_id"], [])))
     return {"changed": False, "devices": devices, "missing": missing}
 
 

@@ -36,8 +36,13 @@ options:
     type: raw
   device_ids:
     description:
-      - Device ids to read (case-sensitive). Omit to read every device of the hub, which costs several registry
-        calls per device.
+      - Device ids to read (case-sensitive). Omit to read every device of the hub.
+      - Devices are read with paged twin queries (C(devices), then C(devices.modules) for IoT Edge devices)
+        rather than several registry calls per device. Twin query results can lag behind the registry, so a value
+        changed a moment ago may still show its previous value.
+      - An id that cannot go into a query unchanged (for example one that contains a single quote), or that the
+        query did not return, is read with the per-device registry calls; they decide whether it goes to
+        RV(missing).
     type: list
     elements: str
 requirements:

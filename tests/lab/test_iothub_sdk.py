@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 from azure.iot.hub import IoTHubConfigurationManager, IoTHubRegistryManager
-from azure.iot.hub.models import Configuration, ConfigurationContent, QuerySpecification, Twin, TwinProperties
+from azure.iot.hub.models import (
+    AuthenticationMechanism,
+    Configuration,
+    ConfigurationContent,
+    Device,
+    QuerySpecification,
+    Twin,
+    TwinProperties,
+)
 from msrest.exceptions import HttpOperationError
 
 THUMBPRINT = "A" * 40
@@ -90,6 +98,33 @@ def test_modules_and_module_twins(cloud, registry):
     registry.delete_module("edge-m", "sensor")
     modules = _hub_state(cloud)["devices"][0]["modules"]
     assert [m["moduleId"] for m in modules] == ["$edgeAgent", "$edgeHub"]
+
+
+def test_queried_twins_carry_the_identity_fields_and_match_get(cloud, registry):
+    registry.create_device_with_x509("edge-q", THUMBPRINT, None, "enabled", iot_edge=True)
+    retired = Device(device_id="leaf-q", status="disabled", status_reason="retired")
+    retired.authentication = AuthenticationMechanism(type="sas")
+    registry.protocol.devices.create_or_update_identity("leaf-q", retired)
+    registry.create_device_with_sas("other", "", "", "enabled")
+    query = "SELECT * FROM devices WHERE deviceId IN ['edge-q', 'leaf-q', 'nobody']"
+    twins = {t.device_id: t for t in registry.query_iot_hub(QuerySpecification(query=query)).items}
+    assert sorted(twins) == ["edge-q", "leaf-q"]
+    for device_id, twin in twins.items():
+        device = registry.get_device(device_id)
+        assert twin.as_dict() == registry.get_twin(device_id).as_dict()
+        assert twin.device_etag == device.etag and twin.etag != device.etag
+        assert (twin.status, twin.status_reason) == (device.status, device.status_reason)
+        assert (twin.connection_state, twin.last_activity_time) == (device.connection_state, device.last_activity_time)
+        assert twin.authentication_type == device.authentication.type
+        assert twin.x509_thumbprint.as_dict() == device.authentication.x509_thumbprint.as_dict()
+        assert twin.capabilities.iot_edge == device.capabilities.iot_edge
+        assert twin.device_scope == device.device_scope
+    assert twins["leaf-q"].status_reason == "retired" and twins["edge-q"].status_reason is None
+    query = "SELECT * FROM devices.modules WHERE deviceId IN ['edge-q', 'leaf-q']"
+    modules = registry.query_iot_hub(QuerySpecification(query=query)).items
+    assert sorted((m.device_id, m.module_id) for m in modules) == [("edge-q", "$edgeAgent"), ("edge-q", "$edgeHub")]
+    for module in modules:
+        assert module.as_dict() == registry.get_module_twin("edge-q", module.module_id).as_dict()
 
 
 def test_deployments_target_apply_and_stay_immutable(cloud, registry, configurations):

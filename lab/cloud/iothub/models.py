@@ -148,6 +148,8 @@ class Device:
 
     def twin_wire(self) -> dict[str, Any]:
         body = self._twin_common(self.twin)
+        if self.status_reason is not None:
+            body["statusReason"] = self.status_reason  # Twin.statusReason (service.json); omitted when unset
         body["capabilities"] = {"iotEdge": self.iot_edge}
         if self.device_scope:
             body["deviceScope"] = self.device_scope
