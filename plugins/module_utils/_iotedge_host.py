@@ -10,6 +10,12 @@ differs, and read whether the runtime applied what is on disk.
 Runs on the managed host (Python 3.8+, standard library only) and never imports AnsibleModule. What a role used to do
 in a dozen tasks (stat, getent, file, copy with backup, find, stat again) is one module run here, so a host that is
 already right costs one round trip. Failures raise `HostStateError` with a message naming the variable to fix.
+
+Debian packages are compared with dpkg-query and, if asked, installed with apt-get itself (as ansible.builtin.apt runs
+it: noninteractive, the same dpkg options for configuration files, the same cache-age stamp), so a host needs no
+python3-apt, which ansible.builtin.apt would first install from the distribution's mirror. Commands go through a
+``run(argv, environ_update=None) -> (rc, stdout, stderr)`` callable (AnsibleModule.run_command on the host, a fake in
+the unit tests).
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import grp
 import hashlib
 import os
 import pwd
+import re
+import shlex
 import shutil
 import stat
 import tempfile
@@ -26,6 +34,40 @@ from dataclasses import dataclass, field
 
 ROOT = "root"
 PARENT_MODE = 0o755
+
+# What ansible.builtin.apt reads for the cache's age: the stamp apt's Post-Invoke-Success hook touches where one is
+# configured (Ubuntu), else the lists directory.
+APT_LISTS_PATH = "/var/lib/apt/lists"
+APT_UPDATE_SUCCESS_STAMP_PATH = "/var/lib/apt/periodic/update-success-stamp"
+# ansible.builtin.apt's environment (with the C locale, which every host has) and dpkg options: keep a changed
+# configuration file, take the package's default where there is no local change; wait for the lock as its
+# lock_timeout does.
+APT_ENVIRONMENT = {
+    "DEBIAN_FRONTEND": "noninteractive",
+    "DEBIAN_PRIORITY": "critical",
+    "LANG": "C",
+    "LC_ALL": "C",
+    "LC_MESSAGES": "C",
+    "LC_CTYPE": "C",
+    "LANGUAGE": "C",
+}
+APT_LOCK_TIMEOUT = 60
+APT_OPTIONS = (
+    "-y",
+    "-q",
+    "-o",
+    "Dpkg::Options::=--force-confdef",
+    "-o",
+    "Dpkg::Options::=--force-confold",
+    "-o",
+    f"DPkg::Lock::Timeout={APT_LOCK_TIMEOUT}",
+)
+APT_UPDATE_CHOICES = ("if_stale", "always", "never")
+# Debian policy's names and versions (the same rules as the inventory check): nothing apt-get could read as an option.
+PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+PACKAGE_VERSION = re.compile(r"[0-9][A-Za-z0-9.+~:-]*")
+# The last lines of a failed apt-get's output that a message quotes.
+APT_ERROR_LINES = 4
 
 
 class HostStateError(Exception):
@@ -70,9 +112,17 @@ class Request:
     applied_marker: str = ""
     # 1.1: the daemon that reads the configuration when it starts.
     service: str = ""
-    # Debian packages and their pinned versions ('' for any): those not installed as asked are reported, not installed
-    # (apt does that, with its cache and locks).
+    # Debian packages and their pinned versions ('' for any): those not installed as asked are reported, and
+    # installed with apt-get when `install` is set.
     packages: dict = field(default_factory=dict)
+    install: bool = False
+    # Packages installed in an earlier apt-get run than the others (a container engine whose group a runtime needs).
+    install_first: list = field(default_factory=list)
+    # Refresh the apt cache before installing: if_stale (older than apt_cache_valid_time), always, never.
+    apt_update: str = "if_stale"
+    apt_cache_valid_time: int = 3600
+    # Let apt install a pinned version older than the installed one.
+    allow_downgrade: bool = False
     # Only check that the directories can be reached; change nothing (the playbook's preflight).
     preflight: bool = False
     check_mode: bool = False
@@ -90,6 +140,13 @@ class Outcome:
     apply_pending: bool = False
     backups: list = field(default_factory=list)
     packages_to_install: list = field(default_factory=list)
+    # Packages apt-get installed, upgraded or downgraded (dependencies too): name, version, previous_version ('' if new).
+    installed: list = field(default_factory=list)
+    # Packages apt-get removed (a conflict): name, version.
+    removed: list = field(default_factory=list)
+    cache_updated: bool = False
+    # apt-get update's warnings (a source it could not fetch): the module shows them.
+    warnings: list = field(default_factory=list)
     # Parents created (or, in check mode, to be created) in this pass: each is reported once.
     created_parents: set = field(default_factory=set)
 
@@ -102,6 +159,9 @@ class Outcome:
             "apply_pending": self.apply_pending,
             "backups": self.backups,
             "packages_to_install": self.packages_to_install,
+            "installed": self.installed,
+            "removed": self.removed,
+            "cache_updated": self.cache_updated,
         }
 
 
@@ -153,7 +213,11 @@ def user_exists(name: str) -> bool:
 
 
 def converge(request: Request, run) -> Outcome:
-    """Bring the directories and files to what is wanted; ``run(argv) -> (rc, stdout, stderr)`` asks systemd."""
+    """Bring the directories, files and packages to what is wanted.
+
+    ``run(argv, environ_update=None) -> (rc, stdout, stderr)`` asks systemd, dpkg-query and apt-get.
+    """
+    check_packages(request)
     problems = traversal_problems(request.directories)
     if problems:
         raise HostStateError(". ".join(problems) + ".")
@@ -174,7 +238,29 @@ def converge(request: Request, run) -> Outcome:
         _converge_file(wanted, request, outcome)
     _read_runtime(request, previous_config_mtime, run, outcome)
     outcome.packages_to_install = packages_to_install(request.packages, run)
+    if request.install and outcome.packages_to_install:
+        install_packages(request, outcome, run)
     return outcome
+
+
+def check_packages(request: Request) -> None:
+    """Refuse package names, pins and apt options that are not what they claim, before anything changes."""
+    for name, version in request.packages.items():
+        if not PACKAGE_NAME.fullmatch(name):
+            raise HostStateError(f"packages: {name!r} is not a Debian package name (such as aziot-edge).")
+        if version and not PACKAGE_VERSION.fullmatch(version):
+            raise HostStateError(
+                f"packages: {name}: {version!r} is not an apt version string. Use one like 1.5.44-1, or '' for any."
+            )
+    unknown = [name for name in request.install_first if name not in request.packages]
+    if unknown:
+        raise HostStateError(
+            f"install_first: {', '.join(unknown)} not in packages. Name only packages that packages lists."
+        )
+    if request.apt_update not in APT_UPDATE_CHOICES:
+        raise HostStateError(f"apt_update: {request.apt_update!r} is not one of {', '.join(APT_UPDATE_CHOICES)}.")
+    if request.apt_cache_valid_time < 0:
+        raise HostStateError(f"apt_cache_valid_time: must be 0 or more seconds, got {request.apt_cache_valid_time}.")
 
 
 def packages_to_install(wanted: dict, run) -> list:
@@ -194,6 +280,131 @@ def packages_to_install(wanted: dict, run) -> list:
         for name, version in wanted.items()
         if name not in installed or (version and installed[name] != version)
     ]
+
+
+def install_packages(request: Request, outcome: Outcome, run) -> None:
+    """Install ``outcome.packages_to_install`` with apt-get (``install_first`` in a run of their own, first); in check
+    mode only say what would run. Records what dpkg shows changed; a failure raises `HostStateError`."""
+    wanted = outcome.packages_to_install
+    first = [spec for name in request.install_first for spec in wanted if _package_name(spec) == name]
+    batches = [batch for batch in (first, [spec for spec in wanted if spec not in first]) if batch]
+    update = cache_needs_update(request)
+    outcome.changed = True
+    outcome.cache_updated = update
+    if update:
+        outcome.actions.append("update the apt cache")
+    outcome.actions.extend(f"install {', '.join(batch)}" for batch in batches)
+    if request.check_mode:
+        return
+    before = installed_versions(run)
+    try:
+        if update:
+            _stdout, stderr = _apt(["apt-get", "update", "-q"], run, request, updated=True)
+            outcome.warnings.extend(
+                f"apt-get update: {line.strip()}" for line in stderr.splitlines() if line.startswith(("W:", "E:"))
+            )
+        for batch in batches:
+            argv = ["apt-get", "install", *APT_OPTIONS]
+            if request.allow_downgrade:
+                argv.append("--allow-downgrades")
+            _apt([*argv, "--", *batch], run, request, updated=update)
+    except HostStateError as error:
+        # An earlier run (or the failed one, before dpkg stopped) may have installed something: say what.
+        installed, removed = package_changes(before, installed_versions(run))
+        left = [f"{item['name']} {item['version']} installed" for item in installed]
+        left += [f"{item['name']} {item['version']} removed" for item in removed]
+        if left:
+            raise HostStateError(f"{error} Done before the failure: {', '.join(left)}.") from None
+        raise
+    outcome.installed, outcome.removed = package_changes(before, installed_versions(run))
+    left = packages_to_install(request.packages, run)
+    if left:
+        raise HostStateError(
+            f"apt-get finished, but dpkg does not show {', '.join(left)} installed as asked. Look with "
+            f"'apt-cache policy {' '.join(_package_name(spec) for spec in left)}'."
+        )
+
+
+def cache_needs_update(request: Request) -> bool:
+    """Whether apt-get update runs before installing: asked always, or the cache is older than its valid time (read as
+    ansible.builtin.apt reads it), or there are no package lists at all (an image that removed them)."""
+    if request.apt_update != "if_stale":
+        return request.apt_update == "always"
+    try:
+        lists = os.listdir(APT_LISTS_PATH)
+    except OSError:
+        lists = []
+    if not any("_Packages" in name for name in lists):
+        return True
+    return cache_mtime() + request.apt_cache_valid_time < time.time()
+
+
+def cache_mtime() -> float:
+    """ansible.builtin.apt's cache age: the update-success stamp if there is one, else the lists directory; 0 if none."""
+    for path in (APT_UPDATE_SUCCESS_STAMP_PATH, APT_LISTS_PATH):
+        try:
+            return os.stat(path).st_mtime
+        except OSError:
+            continue
+    return 0.0
+
+
+def installed_versions(run) -> dict:
+    """Every installed package (architecture-qualified where dpkg needs it) and its version."""
+    rc, stdout, stderr = run(["dpkg-query", "--show", "--showformat", "${binary:Package}\t${Status}\t${Version}\n"])
+    if rc != 0:
+        raise HostStateError(f"dpkg-query could not list the installed packages (rc {rc}): {_last_lines(stderr)}")
+    installed = {}
+    for line in stdout.splitlines():
+        name, _tab, rest = line.partition("\t")
+        status, _tab, version = rest.partition("\t")
+        if status.endswith(" installed"):
+            installed[name] = version
+    return installed
+
+
+def package_changes(before: dict, after: dict) -> tuple:
+    """(installed, removed) between two `installed_versions`, each sorted by name."""
+    installed = [
+        {"name": name, "version": version, "previous_version": before.get(name, "")}
+        for name, version in sorted(after.items())
+        if before.get(name) != version
+    ]
+    removed = [{"name": name, "version": version} for name, version in sorted(before.items()) if name not in after]
+    return installed, removed
+
+
+def _package_name(spec: str) -> str:
+    return spec.partition("=")[0]
+
+
+def _apt(argv: list, run, request: Request, updated: bool) -> tuple:
+    """Run apt-get; a failure raises `HostStateError` with apt's last lines, the command and, where known, the fix."""
+    rc, stdout, stderr = run(argv, environ_update=APT_ENVIRONMENT)
+    if rc == 0:
+        return stdout, stderr
+    output = stderr if stderr.strip() else stdout
+    tail = _last_lines(output)
+    message = (
+        f"{' '.join(argv[:2])} failed (rc {rc}): {tail}{'' if tail.endswith('.') else '.'} Command: {shlex.join(argv)}."
+    )
+    if "--allow-downgrades" in output and not request.allow_downgrade:
+        message += " An installed package is newer than its pinned version: set allow_downgrade to install the pin."
+    elif "Unable to locate package" in output or "was not found" in output:
+        names = " ".join(_package_name(spec) for spec in argv[argv.index("--") + 1 :]) if "--" in argv else "NAME"
+        message += (
+            f" Check that the repository serves it (apt-cache policy {names})."
+            if updated
+            else " The apt cache was not refreshed in this run: set apt_update to always after a sources change."
+        )
+    elif "Could not get lock" in output or "Unable to acquire the dpkg frontend lock" in output:
+        message += " Another apt or dpkg process holds the lock: re-run when it has finished."
+    raise HostStateError(message)
+
+
+def _last_lines(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[-APT_ERROR_LINES:]) if lines else "(no output)"
 
 
 def _mtime(path: str):

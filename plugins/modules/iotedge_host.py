@@ -20,13 +20,20 @@ description:
     runs it (O(service), 1.1), so a play can apply a configuration an interrupted run wrote but never applied.
   - The action plugin of the same name reads O(files[].src) on the controller and sends the content; a file marked
     O(files[].secret) travels as a C(no_log) value and is never shown in a diff.
+  - Compares Debian packages with C(dpkg-query) and, with O(install=true), installs those not installed as asked with
+    C(apt-get) itself, the way M(ansible.builtin.apt) runs it, so the host needs no C(python3-apt) (which
+    M(ansible.builtin.apt) would first install from the distribution's mirror).
+  - With O(distribution_facts=true) returns the host's distribution facts as M(ansible.builtin.setup) does, so a play
+    that only needs those can skip fact gathering.
 author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.iotedge._attributes
 attributes:
   check_mode:
     support: full
-    details: Predicts every change; on a host without the runtime the files are predicted as written.
+    details:
+      - Predicts every change; on a host without the runtime the files are predicted as written.
+      - Packages are predicted from C(dpkg-query) alone; neither C(apt-get update) nor C(apt-get install) runs.
   diff_mode:
     support: partial
     details: Shows the text of files with O(files[].diff) (never of a secret file).
@@ -36,6 +43,10 @@ attributes:
         controller.
     support: full
     details: The action plugin reads O(files[].src) on the controller.
+  facts:
+    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
+    support: full
+    details: Only with O(distribution_facts=true).
 options:
   directories:
     description: Directories to create or correct, in order.
@@ -138,20 +149,73 @@ options:
     type: str
   packages:
     description:
-      - Debian packages by name, each with the version it must have (an apt version string such as V(1.5.44-1)) or
-        an empty string for any. Those not installed as asked are returned in RV(packages_to_install); the module
-        installs nothing (apt does, with its cache and locks).
+      - Debian packages by name, each with the version it must have (an apt version string such as V(1.5.44-1), with
+        its epoch if it has one) or an empty string for any. Those not installed as asked are returned in
+        RV(packages_to_install), and installed when O(install=true).
     type: dict
     default: {}
+  install:
+    description:
+      - Install the O(packages) not installed as asked, with C(apt-get install) (C(DEBIAN_FRONTEND=noninteractive),
+        C(-y -q), the dpkg options C(--force-confdef) and C(--force-confold), a 60 second wait for the dpkg lock), as
+        C(name=version) where pinned. Packages installed as asked are not passed to apt; when none is left apt does
+        not run at all.
+      - Runs after the directories and files, so a sources list among O(files) is in place first.
+      - Packages apt installs, upgrades, downgrades or removes (dependencies too) are returned in RV(installed) and
+        RV(removed), read from dpkg before and after.
+    type: bool
+    default: false
+  install_first:
+    description:
+      - Names among O(packages) installed in an C(apt-get install) run before the others, in this order, for example
+        a container engine whose C(docker) group the runtime's packages need when they are configured.
+    type: list
+    elements: str
+    default: []
+  apt_update:
+    description:
+      - Whether C(apt-get update) runs before installing (only when a package is to be installed).
+      - V(if_stale) refreshes the cache when it is older than O(apt_cache_valid_time) seconds (the age
+        M(ansible.builtin.apt) reads - C(/var/lib/apt/periodic/update-success-stamp), else C(/var/lib/apt/lists)) or
+        holds no package lists at all.
+      - V(always) refreshes it, for example after the sources list changed.
+      - V(never) uses the cache as it is.
+    type: str
+    choices: [if_stale, always, never]
+    default: if_stale
+  apt_cache_valid_time:
+    description: Seconds the apt cache stays fresh for O(apt_update=if_stale).
+    type: int
+    default: 3600
+  allow_downgrade:
+    description:
+      - Let apt install a pinned version older than the installed one (C(--allow-downgrades)). Without it such a pin
+        fails with apt's message.
+    type: bool
+    default: false
+  distribution_facts:
+    description:
+      - Return the host's distribution facts in C(ansible_facts), collected by Ansible's own distribution fact
+        collector, the same as M(ansible.builtin.setup) with C(gather_subset=distribution) returns them
+        (C(distribution), C(distribution_release), C(distribution_version), C(distribution_major_version),
+        C(distribution_file_*), C(os_family), ...).
+      - Read-only; also with O(preflight=true) and in check mode.
+    type: bool
+    default: false
   preflight:
-    description: Only check that the directories' parents can be entered; change nothing.
+    description: Only check that the directories' parents can be entered (and the packages' names); change nothing.
     type: bool
     default: false
 notes:
   - Content is text (PEM, TOML, YAML), sent in the module's arguments.
+  - Package names and pinned versions are checked against Debian's rules before anything runs.
+  - A failing C(apt-get) fails the task with apt's last lines and the command; what an earlier C(apt-get install)
+    run of this task installed is named in the message.
 seealso:
   - module: edgefleet.iotedge.iotedge_module_info
   - module: ansible.builtin.copy
+  - module: ansible.builtin.apt
+  - module: ansible.builtin.setup
 """
 
 EXAMPLES = r"""
@@ -172,6 +236,29 @@ EXAMPLES = r"""
   become: true
   register: host
   notify: apply the configuration
+
+- name: Install the container engine, then the pinned runtime packages, refreshing a cache older than an hour
+  edgefleet.iotedge.iotedge_host:
+    packages:
+      moby-engine: ""
+      aziot-edge: 1.5.44-1
+      aziot-identity-service: 1.5.6-1
+    install: true
+    install_first: [moby-engine]
+    apt_cache_valid_time: 3600
+    allow_downgrade: true
+  become: true
+
+- name: Check the identity directories and read the distribution facts, without a setup run
+  edgefleet.iotedge.iotedge_host:
+    preflight: true
+    directories:
+      - {path: /var/aziot/certs, owner: aziotcs, mode: "0755"}
+    distribution_facts: true
+
+- name: Use them
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts['distribution'] }} {{ ansible_facts['distribution_release'] }}"
 """
 
 RETURN = r"""
@@ -199,16 +286,77 @@ packages_to_install:
   type: list
   elements: str
   sample: ["aziot-edge=1.5.44-1"]
+installed:
+  description:
+    - Packages C(apt-get) installed, upgraded or downgraded in this run (dependencies too), sorted by name, as dpkg
+      shows them afterwards. Empty in check mode (see RV(packages_to_install)).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The package, with C(:architecture) for a package that is C(Multi-Arch) V(same).
+      type: str
+    version:
+      description: The version now installed.
+      type: str
+    previous_version:
+      description: The version installed before, empty if it was not installed.
+      type: str
+  sample: [{name: aziot-edge, version: 1.5.44-1, previous_version: ""}]
+removed:
+  description: Packages C(apt-get) removed in this run (a conflicting package), with the version they had.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The package.
+      type: str
+    version:
+      description: The version it had.
+      type: str
+cache_updated:
+  description: C(apt-get update) ran before installing (or would, in check mode).
+  returned: always
+  type: bool
 backups:
   description: Backup files made by this run.
   returned: always
   type: list
   elements: str
+ansible_facts:
+  description:
+    - With O(distribution_facts=true), the distribution facts of M(ansible.builtin.setup), under the same names.
+  returned: when O(distribution_facts=true)
+  type: dict
+  contains:
+    distribution:
+      description: The distribution's name.
+      type: str
+      sample: Debian
+    distribution_release:
+      description: Its release (code name).
+      type: str
+      sample: bookworm
+    distribution_version:
+      description: Its version.
+      type: str
+      sample: "12.8"
+    distribution_major_version:
+      description: Its major version.
+      type: str
+      sample: "12"
+    os_family:
+      description: Its family.
+      type: str
+      sample: Debian
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iotedge_host import (
+    APT_UPDATE_CHOICES,
     HostStateError,
     Request,
     WantedDirectory,
@@ -251,6 +399,12 @@ def main():
             "applied_marker": {"type": "path"},
             "service": {"type": "str"},
             "packages": {"type": "dict", "default": {}},
+            "install": {"type": "bool", "default": False},
+            "install_first": {"type": "list", "elements": "str", "default": []},
+            "apt_update": {"type": "str", "choices": list(APT_UPDATE_CHOICES), "default": "if_stale"},
+            "apt_cache_valid_time": {"type": "int", "default": 3600},
+            "allow_downgrade": {"type": "bool", "default": False},
+            "distribution_facts": {"type": "bool", "default": False},
             "preflight": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
@@ -286,16 +440,38 @@ def main():
             applied_marker=params["applied_marker"] or "",
             service=params["service"] or "",
             packages={name: str(version or "") for name, version in params["packages"].items()},
+            install=params["install"],
+            install_first=params["install_first"],
+            apt_update=params["apt_update"],
+            apt_cache_valid_time=params["apt_cache_valid_time"],
+            allow_downgrade=params["allow_downgrade"],
             preflight=params["preflight"],
             check_mode=module.check_mode,
         )
         outcome = converge(request, module.run_command)
     except HostStateError as error:
         module.fail_json(msg=str(error))
+    for warning in outcome.warnings:
+        module.warn(warning)
     result = outcome.to_result()
     if module._diff and outcome.diff:
         result["diff"] = outcome.diff
+    if params["distribution_facts"]:
+        result["ansible_facts"] = _distribution_facts(module)
     module.exit_json(**result)
+
+
+def _distribution_facts(module):
+    """ansible.builtin.setup's distribution collector and names (ansible_distribution, ...), which Ansible files under
+    ansible_facts['distribution'] and, where facts are injected as variables, as ansible_distribution.
+
+    Imported here, not at the top: importing the facts package loads every fact collector, which would slow down each
+    run that does not ask for facts (AnsiballZ bundles them either way)."""
+    from ansible.module_utils.facts.namespace import PrefixFactNamespace
+    from ansible.module_utils.facts.system.distribution import DistributionFactCollector
+
+    namespace = PrefixFactNamespace(namespace_name="ansible", prefix="ansible_")
+    return DistributionFactCollector(namespace=namespace).collect_with_namespace(module=module)
 
 
 def _content(item):

@@ -1,5 +1,5 @@
 """The iotedge_host core on a real file system (tests run as root): directories, files, owners, modes, backups and
-what the runtime applied, each read back from disk."""
+what the runtime applied, each read back from disk. Packages against a fake dpkg and apt-get (any user)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils import _iotedge_host
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iotedge_host import (
+    APT_ENVIRONMENT,
     HostStateError,
     Request,
     WantedDirectory,
@@ -22,8 +23,6 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._iotedge_host im
     converge,
     mode_value,
 )
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="sets owners: runs as root")
 
 USER = "nobody"
 GROUP = "nogroup"
@@ -66,6 +65,8 @@ def request_for(root, config=b"mode = 1\n", **overrides) -> Request:
 
 @pytest.fixture
 def root():
+    if os.geteuid() != 0:
+        pytest.skip("sets owners: runs as root")
     # Under /var/tmp, not pytest's tmp_path: its parents are 0700, which the core rightly refuses.
     path = Path(tempfile.mkdtemp(prefix="edgefleet-iotedge-host-", dir="/var/tmp"))
     os.chmod(path, 0o755)
@@ -224,3 +225,270 @@ def test_modes_are_octal_permission_bits(text, value):
             mode_value(text, "files[].mode")
     else:
         assert mode_value(text, "files[].mode") == value
+
+
+# ---- packages: dpkg-query and apt-get, faked ------------------------------------------------------------------------
+
+APT_INSTALL = [
+    "apt-get",
+    "install",
+    "-y",
+    "-q",
+    "-o",
+    "Dpkg::Options::=--force-confdef",
+    "-o",
+    "Dpkg::Options::=--force-confold",
+    "-o",
+    "DPkg::Lock::Timeout=60",
+]
+RUNTIME = {"moby-engine": "", "aziot-edge": "1.5.44-1", "aziot-identity-service": "1.5.6-1"}
+
+
+class FakeApt:
+    """dpkg's database and an apt repository: apt-get install sets the asked versions (and the repository's
+    dependencies); every command is recorded with the environment it was given."""
+
+    def __init__(self, installed=None, repository=None, depends=None, failures=None, update_stderr=""):
+        self.installed = dict(installed or {"adduser": "3.134", "base-files": "12.4"})
+        self.repository = repository or {"moby-engine": "25.0.0-1", "aziot-edge": "1.5.44-1"}
+        self.repository.setdefault("aziot-identity-service", "1.5.6-1")
+        self.depends = depends or {}
+        self.failures = failures or {}  # first argument after apt-get -> (rc, stdout, stderr)
+        self.update_stderr = update_stderr
+        self.commands = []
+
+    def __call__(self, argv, environ_update=None):
+        self.commands.append((list(argv), environ_update))
+        if argv[0] == "dpkg-query":
+            return self._query(argv[4:], argv[3])
+        assert argv[0] == "apt-get" and environ_update == APT_ENVIRONMENT, argv
+        failure = self.failures.get(argv[1]) or self.failures.get(
+            tuple(argv[argv.index("--") + 1 :]) if "--" in argv else None
+        )
+        if failure:
+            return failure
+        if argv[1] == "update":
+            return 0, "Reading package lists...\n", self.update_stderr
+        for spec in argv[argv.index("--") + 1 :]:
+            name, _eq, version = spec.partition("=")
+            wanted = version or self.repository[name]
+            if self.installed.get(name, wanted) > wanted and "--allow-downgrades" not in argv:
+                return 100, "", "E: Packages were downgraded and -y was used without --allow-downgrades.\n"
+            self.installed[name] = wanted
+            for dependency in self.depends.get(name, []):
+                self.installed.setdefault(dependency, self.repository[dependency])
+        return 0, "Setting up ...\n", ""
+
+    def _query(self, names, showformat):
+        rows = [(name, version) for name, version in self.installed.items() if not names or name in names]
+        assert showformat.startswith("${Package}" if names else "${binary:Package}")
+        stdout = "".join(f"{name}\tinstall ok installed\t{version}\n" for name, version in rows)
+        return (1 if set(names) - set(self.installed) else 0), stdout, ""
+
+    def apt_commands(self):
+        return [argv for argv, _environment in self.commands if argv[0] == "apt-get"]
+
+
+@pytest.fixture
+def apt_cache(tmp_path, monkeypatch):
+    """The cache's lists directory and success stamp, fresh (one Packages file, modified now)."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages").write_text("")
+    monkeypatch.setattr(_iotedge_host, "APT_LISTS_PATH", str(lists))
+    monkeypatch.setattr(_iotedge_host, "APT_UPDATE_SUCCESS_STAMP_PATH", str(tmp_path / "update-success-stamp"))
+    return lists
+
+
+def age(path, seconds):
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
+def install(packages=None, **overrides) -> Request:
+    return Request(packages=dict(RUNTIME if packages is None else packages), install=True, **overrides)
+
+
+def test_a_fresh_cache_is_not_updated_and_only_missing_packages_are_installed_container_engine_first(apt_cache):
+    apt = FakeApt(
+        installed={"adduser": "3.134", "aziot-identity-service": "1.5.6-1"},
+        repository={"moby-engine": "25.0.0-1", "aziot-edge": "1.5.44-1", "hostname": "3.23"},
+        depends={"aziot-edge": ["hostname"]},
+    )
+    outcome = converge(install(install_first=["moby-engine"]), apt)
+    # Pinned as name=version, in two runs: the engine first; the installed identity service is not passed to apt.
+    assert apt.apt_commands() == [[*APT_INSTALL, "--", "moby-engine"], [*APT_INSTALL, "--", "aziot-edge=1.5.44-1"]]
+    assert outcome.packages_to_install == ["moby-engine", "aziot-edge=1.5.44-1"]
+    assert (outcome.changed, outcome.cache_updated) == (True, False)
+    assert outcome.actions == ["install moby-engine", "install aziot-edge=1.5.44-1"]
+    # What dpkg shows changed, dependencies too, with the version each had before.
+    assert outcome.installed == [
+        {"name": "aziot-edge", "version": "1.5.44-1", "previous_version": ""},
+        {"name": "hostname", "version": "3.23", "previous_version": ""},
+        {"name": "moby-engine", "version": "25.0.0-1", "previous_version": ""},
+    ]
+    assert outcome.removed == []
+    assert outcome.to_result()["installed"] == outcome.installed
+
+
+def test_nothing_to_install_runs_no_apt_and_changes_nothing(apt_cache):
+    age(apt_cache, 10 * 86400)  # even a stale cache is left alone
+    apt = FakeApt(installed={"moby-engine": "24.0.9-1", **{k: v for k, v in RUNTIME.items() if v}})
+    outcome = converge(install(), apt)
+    assert apt.apt_commands() == []
+    assert [argv[0] for argv, _env in apt.commands] == ["dpkg-query"]
+    assert (outcome.changed, outcome.actions, outcome.installed, outcome.cache_updated) == (False, [], [], False)
+
+
+def test_a_stale_cache_is_updated_once_before_the_first_install(apt_cache):
+    age(apt_cache, 3601)
+    apt = FakeApt()
+    outcome = converge(install(install_first=["moby-engine"]), apt)
+    assert [argv[:2] for argv in apt.apt_commands()] == [
+        ["apt-get", "update"],
+        ["apt-get", "install"],
+        ["apt-get", "install"],
+    ]
+    assert apt.apt_commands()[0] == ["apt-get", "update", "-q"]
+    assert outcome.cache_updated and outcome.actions[0] == "update the apt cache"
+
+
+@pytest.mark.parametrize(
+    ("apt_update", "cache_age", "valid_time", "updated"),
+    [
+        ("if_stale", 100, 3600, False),
+        ("if_stale", 100, 60, True),
+        ("if_stale", 100, 0, True),
+        ("always", 0, 3600, True),  # the sources changed: a fresh cache does not know the new repository
+        ("never", 10 * 86400, 3600, False),
+    ],
+)
+def test_the_cache_refresh_follows_apt_update_and_the_cache_age(apt_cache, apt_update, cache_age, valid_time, updated):
+    age(apt_cache, cache_age)
+    apt = FakeApt()
+    outcome = converge(install(apt_update=apt_update, apt_cache_valid_time=valid_time), apt)
+    assert (["apt-get", "update", "-q"] in apt.apt_commands()) is updated
+    assert outcome.cache_updated is updated
+
+
+def test_the_success_stamp_decides_the_age_before_the_lists_directory(apt_cache, tmp_path):
+    # As ansible.builtin.apt reads it: a fresh stamp wins over an old directory, and an old stamp over a new one.
+    stamp = tmp_path / "update-success-stamp"
+    stamp.write_text("")
+    age(apt_cache, 10 * 86400)
+    apt = FakeApt()
+    converge(install(), apt)
+    assert ["apt-get", "update", "-q"] not in apt.apt_commands()
+    age(stamp, 10 * 86400)
+    os.utime(apt_cache)
+    apt = FakeApt()
+    converge(install(), apt)
+    assert apt.apt_commands()[0] == ["apt-get", "update", "-q"]
+
+
+def test_a_cache_without_package_lists_is_updated_however_young(apt_cache):
+    # A minimal image that removed /var/lib/apt/lists/*: the directory is new, apt knows no package.
+    for entry in apt_cache.iterdir():
+        entry.unlink()
+    apt = FakeApt()
+    assert converge(install(), apt).cache_updated
+    assert apt.apt_commands()[0] == ["apt-get", "update", "-q"]
+
+
+def test_apt_update_warnings_are_returned(apt_cache):
+    age(apt_cache, 86400)
+    warning = "W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  Temporary failure resolving"
+    apt = FakeApt(update_stderr=f"{warning}\nW: Some index files failed to download.\n")
+    outcome = converge(install(), apt)
+    assert outcome.warnings == [f"apt-get update: {warning}", "apt-get update: W: Some index files failed to download."]
+
+
+def test_a_pin_older_than_the_installed_version_needs_allow_downgrade(apt_cache):
+    installed = {"moby-engine": "25.0.0-1", "aziot-edge": "1.5.45-1", "aziot-identity-service": "1.5.6-1"}
+    apt = FakeApt(installed=installed)
+    with pytest.raises(HostStateError) as raised:
+        converge(install(), apt)
+    message = str(raised.value)
+    assert message.startswith(
+        "apt-get install failed (rc 100): E: Packages were downgraded and -y was used without --allow-downgrades. "
+        "Command: apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "
+        "-o DPkg::Lock::Timeout=60 -- aziot-edge=1.5.44-1."
+    )
+    assert "set allow_downgrade" in message and "Traceback" not in message
+
+    apt = FakeApt(installed=installed)
+    outcome = converge(install(allow_downgrade=True), apt)
+    assert apt.apt_commands() == [[*APT_INSTALL, "--allow-downgrades", "--", "aziot-edge=1.5.44-1"]]
+    assert outcome.installed == [{"name": "aziot-edge", "version": "1.5.44-1", "previous_version": "1.5.45-1"}]
+
+
+def test_a_failing_apt_get_names_its_last_lines_the_command_and_what_an_earlier_run_installed(apt_cache):
+    stderr = "".join(f"line {number}\n" for number in range(1, 8)) + "E: Version '9.9' for 'aziot-edge' was not found\n"
+    apt = FakeApt(failures={("aziot-edge=9.9",): (100, "Reading package lists...\n", stderr)})
+    packages = {"moby-engine": "", "aziot-edge": "9.9"}
+    with pytest.raises(HostStateError) as raised:
+        converge(install(packages, install_first=["moby-engine"]), apt)
+    message = str(raised.value)
+    assert message == (
+        "apt-get install failed (rc 100): line 5 line 6 line 7 E: Version '9.9' for 'aziot-edge' was not found. "
+        f"Command: {' '.join(APT_INSTALL)} -- aziot-edge=9.9. The apt cache was not refreshed in this run: set "
+        "apt_update to always after a sources change. Done before the failure: moby-engine 25.0.0-1 installed."
+    )
+
+
+def test_a_failing_apt_get_update_stops_before_any_install(apt_cache):
+    apt = FakeApt(
+        failures={"update": (100, "", "E: The repository 'http://127.0.0.1:18480 ./ Release' is not signed.\n")}
+    )
+    with pytest.raises(
+        HostStateError, match=r"^apt-get update failed \(rc 100\): E: The repository .* Command: apt-get update -q\.$"
+    ):
+        converge(install(apt_update="always"), apt)
+    assert [argv[:2] for argv in apt.apt_commands()] == [["apt-get", "update"]]
+
+
+def test_apt_that_succeeds_without_installing_the_pin_is_an_error(apt_cache):
+    apt = FakeApt(failures={("aziot-edge=1.5.44-1",): (0, "", "")})
+    with pytest.raises(HostStateError, match=r"dpkg does not show aziot-edge=1\.5\.44-1 installed as asked"):
+        converge(install({"aziot-edge": "1.5.44-1"}), apt)
+
+
+def test_check_mode_predicts_the_install_and_runs_only_dpkg_query(apt_cache):
+    age(apt_cache, 86400)
+    apt = FakeApt()
+    outcome = converge(install(install_first=["moby-engine"], check_mode=True), apt)
+    assert [argv for argv, _env in apt.commands if argv[0] != "dpkg-query"] == []
+    assert len(apt.commands) == 1  # the comparison only
+    assert outcome.changed and outcome.cache_updated
+    assert outcome.actions == [
+        "update the apt cache",
+        "install moby-engine",
+        "install aziot-edge=1.5.44-1, aziot-identity-service=1.5.6-1",
+    ]
+    assert outcome.packages_to_install == ["moby-engine", "aziot-edge=1.5.44-1", "aziot-identity-service=1.5.6-1"]
+    assert (outcome.installed, apt.installed) == ([], {"adduser": "3.134", "base-files": "12.4"})
+
+
+def test_without_install_packages_are_only_compared(apt_cache):
+    apt = FakeApt()
+    outcome = converge(Request(packages=dict(RUNTIME)), apt)
+    assert apt.apt_commands() == [] and not outcome.changed
+    assert outcome.packages_to_install == ["moby-engine", "aziot-edge=1.5.44-1", "aziot-identity-service=1.5.6-1"]
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "message"),
+    [
+        ({"packages": {"-oAPT::Get::Foo=1": ""}}, r"packages: '-oAPT::Get::Foo=1' is not a Debian package name"),
+        ({"packages": {"Aziot-Edge": ""}}, "not a Debian package name"),
+        ({"packages": {"aziot-edge": "1.5 -y"}}, r"packages: aziot-edge: '1\.5 -y' is not an apt version string"),
+        ({"packages": {"aziot-edge": ""}, "install_first": ["moby-engine"]}, "install_first: moby-engine not in"),
+        ({"apt_update": "sometimes"}, "apt_update: 'sometimes' is not one of if_stale, always, never"),
+        ({"apt_cache_valid_time": -1}, "apt_cache_valid_time: must be 0 or more seconds"),
+    ],
+)
+def test_package_names_pins_and_apt_options_are_refused_before_anything_runs(request_fields, message):
+    apt = FakeApt()
+    with pytest.raises(HostStateError, match=message):
+        converge(Request(install=True, **request_fields), apt)
+    assert apt.commands == []
