@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 
 DEFAULT_EXECUTABLE = "iotedge"
@@ -116,6 +117,10 @@ class IotedgeOutputError(IotedgeError):
     """The command printed something these cores do not understand."""
 
 
+class ModulesNotRunningError(IotedgeError):
+    """The modules a check waits for were not all ``running`` when the wait ended."""
+
+
 class ChecksFailedError(IotedgeError):
     """``iotedge check`` reported failing checks that fail_on does not accept; ``result`` is the full summary."""
 
@@ -141,6 +146,9 @@ class CheckRequest:
     ignore: list = field(default_factory=list)
     fail_on: str = "error"
     diagnostics_image_name: str | None = None
+    # Modules that must be running before the checks run, polled with `iotedge list` for up to wait_timeout seconds.
+    wait_for_modules: list = field(default_factory=list)
+    wait_timeout: float = 300
 
 
 def resolving_runner(find_executable, run_command):
@@ -253,6 +261,39 @@ def module_info(run, request: ModuleInfoRequest) -> dict:
     }
 
 
+WAIT_INTERVAL = 1.0
+
+
+def wait_until_running(run, executable: str, names, timeout: float, clock=None, sleep=None) -> dict:
+    """Poll ``iotedge list`` until every named module is ``running``; their statuses.
+
+    While the runtime starts, ``iotedge list`` fails or lists no module yet: both mean "not yet" until the deadline.
+    A missing executable is never "not yet".
+    """
+    clock, sleep = clock or time.monotonic, sleep or time.sleep
+    names = list(names)
+    deadline = clock() + timeout
+    while True:
+        try:
+            status, problem = module_info(run, ModuleInfoRequest(executable=executable, names=names))["status"], None
+        except IotedgeNotFoundError:
+            raise
+        except IotedgeError as exc:
+            status, problem = {}, str(exc)
+        if all(status.get(name) == "running" for name in names):
+            return {name: status[name] for name in names}
+        remaining = deadline - clock()
+        if remaining <= 0:
+            states = ", ".join(f"{name} {status.get(name) or 'not listed'}" for name in names)
+            last = f" The last iotedge list failed: {problem}" if problem else ""
+            raise ModulesNotRunningError(
+                f"after waiting {timeout:g} s, not every module is running: {states}.{last} "
+                f"{RUNTIME_HINTS[runtime_generation(run, executable)]}",
+                cmd=[executable, "list"],
+            )
+        sleep(min(WAIT_INTERVAL, remaining))
+
+
 # ---- iotedge check --------------------------------------------------------------------------------------------
 
 
@@ -353,6 +394,9 @@ def run_check(run, request: CheckRequest, warn=None) -> dict:
     """
     if request.fail_on not in FAIL_ON:
         raise IotedgeError(f"fail_on must be one of {', '.join(FAIL_ON)}, got {request.fail_on!r}")
+    modules = {}
+    if request.wait_for_modules:
+        modules = wait_until_running(run, request.executable, request.wait_for_modules, request.wait_timeout)
     argv = check_command(request)
     rc, stdout, stderr = _run(run, argv)
     command = {"cmd": argv, "rc": rc, "stdout": stdout, "stderr": stderr}
@@ -366,7 +410,7 @@ def run_check(run, request: CheckRequest, warn=None) -> dict:
                 f"iotedge check failed (exit {rc}) without a JSON report: {details}. {hint}", **command
             ) from None
         raise IotedgeOutputError(f"iotedge check printed no usable JSON report ({exc}): {details}", **command) from None
-    result = summarize_checks(report, request.ignore)
+    result = {**summarize_checks(report, request.ignore), "modules": modules}
     reported = {check["id"] for check in result["checks"]}
     for check_id in request.ignore or ():
         if check_id not in reported and warn is not None:
@@ -398,10 +442,12 @@ __all__ = (
     "IotedgeNotFoundError",
     "IotedgeOutputError",
     "ModuleInfoRequest",
+    "ModulesNotRunningError",
     "module_info",
     "parse_check_report",
     "parse_module_list",
     "resolving_runner",
     "run_check",
     "summarize_checks",
+    "wait_until_running",
 )

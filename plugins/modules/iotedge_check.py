@@ -50,6 +50,18 @@ options:
     description: The C(iotedge) command, by name (searched in E(PATH) and the sbin directories) or by path.
     type: path
     default: iotedge
+  wait_for_modules:
+    description:
+      - Modules that must be C(running) before the checks run, for example V(edgeAgent) right after C(iotedge config
+        apply). The module polls C(iotedge list) every second, in the same run, instead of a task retried by C(until).
+      - Fails with each module's last status when they are not all running after O(wait_timeout) seconds.
+    type: list
+    elements: str
+    default: []
+  wait_timeout:
+    description: Seconds to wait for O(wait_for_modules).
+    type: int
+    default: 300
 notes:
   - C(iotedge check) reads the runtime's configuration and keys; run the task with C(become), or the first check
     is fatal with "You might need to run this command as root".
@@ -64,6 +76,12 @@ EXAMPLES = r"""
   edgefleet.iotedge.iotedge_check:
     ignore:
       - aziot-edge-version  # no route to aka.ms from the plant network
+  become: true
+
+- name: Wait until edgeAgent runs, then run the checks
+  edgefleet.iotedge.iotedge_check:
+    wait_for_modules: [edgeAgent]
+    wait_timeout: 300
   become: true
 
 - name: Record warnings without failing
@@ -134,6 +152,11 @@ counts:
   returned: when the command printed a report, also when the module fails on its checks
   type: dict
   sample: {ok: 20, warning: 1, error: 0, fatal: 0, skipped: 4, ignored: 2, total: 27}
+modules:
+  description: The status of each module of O(wait_for_modules), all V(running) by then; empty without a wait.
+  returned: when the command printed a report, also when the module fails on its checks
+  type: dict
+  sample: {edgeAgent: running}
 additional_info:
   description: The report's information about the host - runtime version, OS, time; its keys vary by version.
   returned: when the command printed a report, also when the module fails on its checks
@@ -161,6 +184,8 @@ def main():
             "fail_on": {"type": "str", "choices": list(FAIL_ON), "default": "error"},
             "diagnostics_image_name": {"type": "str"},
             "executable": {"type": "path", "default": "iotedge"},
+            "wait_for_modules": {"type": "list", "elements": "str", "default": []},
+            "wait_timeout": {"type": "int", "default": 300},
         },
         supports_check_mode=True,
     )
@@ -171,6 +196,8 @@ def main():
         ignore=params["ignore"],
         fail_on=params["fail_on"],
         diagnostics_image_name=params["diagnostics_image_name"],
+        wait_for_modules=params["wait_for_modules"],
+        wait_timeout=params["wait_timeout"],
     )
     try:
         result = run_check(run, request, warn=module.warn)

@@ -12,6 +12,7 @@ import types
 import pytest
 
 import lab.runtime.double.iotedge as double_cli
+from ansible_collections.edgefleet.iotedge.plugins.module_utils import _iotedge_cli as iotedge_cli
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iotedge_cli import (
     CheckRequest,
     ChecksFailedError,
@@ -20,12 +21,14 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._iotedge_cli imp
     IotedgeNotFoundError,
     IotedgeOutputError,
     ModuleInfoRequest,
+    ModulesNotRunningError,
     module_info,
     parse_check_report,
     parse_module_list,
     resolving_runner,
     run_check,
     summarize_checks,
+    wait_until_running,
 )
 from lab.runtime.double import EDGE_VERSION, IOTEDGE_1_1_VERSION
 from lab.runtime.double import iotedge11 as double_cli_1_1
@@ -508,3 +511,123 @@ def test_check_reports_a_missing_executable_and_a_bad_fail_on():
         run_check(run, CheckRequest())
     with pytest.raises(IotedgeError, match="fail_on must be one of error, warning, never"):
         run_check(run, CheckRequest(fail_on="sometimes"))
+
+
+# ---- waiting for modules before the checks -------------------------------------------------------------------
+
+
+class SteppedClock:
+    """``clock()`` and ``sleep(seconds)`` for the wait, without sleeping; records every sleep."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class ListAnswers:
+    """``run(argv)``: `iotedge list` answers one after the other (the last repeats); other commands from a table."""
+
+    def __init__(self, lists, others):
+        self.lists = list(lists)
+        self.others = others
+        self.calls = []
+
+    def __call__(self, argv):
+        self.calls.append(list(argv))
+        is_list = argv[1:] == ["list"]
+        answer = self.others.get(tuple(argv)) if not is_list else self.lists[0]
+        if is_list and len(self.lists) > 1:
+            self.lists.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+def list_of(monkeypatch, **statuses) -> str:
+    """The double's `iotedge list` over management API records with these runtime statuses."""
+    modules = [
+        {
+            "name": name,
+            "status": {"runtimeStatus": {"status": status}, "startTime": "2026-11-27T11:59:57Z"},
+            "config": {"settings": {"image": f"{name.lower()}:1.5"}},
+        }
+        for name, status in statuses.items()
+    ]
+    return double_list_output(monkeypatch, modules)
+
+
+def test_the_checks_run_once_every_awaited_module_is_running(monkeypatch):
+    rc, report_text = double_check_report({})
+    clock = SteppedClock()
+    run = ListAnswers(
+        [
+            (1, "", "A module runtime error occurred\n\tcaused by: No such file or directory (os error 2)\n"),
+            (0, list_of(monkeypatch), ""),
+            (0, list_of(monkeypatch, edgeAgent="backoff"), ""),
+            (0, list_of(monkeypatch, edgeAgent="running", edgeHub="backoff"), ""),
+        ],
+        {
+            ("iotedge", "version"): (0, f"iotedge {EDGE_VERSION}\n", ""),
+            ("iotedge", "check", "--output", "json"): (rc, report_text, ""),
+        },
+    )
+    monkeypatch.setattr(iotedge_cli, "time", types.SimpleNamespace(monotonic=clock, sleep=clock.sleep))
+
+    result = run_check(run, CheckRequest(wait_for_modules=["edgeAgent"], wait_timeout=30))
+
+    assert result["modules"] == {"edgeAgent": "running"}
+    assert [call[1] for call in run.calls if call[1] != "version"] == ["list", "list", "list", "list", "check"]
+    assert clock.sleeps == [1.0, 1.0, 1.0]
+    assert result["error_ids"] == []
+
+
+def test_a_module_that_never_runs_fails_the_wait_with_its_last_status_and_the_runtime_hint(monkeypatch):
+    clock = SteppedClock()
+    run = ListAnswers(
+        [(0, list_of(monkeypatch, edgeAgent="backoff"), "")],
+        {("iotedge", "version"): (0, f"iotedge {EDGE_VERSION}\n", "")},
+    )
+    with pytest.raises(ModulesNotRunningError) as raised:
+        wait_until_running(run, "iotedge", ["edgeAgent", "edgeHub"], 2.5, clock=clock, sleep=clock.sleep)
+
+    message = str(raised.value)
+    assert "after waiting 2.5 s, not every module is running: edgeAgent backoff, edgeHub not listed." in message
+    assert "iotedge system logs" in message
+    assert clock.sleeps == [1.0, 1.0, 0.5]
+    assert not any(call[1] == "check" for call in run.calls)
+
+
+def test_a_runtime_that_never_answers_names_the_last_error(monkeypatch):
+    clock = SteppedClock()
+    down = (1, "", "A module runtime error occurred\n\tcaused by: No such file or directory (os error 2)\n")
+    run = ListAnswers([down], {("iotedge", "version"): (0, f"iotedge {IOTEDGE_1_1_VERSION}\n", "")})
+    with pytest.raises(ModulesNotRunningError) as raised:
+        wait_until_running(run, "iotedge", ["edgeAgent"], 1, clock=clock, sleep=clock.sleep)
+
+    message = str(raised.value)
+    assert "edgeAgent not listed. The last iotedge list failed: iotedge list failed (exit 1)" in message
+    assert "No such file or directory (os error 2)" in message
+    assert "journalctl -u iotedge" in message
+
+
+def test_a_missing_executable_is_not_waited_for():
+    clock = SteppedClock()
+    run = ListAnswers([FileNotFoundError(2, "No such file or directory", "iotedge")], {})
+    with pytest.raises(IotedgeNotFoundError):
+        wait_until_running(run, "iotedge", ["edgeAgent"], 60, clock=clock, sleep=clock.sleep)
+    assert clock.sleeps == []
+
+
+def test_without_modules_to_wait_for_only_the_checks_run():
+    rc, report_text = double_check_report({})
+    run = check_run(rc, report_text)
+    result = run_check(run, CheckRequest())
+    assert result["modules"] == {}
+    assert run.calls == [["iotedge", "check", "--output", "json"]]
