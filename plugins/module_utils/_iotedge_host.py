@@ -74,6 +74,10 @@ class HostStateError(Exception):
     """The host cannot be brought to the wanted state; the message says why and what to do."""
 
 
+class NotInCacheError(HostStateError):
+    """apt-get install found no such package or version in a cache this run did not refresh."""
+
+
 @dataclass(frozen=True)
 class WantedDirectory:
     path: str
@@ -299,15 +303,21 @@ def install_packages(request: Request, outcome: Outcome, run) -> None:
     before = installed_versions(run)
     try:
         if update:
-            _stdout, stderr = _apt(["apt-get", "update", "-q"], run, request, updated=True)
-            outcome.warnings.extend(
-                f"apt-get update: {line.strip()}" for line in stderr.splitlines() if line.startswith(("W:", "E:"))
-            )
+            _update_cache(request, outcome, run)
         for batch in batches:
             argv = ["apt-get", "install", *APT_OPTIONS]
             if request.allow_downgrade:
                 argv.append("--allow-downgrades")
-            _apt([*argv, "--", *batch], run, request, updated=update)
+            try:
+                _apt([*argv, "--", *batch], run, request, updated=outcome.cache_updated)
+            except NotInCacheError:
+                # A cache fresh by its age can still lack the repository: a run that wrote the sources list and was
+                # stopped before its update. Refresh once, unless asked never to, and try again.
+                if request.apt_update == "never":
+                    raise
+                outcome.actions.insert(outcome.actions.index(f"install {', '.join(batch)}"), "update the apt cache")
+                _update_cache(request, outcome, run)
+                _apt([*argv, "--", *batch], run, request, updated=True)
     except HostStateError as error:
         # An earlier run (or the failed one, before dpkg stopped) may have installed something: say what.
         installed, removed = package_changes(before, installed_versions(run))
@@ -323,6 +333,14 @@ def install_packages(request: Request, outcome: Outcome, run) -> None:
             f"apt-get finished, but dpkg does not show {', '.join(left)} installed as asked. Look with "
             f"'apt-cache policy {' '.join(_package_name(spec) for spec in left)}'."
         )
+
+
+def _update_cache(request: Request, outcome: Outcome, run) -> None:
+    _stdout, stderr = _apt(["apt-get", "update", "-q"], run, request, updated=True)
+    outcome.cache_updated = True
+    outcome.warnings.extend(
+        f"apt-get update: {line.strip()}" for line in stderr.splitlines() if line.startswith(("W:", "E:"))
+    )
 
 
 def cache_needs_update(request: Request) -> bool:
@@ -390,13 +408,11 @@ def _apt(argv: list, run, request: Request, updated: bool) -> tuple:
     )
     if "--allow-downgrades" in output and not request.allow_downgrade:
         message += " An installed package is newer than its pinned version: set allow_downgrade to install the pin."
-    elif "Unable to locate package" in output or "was not found" in output:
+    elif "Unable to locate package" in output or "was not found" in output or "has no installation candidate" in output:
         names = " ".join(_package_name(spec) for spec in argv[argv.index("--") + 1 :]) if "--" in argv else "NAME"
-        message += (
-            f" Check that the repository serves it (apt-cache policy {names})."
-            if updated
-            else " The apt cache was not refreshed in this run: set apt_update to always after a sources change."
-        )
+        if not updated:
+            raise NotInCacheError(f"{message} The apt cache was not refreshed in this run (apt_update is never).")
+        message += f" Check that the repository serves it (apt-cache policy {names})."
     elif "Could not get lock" in output or "Unable to acquire the dpkg frontend lock" in output:
         message += " Another apt or dpkg process holds the lock: re-run when it has finished."
     raise HostStateError(message)

@@ -248,13 +248,17 @@ class FakeApt:
     """dpkg's database and an apt repository: apt-get install sets the asked versions (and the repository's
     dependencies); every command is recorded with the environment it was given."""
 
-    def __init__(self, installed=None, repository=None, depends=None, failures=None, update_stderr=""):
+    def __init__(
+        self, installed=None, repository=None, depends=None, failures=None, update_stderr="", unknown_until_update=()
+    ):
         self.installed = dict(installed or {"adduser": "3.134", "base-files": "12.4"})
         self.repository = repository or {"moby-engine": "25.0.0-1", "aziot-edge": "1.5.44-1"}
         self.repository.setdefault("aziot-identity-service", "1.5.6-1")
         self.depends = depends or {}
         self.failures = failures or {}  # first argument after apt-get -> (rc, stdout, stderr)
         self.update_stderr = update_stderr
+        # Packages the cache lacks until an apt-get update (a sources list written by a run stopped before its update).
+        self.unknown_until_update = set(unknown_until_update)
         self.commands = []
 
     def __call__(self, argv, environ_update=None):
@@ -268,9 +272,12 @@ class FakeApt:
         if failure:
             return failure
         if argv[1] == "update":
+            self.unknown_until_update.clear()
             return 0, "Reading package lists...\n", self.update_stderr
         for spec in argv[argv.index("--") + 1 :]:
             name, _eq, version = spec.partition("=")
+            if name in self.unknown_until_update:
+                return 100, "Reading package lists...\n", f"E: Unable to locate package {name}\n"
             wanted = version or self.repository[name]
             if self.installed.get(name, wanted) > wanted and "--allow-downgrades" not in argv:
                 return 100, "", "E: Packages were downgraded and -y was used without --allow-downgrades.\n"
@@ -429,11 +436,30 @@ def test_a_failing_apt_get_names_its_last_lines_the_command_and_what_an_earlier_
     with pytest.raises(HostStateError) as raised:
         converge(install(packages, install_first=["moby-engine"]), apt)
     message = str(raised.value)
+    # The cache was fresh by its age: apt-get update ran once before the second, final attempt.
     assert message == (
         "apt-get install failed (rc 100): line 5 line 6 line 7 E: Version '9.9' for 'aziot-edge' was not found. "
-        f"Command: {' '.join(APT_INSTALL)} -- aziot-edge=9.9. The apt cache was not refreshed in this run: set "
-        "apt_update to always after a sources change. Done before the failure: moby-engine 25.0.0-1 installed."
+        f"Command: {' '.join(APT_INSTALL)} -- aziot-edge=9.9. Check that the repository serves it (apt-cache policy "
+        "aziot-edge). Done before the failure: moby-engine 25.0.0-1 installed."
     )
+    assert [argv[1] for argv in apt.apt_commands()] == ["install", "install", "update", "install"]
+
+
+def test_a_package_missing_from_a_cache_fresh_by_its_age_is_installed_after_one_update(apt_cache):
+    # A run wrote the sources list and lost the host before its apt-get update; the re-run's cache looks fresh.
+    apt = FakeApt(unknown_until_update={"moby-engine", "aziot-edge"})
+    outcome = converge(install(install_first=["moby-engine"]), apt)
+    assert [argv[1] for argv in apt.apt_commands()] == ["install", "update", "install", "install"]
+    assert outcome.cache_updated
+    assert outcome.actions[:2] == ["update the apt cache", "install moby-engine"]
+    assert {item["name"] for item in outcome.installed} >= {"moby-engine", "aziot-edge", "aziot-identity-service"}
+
+
+def test_with_apt_update_never_a_package_missing_from_the_cache_fails_and_says_so(apt_cache):
+    apt = FakeApt(unknown_until_update={"moby-engine"})
+    with pytest.raises(HostStateError, match=r"Unable to locate package moby-engine.*apt_update is never\)\.$"):
+        converge(install(install_first=["moby-engine"], apt_update="never"), apt)
+    assert [argv[1] for argv in apt.apt_commands()] == ["install"]
 
 
 def test_a_failing_apt_get_update_stops_before_any_install(apt_cache):
