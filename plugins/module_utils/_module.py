@@ -108,9 +108,25 @@ def run_pki_core(module, core, request) -> None:
     except PkiError as exc:
         module.fail_json(msg=str(exc))
     except OSError as exc:
-        module.fail_json(msg=f"{exc.filename or 'a file'}: {exc.strerror}; check the path and its permissions")
+        module.fail_json(msg=path_error(module, exc))
     else:
         _exit_with_result(module, result)
+
+
+def path_error(module, exc: OSError) -> str:
+    """The failing file, led by the path option it lies under ("path: /x/ca: Not a directory; ..."), so that a role
+    can name its own variable for that option, as it does for the cores' "option: ..." messages."""
+    filename = exc.filename
+    options = [
+        name
+        for name, spec in module.argument_spec.items()
+        if spec.get("type") == "path" and isinstance(module.params.get(name), str) and filename
+        if filename == module.params[name] or str(filename).startswith(module.params[name].rstrip("/") + "/")
+    ]
+    option = max(options, key=lambda name: len(module.params[name]), default=None)
+    return (
+        f"{option + ': ' if option else ''}{filename or 'a file'}: {exc.strerror}; check the path and its permissions"
+    )
 
 
 def run_cloud_core(module, call) -> None:
@@ -127,7 +143,7 @@ def run_cloud_core(module, call) -> None:
     except (CloudError, PkiError) as exc:
         module.fail_json(msg=str(exc))
     except OSError as exc:
-        module.fail_json(msg=f"{exc.filename or 'a file'}: {exc.strerror}; check the path and its permissions")
+        module.fail_json(msg=path_error(module, exc))
     else:
         _exit_with_result(module, result)
 
@@ -137,6 +153,7 @@ __all__ = (
     "dps_client",
     "http_argument_spec",
     "http_options",
+    "path_error",
     "refuse_secrets_that_are_not_text",
     "require_cryptography",
     "retry_policy",
