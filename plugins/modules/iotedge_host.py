@@ -23,8 +23,6 @@ description:
   - Compares Debian packages with C(dpkg-query) and, with O(install=true), installs those not installed as asked with
     C(apt-get) itself, the way M(ansible.builtin.apt) runs it, so the host needs no C(python3-apt) (which
     M(ansible.builtin.apt) would first install from the distribution's mirror).
-  - With O(distribution_facts=true) returns the host's distribution facts as M(ansible.builtin.setup) does, so a play
-    that only needs those can skip fact gathering.
 author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.iotedge._attributes
@@ -43,10 +41,6 @@ attributes:
         controller.
     support: full
     details: The action plugin reads O(files[].src) on the controller.
-  facts:
-    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
-    support: full
-    details: Only with O(distribution_facts=true).
 options:
   directories:
     description: Directories to create or correct, in order.
@@ -193,19 +187,6 @@ options:
         fails with apt's message.
     type: bool
     default: false
-  distribution_facts:
-    description:
-      - Return the host's distribution facts in C(ansible_facts), collected by Ansible's own distribution fact
-        collector, the same as M(ansible.builtin.setup) with C(gather_subset=distribution) returns them
-        (C(distribution), C(distribution_release), C(distribution_version), C(distribution_major_version),
-        C(distribution_file_*), C(os_family), ...).
-      - Read-only; also with O(preflight=true) and in check mode.
-    type: bool
-    default: false
-  preflight:
-    description: Only check that the directories' parents can be entered (and the packages' names); change nothing.
-    type: bool
-    default: false
 notes:
   - Content is text (PEM, TOML, YAML), sent in the module's arguments.
   - Package names and pinned versions are checked against Debian's rules before anything runs.
@@ -215,7 +196,7 @@ seealso:
   - module: edgefleet.iotedge.iotedge_module_info
   - module: ansible.builtin.copy
   - module: ansible.builtin.apt
-  - module: ansible.builtin.setup
+  - module: edgefleet.iotedge.iotedge_host_preflight
 """
 
 EXAMPLES = r"""
@@ -248,17 +229,6 @@ EXAMPLES = r"""
     apt_cache_valid_time: 3600
     allow_downgrade: true
   become: true
-
-- name: Check the identity directories and read the distribution facts, without a setup run
-  edgefleet.iotedge.iotedge_host:
-    preflight: true
-    directories:
-      - {path: /var/aziot/certs, owner: aziotcs, mode: "0755"}
-    distribution_facts: true
-
-- name: Use them
-  ansible.builtin.debug:
-    msg: "{{ ansible_facts['distribution'] }} {{ ansible_facts['distribution_release'] }}"
 """
 
 RETURN = r"""
@@ -325,32 +295,6 @@ backups:
   returned: always
   type: list
   elements: str
-ansible_facts:
-  description:
-    - With O(distribution_facts=true), the distribution facts of M(ansible.builtin.setup), under the same names.
-  returned: when O(distribution_facts=true)
-  type: dict
-  contains:
-    distribution:
-      description: The distribution's name.
-      type: str
-      sample: Debian
-    distribution_release:
-      description: Its release (code name).
-      type: str
-      sample: bookworm
-    distribution_version:
-      description: Its version.
-      type: str
-      sample: "12.8"
-    distribution_major_version:
-      description: Its major version.
-      type: str
-      sample: "12"
-    os_family:
-      description: Its family.
-      type: str
-      sample: Debian
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -404,8 +348,6 @@ def main():
             "apt_update": {"type": "str", "choices": list(APT_UPDATE_CHOICES), "default": "if_stale"},
             "apt_cache_valid_time": {"type": "int", "default": 3600},
             "allow_downgrade": {"type": "bool", "default": False},
-            "distribution_facts": {"type": "bool", "default": False},
-            "preflight": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -445,7 +387,6 @@ def main():
             apt_update=params["apt_update"],
             apt_cache_valid_time=params["apt_cache_valid_time"],
             allow_downgrade=params["allow_downgrade"],
-            preflight=params["preflight"],
             check_mode=module.check_mode,
         )
         outcome = converge(request, module.run_command)
@@ -456,22 +397,7 @@ def main():
     result = outcome.to_result()
     if module._diff and outcome.diff:
         result["diff"] = outcome.diff
-    if params["distribution_facts"]:
-        result["ansible_facts"] = _distribution_facts(module)
     module.exit_json(**result)
-
-
-def _distribution_facts(module):
-    """ansible.builtin.setup's distribution collector and names (ansible_distribution, ...), which Ansible files under
-    ansible_facts['distribution'] and, where facts are injected as variables, as ansible_distribution.
-
-    Imported here, not at the top: importing the facts package loads every fact collector, which would slow down each
-    run that does not ask for facts (AnsiballZ bundles them either way)."""
-    from ansible.module_utils.facts.namespace import PrefixFactNamespace
-    from ansible.module_utils.facts.system.distribution import DistributionFactCollector
-
-    namespace = PrefixFactNamespace(namespace_name="ansible", prefix="ansible_")
-    return DistributionFactCollector(namespace=namespace).collect_with_namespace(module=module)
 
 
 def _content(item):
