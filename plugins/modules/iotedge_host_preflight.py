@@ -15,7 +15,7 @@ description:
   - With O(distribution_facts=true) returns the host's distribution facts, collected by Ansible's own distribution
     fact collector under the names M(ansible.builtin.setup) gives them, so a play that needs only those (the
     repository defaults of the iotedge_install role) can skip fact gathering.
-  - A module of its own rather than a mode of M(edgefleet.iotedge.iotedge_host): the fact collector it imports
+  - A module of its own rather than a mode of M(edgefleet.iotedge.iotedge_host), because the fact collector it imports
     doubles the size of the code sent to the host, which every converging run would otherwise carry.
 author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
