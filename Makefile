@@ -1,11 +1,13 @@
 # edgefleet.iotedge developer entry points. Everything runs from .venv/bin (no activated shell needed).
 #   make setup        Debian packages, .venv, .collections link (fast when already done)
 #   make lint         ruff, ruff format --check, ansible-lint (offline), antsibull-changelog lint, role arg specs
+#   make ee           ansible-builder create on execution-environment.yml into build/ee; introspect the built collection
 #   make sanity       ansible-test sanity on a copy under build/sanity/ansible_collections/edgefleet/iotedge
+#   make galaxy       collection tarball in build/galaxy/: its Markdown links resolve, galaxy-importer logs no ERROR
 #   make unit         pytest tests/unit tests/lab
 #   make integration  pytest tests/integration
 #   make molecule     molecule test --all for every scenario in extensions/molecule
-#   make test         setup + lint + sanity + unit + integration + molecule (what .ci/run runs)
+#   make test         setup + lint + ee + sanity + galaxy + unit + integration + molecule (what .ci/run runs)
 #   make demo         start a lab of HOSTS hosts (default 3) and run playbooks/provision_edge.yml on .lab/inventory
 #   make bench        benchmarks/run.py
 #   make lab-up       python -m lab up (HOSTS=3): emulators + podman edge hosts + .lab/inventory
@@ -25,7 +27,7 @@ STEP := scripts/step.sh
 # Tools started by other tools (ansible-lint -> ansible-playbook, molecule -> ansible) come from .venv too.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup lint sanity unit integration molecule test demo bench lab-up lab-status lab-down clean
+.PHONY: help setup lint ee sanity galaxy unit integration molecule test demo bench lab-up lab-status lab-down clean
 
 HOSTS ?= 3
 
@@ -43,8 +45,14 @@ lint: setup
 	@$(STEP) lint:changelog-yaml $(BIN)/antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
 	@$(STEP) lint:role-argument-specs $(BIN)/python scripts/check_role_argument_specs.py
 
+ee: setup
+	@$(STEP) ee $(BIN)/python scripts/check_ee.py
+
 sanity: setup
 	@$(STEP) sanity scripts/sanity.sh
+
+galaxy: setup
+	@$(STEP) galaxy scripts/galaxy_importer.sh
 
 unit: setup
 	@$(STEP) unit scripts/pytest.sh tests/unit tests/lab
@@ -55,7 +63,7 @@ integration: setup
 molecule: setup
 	@$(STEP) molecule scripts/molecule.sh
 
-test: setup lint sanity unit integration molecule
+test: setup lint ee sanity galaxy unit integration molecule
 	@echo "==> make test: all steps passed"
 
 demo: setup
