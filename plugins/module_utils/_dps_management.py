@@ -31,6 +31,14 @@ DEFAULT_MANAGEMENT_URL = "https://management.azure.com"
 MANAGEMENT_SCOPE = "https://management.azure.com/.default"
 # Ask azure-identity for a new token this long before the current one expires.
 TOKEN_RENEW_MARGIN = 300
+# Where a service principal's credentials are read from when the options are not set, first name first: the names
+# azure-identity reads, then the ones AWX's and AAP's "Microsoft Azure Resource Manager" credential injects (those
+# of azure.azcollection).
+CREDENTIAL_ENVIRONMENT = {
+    "tenant_id": ["AZURE_TENANT_ID", "AZURE_TENANT"],
+    "client_id": ["AZURE_CLIENT_ID"],
+    "client_secret": ["AZURE_CLIENT_SECRET", "AZURE_SECRET"],
+}
 
 # Applied with fullmatch; a name is one path segment without whitespace, '?' or '#'.
 RESOURCE_ID_PATTERN = re.compile(
@@ -137,7 +145,7 @@ class EntraIdToken:
             missing = ", ".join(name for name, value in given.items() if not value)
             raise ConfigurationError(
                 f"{missing}: a service principal needs tenant_id, client_id and client_secret together (or set "
-                "AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET); leave all three unset to use "
+                "AZURE_TENANT_ID or AZURE_TENANT, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET or AZURE_SECRET); leave all three unset to use "
                 "DefaultAzureCredential (managed identity, az login, ...)"
             )
         if identity is None:
@@ -304,6 +312,7 @@ def management_client(params, **http_options) -> DpsManagementClient:
 
 
 __all__ = (
+    "CREDENTIAL_ENVIRONMENT",
     "DEFAULT_MANAGEMENT_URL",
     "MANAGEMENT_API_VERSION",
     "MANAGEMENT_SCOPE",

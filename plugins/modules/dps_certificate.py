@@ -102,13 +102,16 @@ options:
     type: raw
   tenant_id:
     description:
-      - Microsoft Entra tenant of the service principal. If not set, E(AZURE_TENANT_ID) is used.
+      - Microsoft Entra tenant of the service principal. If not set, E(AZURE_TENANT_ID) is used, else E(AZURE_TENANT)
+        (what the Azure Resource Manager credential of AWX and Ansible Automation Platform injects).
     type: str
   client_id:
     description: Application (client) id of the service principal. If not set, E(AZURE_CLIENT_ID) is used.
     type: str
   client_secret:
-    description: Secret of the service principal. If not set, E(AZURE_CLIENT_SECRET) is used. Never logged.
+    description:
+      - Secret of the service principal. If not set, E(AZURE_CLIENT_SECRET) is used, else E(AZURE_SECRET) (what the
+        Azure Resource Manager credential of AWX and Ansible Automation Platform injects). Never logged.
     type: raw
 seealso:
   - module: edgefleet.iotedge.dps_enrollment_group
@@ -197,6 +200,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_certificate
     ensure_dps_certificate,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_management import (
+    CREDENTIAL_ENVIRONMENT,
     DEFAULT_MANAGEMENT_URL,
     management_client,
 )
@@ -227,9 +231,9 @@ def main():
             "dps_name": {"type": "str"},
             "resource_id": {"type": "str"},
             "bearer_token": secret_option(fallback=(env_fallback, ["EDGEFLEET_DPS_MANAGEMENT_TOKEN"])),
-            "tenant_id": {"type": "str", "fallback": (env_fallback, ["AZURE_TENANT_ID"])},
-            "client_id": {"type": "str", "fallback": (env_fallback, ["AZURE_CLIENT_ID"])},
-            "client_secret": secret_option(fallback=(env_fallback, ["AZURE_CLIENT_SECRET"])),
+            "tenant_id": {"type": "str", "fallback": (env_fallback, CREDENTIAL_ENVIRONMENT["tenant_id"])},
+            "client_id": {"type": "str", "fallback": (env_fallback, CREDENTIAL_ENVIRONMENT["client_id"])},
+            "client_secret": secret_option(fallback=(env_fallback, CREDENTIAL_ENVIRONMENT["client_secret"])),
         },
         mutually_exclusive=[
             ["certificate", "certificate_path"],
