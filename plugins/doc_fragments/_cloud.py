@@ -28,7 +28,9 @@ options:
     description:
       - How often one request is retried after a transient failure (HTTP 408, 429, 500, 502, 503, 504, a dropped or
         refused connection, a timeout).
-      - Retries wait with jittered exponential backoff; a 429 waits as long as its C(Retry-After) says.
+      - Retries wait with jittered exponential backoff; an answer with C(Retry-After) (seconds or an HTTP date),
+        C(retry-after-ms) or C(x-ms-retry-after-ms) waits as long as it says, and fails at once when that is longer
+        than what O(retry_budget_seconds) has left.
     type: int
     default: 8
   retry_budget_seconds:

@@ -8,13 +8,17 @@
 
 Every Azure call of the collection goes through `JsonHttpClient.request`: 429 (honouring Retry-After), 5xx and
 connection failures are retried with jittered exponential backoff inside a bounded budget; anything else becomes
-a typed `ApiError` that keeps the service's error code and tracking id.
+a typed `ApiError` that keeps the service's error code and tracking id. Calls that do not use `JsonHttpClient` (the
+IoT Hub SDK) run inside the same `RetryPolicy` and hand it the answer's headers the same way (`Retryable`).
 """
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import http.client
 import json
+import math
 import random
 import ssl
 import time
@@ -24,8 +28,14 @@ from urllib.error import HTTPError
 from ansible.module_utils.urls import Request
 
 RETRYABLE_STATUSES = frozenset((408, 429, 500, 502, 503, 504))
-# A Retry-After larger than this is capped: a module should not sleep for an hour on a bad header.
-MAX_RETRY_AFTER = 120.0
+# The headers in which a service says how long to wait, in the order azure-core's RetryPolicy reads them
+# (azure/core/pipeline/policies/_utils.py, get_retry_after, azure-core 1.41): Retry-After (seconds, or an HTTP-date,
+# RFC 9110 section 10.2.3), then Azure's millisecond headers. Names are matched without regard to case.
+RETRY_AFTER_HEADERS = (
+    ("retry-after", 1.0),
+    ("retry-after-ms", 0.001),
+    ("x-ms-retry-after-ms", 0.001),
+)
 
 
 class CloudError(Exception):
@@ -73,19 +83,27 @@ class RetriesExhaustedError(CloudError):
 
 
 class Retryable(Exception):
-    """Raised inside a call given to RetryPolicy.run: ``error`` is transient; ``retry_after`` is the server's hint."""
+    """Raised inside a call given to RetryPolicy.run: ``error`` is transient.
 
-    def __init__(self, error, retry_after=None):
+    The server's hint on when to come back is read by the policy from ``headers`` (the error answer's headers, any
+    mapping); ``retry_after`` (seconds) is a hint already known as a number and wins over the headers.
+    """
+
+    def __init__(self, error, retry_after=None, *, headers=None):
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
+        self.headers = headers
 
 
 @dataclass
 class RetryPolicy:
     """Jittered exponential backoff ("full jitter"), bounded by attempts per call and by total sleep per client.
 
-    ``sleep`` and ``rng`` are injectable so tests run without waiting.
+    A server's hint (Retry-After and Azure's millisecond headers, see `retry_after_seconds`) replaces the backoff;
+    the budget bounds both: a hint longer than what is left of it fails the call at once.
+    ``sleep``, ``rng`` and ``clock`` (seconds since the epoch, for an HTTP-date) are injectable so tests run without
+    waiting.
     """
 
     max_retries: int = 8
@@ -94,16 +112,23 @@ class RetryPolicy:
     budget_seconds: float = 300.0
     sleep: object = time.sleep
     rng: random.Random = field(default_factory=random.Random)
+    clock: object = time.time
     slept: float = 0.0
     retries: int = 0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        """Seconds to wait before retry number ``attempt`` (1-based); the budget is applied by `run`."""
         if retry_after is not None:
             # The service said when; a little jitter keeps a fleet of clients from coming back in lockstep.
-            return min(retry_after, MAX_RETRY_AFTER) + self.rng.uniform(0, min(1.0, self.base_delay))
+            return retry_after + self.rng.uniform(0, min(1.0, self.base_delay))
         ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
         return self.rng.uniform(self.base_delay / 2, ceiling)
+
+    def server_delay(self, failure: Retryable) -> float | None:
+        """Seconds the service asked to wait for this failure, or None (then the policy's own backoff applies)."""
+        if failure.retry_after is not None:
+            return max(0.0, float(failure.retry_after))
+        return retry_after_seconds(failure.headers, now=self.clock())
 
     def run(self, call, describe: str):
         """Call ``call()`` until it succeeds, raises a non-retryable error or the budget is spent."""
@@ -113,17 +138,44 @@ class RetryPolicy:
                 return call()
             except Retryable as failure:
                 attempt += 1
-                wait = self.delay(attempt, failure.retry_after)
-                if attempt > self.max_retries or self.slept + wait > self.budget_seconds:
+                if attempt > self.max_retries:
+                    raise self._exhausted(describe, attempt, failure) from None
+                asked = self.server_delay(failure)
+                left = max(0.0, self.budget_seconds - self.slept)
+                if asked is None:
+                    wait = self.delay(attempt, None)
+                    if wait > left:
+                        raise self._exhausted(describe, attempt, failure) from None
+                elif asked > left:
                     raise RetriesExhaustedError(
-                        f"{describe}: still failing after {attempt} attempts and {self.slept:.0f} s of backoff "
-                        f"(last error: {failure.error}). The service is throttling or unavailable; retry later, "
-                        "or raise max_retries / retry_budget_seconds. A re-run continues where this one stopped.",
+                        f"{describe}: the service asked to wait {_seconds(asked)} s before the next attempt and the "
+                        f"retry budget left was {_seconds(left)} s, after {_attempts(attempt)} and {self.slept:.0f} s "
+                        f"of backoff (last error: {failure.error}). The service is throttling or unavailable; retry "
+                        "later, or raise retry_budget_seconds. A re-run continues where this one stopped.",
                         last_error=failure.error,
                     ) from None
+                else:
+                    wait = min(self.delay(attempt, asked), left)  # the jitter never takes the wait past the budget
                 self.retries += 1
                 self.slept += wait
                 self.sleep(wait)
+
+    def _exhausted(self, describe: str, attempt: int, failure: Retryable) -> RetriesExhaustedError:
+        return RetriesExhaustedError(
+            f"{describe}: still failing after {_attempts(attempt)} and {self.slept:.0f} s of backoff "
+            f"(last error: {failure.error}). The service is throttling or unavailable; retry later, "
+            "or raise max_retries / retry_budget_seconds. A re-run continues where this one stopped.",
+            last_error=failure.error,
+        )
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
+
+
+def _seconds(value: float) -> str:
+    """Seconds for a message: whole seconds, one decimal below 10 s (0.3, 2.5, 45, 3600)."""
+    return f"{value:.1f}".rstrip("0").rstrip(".") if value < 10 else f"{value:.0f}"
 
 
 # What a write meets when its own earlier attempt was processed but the answer was lost (then retried): a create
@@ -149,14 +201,60 @@ def settle_lost_write(write, read_back, is_done):
         raise
 
 
-def retry_after_seconds(headers) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    if value is None:
-        return None
+def _lower_case_headers(headers) -> dict:
+    """Any header mapping (dict, http.client.HTTPMessage, requests' CaseInsensitiveDict) with lower-case names.
+
+    A name sent twice keeps its first value, as ``HTTPMessage.get`` has it.
+    """
+    lowered: dict = {}
+    for name, value in headers.items():
+        lowered.setdefault(str(name).strip().lower(), value)
+    return lowered
+
+
+def _delay_seconds(text: str) -> float | None:
+    """A number of seconds (RFC 9110 delay-seconds; a fraction is accepted, as azure-core does), or None."""
     try:
-        return max(0.0, float(value))
+        value = float(text)
     except ValueError:
-        return None  # an HTTP date; fall back to our own backoff
+        return None
+    return max(0.0, value) if math.isfinite(value) else None
+
+
+def _http_date_delay(text: str, now: float) -> float | None:
+    """Seconds from ``now`` until an HTTP-date (IMF-fixdate or an obsolete RFC 850 / asctime form), or None."""
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+    if when.tzinfo is None:  # asctime has no zone; an HTTP-date is always GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - now)  # a date in the past: come back now
+
+
+def retry_after_seconds(headers, now: float | None = None) -> float | None:
+    """Seconds the service asked to wait before the next attempt, from the answer's headers; None if it did not say.
+
+    Read as azure-core's RetryPolicy reads them (`RETRY_AFTER_HEADERS`): ``Retry-After`` first, as seconds or as an
+    HTTP-date counted from ``now`` (seconds since the epoch; default: the current time), then ``retry-after-ms`` and
+    ``x-ms-retry-after-ms`` (milliseconds). Names are matched without regard to case; a negative number or a date
+    in the past means no wait. A value that cannot be read is passed over for the next header; when none can be
+    read the answer is None, and the caller's own backoff applies.
+    """
+    if not headers:
+        return None
+    lowered = _lower_case_headers(headers)
+    for name, unit in RETRY_AFTER_HEADERS:
+        value = lowered.get(name)
+        text = str(value).strip() if value is not None else ""
+        if not text:
+            continue
+        seconds = _delay_seconds(text)
+        if seconds is None and name == "retry-after":
+            seconds = _http_date_delay(text, time.time() if now is None else now)
+        if seconds is not None:
+            return seconds * unit
+    return None
 
 
 def _decode_json(raw: bytes):
@@ -252,12 +350,13 @@ class JsonHttpClient:
         api_error = self.parse_error(status, decoded, response_headers)
         api_error.operation = operation
         if status in RETRYABLE_STATUSES:
-            raise Retryable(api_error, retry_after_seconds(response_headers))
+            raise Retryable(api_error, headers=response_headers)
         raise api_error
 
 
 __all__ = (
     "LOST_WRITE_STATUSES",
+    "RETRY_AFTER_HEADERS",
     "ApiError",
     "CloudError",
     "ConfigurationError",

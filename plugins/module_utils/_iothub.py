@@ -30,7 +30,6 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
     Retryable,
     RetryPolicy,
     TransportError,
-    retry_after_seconds,
 )
 
 IOTHUB_CONNECTION_STRING_ENV = "EDGEFLEET_IOTHUB_CONNECTION_STRING"
@@ -169,7 +168,8 @@ def classify_sdk_error(exc, operation: str, host: str):
             body = None
         error = hub_api_error(response.status_code, response.headers, body, operation)
         if response.status_code in RETRYABLE_STATUSES:
-            return Retryable(error, retry_after_seconds(response.headers))
+            # The policy reads Retry-After (or x-ms-retry-after-ms, retry-after-ms) from the hub's answer.
+            return Retryable(error, headers=response.headers)
         return error
     cause = _transport_cause(exc)
     name = type(cause).__name__

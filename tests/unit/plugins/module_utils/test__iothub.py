@@ -118,7 +118,23 @@ def test_throttling_and_server_errors_are_retryable(status):
     headers = {"Retry-After": "4", "iothub-errorcode": "ThrottlingException"} if status == 429 else {}
     verdict = classify_sdk_error(http_error(status, {"Message": "busy"}, headers), "op", "h")
     assert isinstance(verdict, Retryable) and verdict.error.status == status
-    assert verdict.retry_after == (4.0 if status == 429 else None)
+    assert no_sleep_policy().server_delay(verdict) == (4.0 if status == 429 else None)
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "Mon, 30 Nov 2026 08:00:09 GMT"}, 9.0),
+        ({"X-MS-Retry-After-MS": "1500"}, 1.5),
+        ({"Retry-After-Ms": "250", "x-ms-retry-after-ms": "9000"}, 0.25),
+        ({"Retry-After": "soon"}, None),
+    ],
+)
+def test_the_hubs_answer_headers_reach_the_retry_policy(headers, seconds):
+    # The same reading as for DPS (_http.retry_after_seconds): every form, any case, a date counted from the clock.
+    now = 1796025600.0  # Mon, 30 Nov 2026 08:00:00 GMT
+    verdict = classify_sdk_error(http_error(429, {"Message": "busy"}, headers), "op", "h")
+    assert no_sleep_policy(clock=lambda: now).server_delay(verdict) == seconds
 
 
 def test_connection_failures_are_retryable_but_untrusted_tls_is_not():
