@@ -179,7 +179,7 @@ def http_message(**fields) -> http.client.HTTPMessage:
 
 @pytest.mark.parametrize(
     "make",
-    [dict, lambda fields: requests.structures.CaseInsensitiveDict(fields), lambda fields: http_message(**fields)],
+    [dict, requests.structures.CaseInsensitiveDict, lambda fields: http_message(**fields)],
     ids=["dict", "requests", "http.client"],
 )
 def test_header_names_match_without_regard_to_case(make):
@@ -207,7 +207,7 @@ def test_a_past_date_retries_now():
 
 def test_garbage_falls_back_to_the_policys_own_backoff():
     retry, waits = policy(clock=lambda: NOW, base_delay=1, max_delay=8)
-    garbage = [Retryable(ApiError("429", status=429), headers={"Retry-After": "soon"}) for _ in range(4)]
+    garbage = [Retryable(ApiError("429", status=429), headers={"Retry-After": "soon"}) for _attempt in range(4)]
     assert retry.run(Flaky(*garbage), "DPS op") == "ok"
     assert [0.5 <= wait <= ceiling for wait, ceiling in zip(waits, [1, 2, 4, 8], strict=True)] == [True] * 4
 
