@@ -50,6 +50,13 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     parse_time,
     registration_id_problem,
 )
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import (
+    CONTENT_OPTIONS,
+    INTERMEDIATE_FILES,
+    handed_in_ca,
+    handed_in_problems,
+    missing_ca_files,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
 PREFIX = "edgefleet_"
@@ -80,6 +87,20 @@ _HOST_DIRECTORY = re.compile(r"/[^\s\"'\\]*[^/\s\"'\\]")
 _HUB_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
 _CHECK_ID = re.compile(r"[A-Za-z0-9._-]+")
 _PLAIN_TEXT = re.compile(r"[^\s\"'\\/?#]+")
+
+# pki_ca's options as the edge_pki role calls them, for the checks of a CA handed in (messages name the variable).
+_PKI_CA_VARIABLES = {
+    "root_cert_content": "edgefleet_pki_ca_root_cert_content",
+    "root_key_content": "edgefleet_pki_ca_root_key_content",
+    "intermediate_cert_content": "edgefleet_pki_ca_intermediate_cert_content",
+    "intermediate_key_content": "edgefleet_pki_ca_intermediate_key_content",
+    "intermediate": "edgefleet_pki_intermediate",
+    "passphrase": "edgefleet_pki_passphrase",
+    "root_common_name": "edgefleet_pki_root_common_name",
+    "intermediate_common_name": "edgefleet_pki_intermediate_common_name",
+    "key_type": "edgefleet_pki_ca_key_type",
+    "not_after": "edgefleet_pki_ca_not_after",
+}
 
 
 # ---- argument specs, applied without conversion -------------------------------------------------------------
@@ -257,12 +278,64 @@ def _edge_pki_rules(rules: _Rules, now: datetime.datetime) -> None:
             "Lower it or raise edgefleet_pki_valid_days",
         )
     _ca_validity_rules(rules, now)
+    _fleet_ca_input_rules(rules, now)
     if rules.get("edgefleet_pki_previous_passphrase") and not rules.get("edgefleet_pki_reencrypt"):
         rules.fail(
             "edgefleet_pki_previous_passphrase",
             "is only used with edgefleet_pki_reencrypt: true (to change the CA keys' passphrase). Set both, or "
             "remove it",
         )
+
+
+def _fleet_ca_input_rules(rules: _Rules, now: datetime.datetime) -> None:
+    """The fleet CA as an input: what is handed in must be a usable CA (the checks pki_ca applies, with the role's
+    names), and with edgefleet_pki_ca_create false the CA must be there. Nothing a message says shows a key."""
+    contents = {option: rules.get(_PKI_CA_VARIABLES[option]) for option in CONTENT_OPTIONS.values()}
+    intermediate = rules.get("edgefleet_pki_intermediate", True)
+    passphrase = rules.get("edgefleet_pki_passphrase") or None
+    try:
+        handed = handed_in_ca(contents, passphrase=passphrase, intermediate=intermediate, names=_PKI_CA_VARIABLES)
+    except PkiError as error:
+        rules.errors.append(str(error))
+        return
+    if handed is not None:
+        not_after = rules.get("edgefleet_pki_ca_not_after")
+        try:
+            cap = parse_time(not_after, field="edgefleet_pki_ca_not_after") if not_after else None
+        except PkiError:
+            cap = None  # _ca_validity_rules names it
+        rules.errors.extend(
+            handed_in_problems(
+                handed,
+                root_common_name=rules.get("edgefleet_pki_root_common_name", "edgefleet Root CA"),
+                intermediate_common_name=rules.get(
+                    "edgefleet_pki_intermediate_common_name", "edgefleet Intermediate CA"
+                ),
+                key_type=rules.get("edgefleet_pki_ca_key_type", "ec-p256"),
+                cap=cap,
+                generation=rules.get("edgefleet_generation", "1.2+"),
+                now=now,
+                names=_PKI_CA_VARIABLES,
+            )
+        )
+    ca_dir = rules.get("edgefleet_pki_ca_dir")
+    if rules.get("edgefleet_pki_ca_create", True) or not isinstance(ca_dir, str) or not ca_dir.isprintable():
+        return
+    missing = missing_ca_files(os.path.expanduser(ca_dir), intermediate=intermediate, handed=handed)
+    if not missing:
+        return
+    names = ", ".join(os.path.basename(path) for path in missing)
+    only_intermediate = all(os.path.basename(path) in INTERMEDIATE_FILES for path in missing)
+    rules.fail(
+        "edgefleet_pki_ca_create",
+        f"is false and the fleet CA in {ca_dir} (edgefleet_pki_ca_dir) is not complete ({names} missing there), "
+        "so no new CA is made. Provide the existing CA: point edgefleet_pki_ca_dir at the directory that holds it (a "
+        "mounted volume, a restored copy), or hand its files in with "
+        + ", ".join(_PKI_CA_VARIABLES[option] for option in CONTENT_OPTIONS.values())
+        + " (from a credential or ansible-vault"
+        + ("; or set edgefleet_pki_intermediate: false to sign identities with the root" if only_intermediate else "")
+        + "). Set edgefleet_pki_ca_create: true only where a new fleet CA is wanted",
+    )
 
 
 def _ca_validity_rules(rules: _Rules, now: datetime.datetime) -> None:

@@ -212,6 +212,14 @@ def signed_by(cert, issuer_cert) -> bool:
     return True
 
 
+def basic_constraints_ca(cert) -> bool:
+    """True when the certificate says it is a CA (basicConstraints CA:TRUE); False without the extension."""
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def certificate_pem(cert) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -560,6 +568,7 @@ __all__ = (
     "CertificateIssuer",
     "PkiError",
     "PkiPassphraseError",
+    "basic_constraints_ca",
     "build_certificate",
     "certificate_pem",
     "certificate_summary",

@@ -6,7 +6,10 @@
 
 """The fleet CA: a root and (by default) an intermediate in one directory.
 
-`ensure_ca` creates, checks and rotates it; `load_ca` reads it for the cores that sign with it.
+`ensure_ca` creates, checks and rotates it, or installs one that is handed in (`*_content`); `load_ca` reads it
+for the cores that sign with it. With `create=False` the CA is an input: no new root key is ever made, and a
+directory that lacks the CA is an error (see `missing_ca_files`), which matters where every run starts empty
+(AWX/AAP execution environments).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     LOCK_NAME,
     PkiError,
     PkiPassphraseError,
+    basic_constraints_ca,
     build_certificate,
     certificate_pem,
     certificate_summary,
@@ -57,6 +61,16 @@ INTERMEDIATE_KEY = "intermediate.key.pem"
 # Intermediate then root: what a device or DPS needs above a leaf.
 CA_CHAIN = "ca-chain.cert.pem"
 RETIRED_DIR = "retired"
+# The files of a complete CA, in the order they are named in messages.
+ROOT_FILES = (ROOT_CERT, ROOT_KEY)
+INTERMEDIATE_FILES = (INTERMEDIATE_CERT, INTERMEDIATE_KEY)
+# Options that hand the CA in as PEM text, by the file each one becomes.
+CONTENT_OPTIONS = {
+    ROOT_CERT: "root_cert_content",
+    ROOT_KEY: "root_key_content",
+    INTERMEDIATE_CERT: "intermediate_cert_content",
+    INTERMEDIATE_KEY: "intermediate_key_content",
+}
 
 KEY_MODE = 0o600
 CERT_MODE = 0o644
@@ -163,6 +177,248 @@ def load_ca(path: str, *, passphrase: str | None, ca_path_field: str = "ca_path"
     )
 
 
+# --- a CA handed in as PEM text -------------------------------------------------------------------------------
+
+
+@dataclass
+class HandedInCa:
+    """CA files given as PEM text (a credential, ansible-vault): checked, then installed exactly as given.
+
+    ``files`` are the (file name, bytes, mode) pairs to install; the intermediate is None when only the root is given.
+    """
+
+    root_cert: object
+    root_key: object
+    intermediate_cert: object | None
+    intermediate_key: object | None
+    files: list
+
+
+def _named(names: dict | None):
+    return (lambda option: names.get(option, option)) if names else (lambda option: option)
+
+
+def _pem_text(value, option: str, name) -> bytes:
+    """The PEM text as it is installed: surrounding blank space removed (lookup('file') strips the last line
+    break), Unix line ends, one final line break. The value itself never appears in a message."""
+    if not isinstance(value, str):
+        kind = "a list" if isinstance(value, (list, tuple)) else f"a {type(value).__name__}"
+        raise PkiError(f"{name(option)}: must be PEM text, got {kind}. Give the file's content as a string")
+    text = value.strip().replace("\r\n", "\n")
+    if "-----BEGIN " not in text:
+        hint = (
+            "; it looks like a file name: give the content, e.g. \"{{ lookup('ansible.builtin.file', '<path>') }}\""
+            if "\n" not in text and text.startswith(("/", "~", ".", "files/"))
+            else ""
+        )
+        raise PkiError(f"{name(option)}: is not PEM text (it has no '-----BEGIN' line){hint}")
+    return (text + "\n").encode("utf-8")
+
+
+def _handed_in_certificate(pem: bytes, option: str, name, what: str):
+    certificates = load_certificates(pem, path=name(option))
+    if len(certificates) != 1:
+        raise PkiError(
+            f"{name(option)}: holds {len(certificates)} certificates; give the {what} certificate alone "
+            "(each CA certificate has a variable of its own)"
+        )
+    certificate = certificates[0]
+    if not basic_constraints_ca(certificate):
+        raise PkiError(
+            f"{name(option)}: {common_name_of(certificate.subject)!r} is not a CA certificate (basicConstraints "
+            f"CA:TRUE is missing); give the {what} CA's certificate"
+        )
+    return certificate
+
+
+def _handed_in_key(pem: bytes, option: str, name, *, passphrase: str | None, certificate, cert_option: str):
+    if key_is_encrypted(pem):
+        key = load_private_key(pem, path=name(option), passphrase=passphrase, passphrase_field=name("passphrase"))
+    elif passphrase:
+        raise PkiError(
+            f"{name(option)}: is not encrypted, but {name('passphrase')} is set. A key that is handed in is installed "
+            f"as it is, never re-encrypted: hand it in encrypted with that passphrase (openssl pkcs8 -topk8 -v2 "
+            f"aes-256-cbc -in <key>), or leave {name('passphrase')} empty and protect the content with ansible-vault "
+            "or the credential"
+        )
+    else:
+        try:
+            key = load_private_key(pem, path=name(option), passphrase=None)
+        except PkiError:
+            raise PkiError(f"{name(option)}: is not a readable PEM private key; give the key file's content") from None
+    if not key_matches_certificate(key, certificate):
+        raise PkiError(f"{name(option)}: is not the key of {name(cert_option)}; give the matching key and certificate")
+    return key
+
+
+def handed_in_ca(
+    contents: dict, *, passphrase: str | None, intermediate: bool, names: dict | None = None
+) -> HandedInCa | None:
+    """Check CA files handed in as text (``contents``: option -> text, empty or None when not given).
+
+    Returns None when nothing is handed in. Raises PkiError, led by the option (or, with ``names``, by what the caller
+    calls it), when a text is no PEM, a key does not open with the passphrase or does not match its certificate,
+    the root is not self-signed or the intermediate not issued by it. Never shows a key or a passphrase.
+    """
+    name = _named(names)
+    given = {option for option in CONTENT_OPTIONS.values() if contents.get(option) not in (None, "")}
+    if not given:
+        return None
+    root_cert_option, root_key_option = CONTENT_OPTIONS[ROOT_CERT], CONTENT_OPTIONS[ROOT_KEY]
+    inter_cert_option, inter_key_option = CONTENT_OPTIONS[INTERMEDIATE_CERT], CONTENT_OPTIONS[INTERMEDIATE_KEY]
+    for cert_option, key_option in ((root_cert_option, root_key_option), (inter_cert_option, inter_key_option)):
+        if (cert_option in given) != (key_option in given):
+            present, missing = (cert_option, key_option) if cert_option in given else (key_option, cert_option)
+            raise PkiError(
+                f"{name(missing)}: is empty while {name(present)} is given; a CA is handed in as certificate and key "
+                "together (the key signs: identities, and the root's the DPS proof of possession)"
+            )
+    if root_cert_option not in given:
+        raise PkiError(
+            f"{name(root_cert_option)}: is empty while {name(inter_cert_option)} is given; hand in the root "
+            f"certificate and key ({name(root_cert_option)}, {name(root_key_option)}) with the intermediate"
+        )
+    if inter_cert_option in given and not intermediate:
+        raise PkiError(
+            f"{name(inter_cert_option)}: is given while {name('intermediate')} is false; remove it (identities are "
+            f"then signed by the root) or set {name('intermediate')} to true"
+        )
+    pem = {option: _pem_text(contents[option], option, name) for option in sorted(given)}
+    root_cert = _handed_in_certificate(pem[root_cert_option], root_cert_option, name, "root")
+    if not signed_by(root_cert, root_cert):
+        raise PkiError(
+            f"{name(root_cert_option)}: {common_name_of(root_cert.subject)!r} is not a self-signed root certificate "
+            f"(it was issued by {common_name_of(root_cert.issuer)!r}); give the root of the chain"
+        )
+    root_key = _handed_in_key(
+        pem[root_key_option],
+        root_key_option,
+        name,
+        passphrase=passphrase,
+        certificate=root_cert,
+        cert_option=root_cert_option,
+    )
+    files = [(ROOT_CERT, certificate_pem(root_cert), CERT_MODE), (ROOT_KEY, pem[root_key_option], KEY_MODE)]
+    inter_cert = inter_key = None
+    if inter_cert_option in given:
+        inter_cert = _handed_in_certificate(pem[inter_cert_option], inter_cert_option, name, "intermediate")
+        if not signed_by(inter_cert, root_cert):
+            raise PkiError(
+                f"{name(inter_cert_option)}: {common_name_of(inter_cert.subject)!r} was not issued by the root "
+                f"handed in ({common_name_of(root_cert.subject)!r}); give the intermediate and root that chain"
+            )
+        inter_key = _handed_in_key(
+            pem[inter_key_option],
+            inter_key_option,
+            name,
+            passphrase=passphrase,
+            certificate=inter_cert,
+            cert_option=inter_cert_option,
+        )
+        files += [
+            (INTERMEDIATE_CERT, certificate_pem(inter_cert), CERT_MODE),
+            (INTERMEDIATE_KEY, pem[inter_key_option], KEY_MODE),
+        ]
+    return HandedInCa(
+        root_cert=root_cert, root_key=root_key, intermediate_cert=inter_cert, intermediate_key=inter_key, files=files
+    )
+
+
+def handed_in_problems(
+    handed: HandedInCa,
+    *,
+    root_common_name: str,
+    intermediate_common_name: str,
+    key_type: str,
+    cap: datetime.datetime | None,
+    generation: str,
+    now: datetime.datetime,
+    force: bool = False,
+    names: dict | None = None,
+) -> list[str]:
+    """Why a CA handed in cannot be used as the request describes it (a generated CA would be reissued for these
+    reasons; a handed-in one is never replaced, so each is an error). Messages are led by the option to change."""
+    name = _named(names)
+    problems = []
+    for label, certificate, cert_option, common_name, cn_option in (
+        ("root", handed.root_cert, CONTENT_OPTIONS[ROOT_CERT], root_common_name, "root_common_name"),
+        (
+            "intermediate",
+            handed.intermediate_cert,
+            CONTENT_OPTIONS[INTERMEDIATE_CERT],
+            intermediate_common_name,
+            "intermediate_common_name",
+        ),
+    ):
+        if certificate is None:
+            continue
+        reasons = _reasons_to_reissue(
+            certificate,
+            common_name=common_name,
+            key_type=key_type,
+            cap=cap,
+            generation=generation,
+            now=now,
+            force=force,
+        )
+        for reason in reasons:
+            if reason.startswith("common name is"):
+                problems.append(
+                    f"{name(cn_option)}: the {label} CA handed in ({name(cert_option)}) has the common name "
+                    f"{common_name_of(certificate.subject)!r}; set {name(cn_option)} to it"
+                )
+            elif reason.startswith("key type is"):
+                problems.append(
+                    f"{name('key_type')}: the {label} CA handed in ({name(cert_option)}) has a "
+                    f"{key_type_of(certificate.public_key())} key; set {name('key_type')} to that"
+                )
+            else:
+                problems.append(
+                    f"{name(cert_option)}: the {label} CA handed in cannot be used: {reason}. A CA that is handed in "
+                    "is never replaced by a new one; hand in one that fits (renewed where it is kept)"
+                )
+    return problems
+
+
+def missing_ca_files(path: str, *, intermediate: bool, handed: HandedInCa | None = None) -> list[str]:
+    """The files of the CA in ``path`` that are neither there nor handed in (full paths, in a fixed order)."""
+    expected = [] if handed is not None else list(ROOT_FILES)
+    if intermediate and (handed is None or handed.intermediate_cert is None):
+        expected += INTERMEDIATE_FILES
+    return [os.path.join(path, n) for n in expected if not os.path.isfile(os.path.join(path, n))]
+
+
+def _refuse_to_create(request: CaRequest, missing: list[str], *, reasons: list[str] = ()) -> PkiError:
+    """The error of create=false: what is missing (or why a new root would be made) and how to provide the CA.
+
+    Led by ``create:``; the edge_pki role replaces that with its variable, edgefleet_pki_ca_create.
+    """
+    if reasons:
+        return PkiError(
+            f"create: is false and the root CA in {request.path} would be issued again ({'; '.join(reasons)}), "
+            "which makes a new root key that DPS and the devices do not trust. Match the request to the CA "
+            "(root_common_name, key_type, not_after; role: edgefleet_pki_root_common_name, edgefleet_pki_ca_key_type, "
+            "edgefleet_pki_ca_not_after), hand in a renewed CA, or set create to true for one run to rotate the "
+            "fleet CA on purpose. Nothing was changed"
+        )
+    names = ", ".join(os.path.basename(p) for p in missing)
+    only_intermediate = all(os.path.basename(p) in INTERMEDIATE_FILES for p in missing)
+    alternative = (
+        " Or set intermediate to false (role: edgefleet_pki_intermediate) to sign identities with the root."
+        if only_intermediate
+        else ""
+    )
+    return PkiError(
+        f"create: is false and the fleet CA in {request.path} is not complete ({names} missing there), so no new "
+        "CA is made. Provide the existing one: point path (role: edgefleet_pki_ca_dir) at the directory that holds "
+        "it (a mounted volume, a restored copy), or hand its files in with root_cert_content, root_key_content, "
+        "intermediate_cert_content and intermediate_key_content (role: edgefleet_pki_ca_root_cert_content, "
+        "edgefleet_pki_ca_root_key_content, edgefleet_pki_ca_intermediate_cert_content, "
+        f"edgefleet_pki_ca_intermediate_key_content; from a credential or ansible-vault).{alternative} Set create "
+        "to true only where a new fleet CA is wanted. Nothing was changed"
+    )
+
+
 @dataclass
 class CaRequest:
     path: str
@@ -179,6 +435,16 @@ class CaRequest:
     # Changing how existing keys are encrypted is an explicit step; the old key files are kept (retired/).
     reencrypt: bool = False
     previous_passphrase: str | None = None
+    # False: the CA is an input - never make a new root key, and fail when the CA is not there (or handed in).
+    create: bool = True
+    # The CA handed in as PEM text: installed into path exactly as given, never reissued or re-encrypted.
+    root_cert_content: str | None = None
+    root_key_content: str | None = None
+    intermediate_cert_content: str | None = None
+    intermediate_key_content: str | None = None
+
+    def contents(self) -> dict:
+        return {option: getattr(self, option) for option in CONTENT_OPTIONS.values()}
 
 
 def _validate(request: CaRequest, now: datetime.datetime) -> datetime.datetime | None:
@@ -203,6 +469,31 @@ def _validate(request: CaRequest, now: datetime.datetime) -> datetime.datetime |
     if cap is not None and cap <= now:
         raise PkiError(f"not_after: {request.not_after} is in the past; give a date in the future")
     return cap
+
+
+def _validate_handed_in(request: CaRequest, cap, now: datetime.datetime) -> HandedInCa | None:
+    """The CA handed in (None when none is): readable, chaining, and usable as the request describes it."""
+    if request.state == "absent":
+        given = [option for option, value in request.contents().items() if value not in (None, "")]
+        if given:
+            raise PkiError(f"{given[0]}: only used with state=present; remove it to remove the CA")
+        return None
+    handed = handed_in_ca(request.contents(), passphrase=request.passphrase, intermediate=request.intermediate)
+    if handed is None:
+        return None
+    problems = handed_in_problems(
+        handed,
+        root_common_name=request.root_common_name,
+        intermediate_common_name=request.intermediate_common_name,
+        key_type=request.key_type,
+        cap=cap,
+        generation=request.generation,
+        now=now,
+        force=request.force,
+    )
+    if problems:
+        raise PkiError(problems[0] if len(problems) == 1 else " | ".join(problems))
+    return handed
 
 
 def _reasons_to_reissue(cert, *, common_name, key_type, cap, generation, now, force) -> list[str]:
@@ -279,19 +570,73 @@ def ensure_ca(request: CaRequest, *, check_mode: bool, now: datetime.datetime | 
     """
     now = now or utcnow()
     cap = _validate(request, now)
+    handed = _validate_handed_in(request, cap, now)
+    _check_create(request, handed)  # before the lock: a refused run leaves not even a lock file behind
     if check_mode or (request.state == "absent" and not os.path.isdir(request.path)):
-        return _ensure(request, cap, now, check_mode=check_mode)
+        return _ensure(request, cap, now, check_mode=check_mode, handed=handed)
     with locked_directory(request.path):
-        return _ensure(request, cap, now, check_mode=False)
+        return _ensure(request, cap, now, check_mode=False, handed=handed)
 
 
-def _ensure(request: CaRequest, cap, now: datetime.datetime, *, check_mode: bool) -> dict:
+def _check_create(request: CaRequest, handed: HandedInCa | None) -> None:
+    if request.create or request.state == "absent":
+        return
+    missing = missing_ca_files(request.path, intermediate=request.intermediate, handed=handed)
+    if missing:
+        raise _refuse_to_create(request, missing)
+
+
+def _issued_by_another_root(cert_path: str, root_cert) -> bool:
+    """Whether the certificate file exists and was not issued by ``root_cert`` (unreadable counts as another's)."""
+    pem = read_file(cert_path)
+    if pem is None:
+        return False
+    try:
+        return not signed_by(load_certificates(pem, path=cert_path)[0], root_cert)
+    except PkiError:
+        return True
+
+
+def _certificate_summary_of(path: str) -> dict | None:
+    """What the diff shows of a certificate file about to be replaced (None when it is missing or unreadable)."""
+    pem = read_file(path)
+    if pem is None:
+        return None
+    try:
+        return certificate_summary(load_certificates(pem, path=path)[0])
+    except PkiError:
+        return None
+
+
+def _plan_install(path: str, files: list, actions: list[str], writes: list, copies: list[str]) -> bool:
+    """Stage the handed-in files that differ from those in ``path``; the ones they replace are kept (retired/)."""
+    changed = False
+    for file_name, data, mode in files:
+        target = os.path.join(path, file_name)
+        current = read_file(target)
+        if current == data:
+            continue
+        changed = True
+        writes.append((target, data, mode))
+        if current is None:
+            actions.append(f"install {file_name} from {CONTENT_OPTIONS[file_name]}")
+        else:
+            actions.append(
+                f"replace {file_name} with {CONTENT_OPTIONS[file_name]} (the previous file is kept in retired/)"
+            )
+            copies.append(file_name)
+    return changed
+
+
+def _ensure(
+    request: CaRequest, cap, now: datetime.datetime, *, check_mode: bool, handed: HandedInCa | None = None
+) -> dict:
     path = request.path
     if request.state == "absent":
         return _ensure_absent(path, check_mode=check_mode)
+    _check_create(request, handed)
 
     read_key = _key_reader(request.passphrase, request.previous_passphrase if request.reencrypt else None)
-    root_cert, root_key, root_key_state = _load_pair(path, ROOT_CERT, ROOT_KEY, read_key=read_key, ca_path_field="path")
     actions: list[str] = []
     writes: list[tuple[str, bytes, int]] = []
     retire: list[str] = []
@@ -302,7 +647,21 @@ def _ensure(request: CaRequest, cap, now: datetime.datetime, *, check_mode: bool
     if debris:
         actions.append(f"remove {len(debris)} temporary file(s) an interrupted run left")
 
-    if root_cert is not None:
+    # A root handed in replaces whatever is in the directory; it is never reissued or re-encrypted.
+    root_installed = False
+    if handed is not None:
+        before["root"] = _certificate_summary_of(os.path.join(path, ROOT_CERT))
+        root_cert, root_key = handed.root_cert, handed.root_key
+        root_installed = _plan_install(
+            path, [f for f in handed.files if f[0] in ROOT_FILES], actions, writes, reencrypted
+        )
+    else:
+        root_cert, root_key, root_key_state = _load_pair(
+            path, ROOT_CERT, ROOT_KEY, read_key=read_key, ca_path_field="path"
+        )
+
+    root_reasons: list[str] = []
+    if root_cert is not None and handed is None:
         before["root"] = certificate_summary(root_cert)
         reasons = _reasons_to_reissue(
             root_cert,
@@ -313,6 +672,7 @@ def _ensure(request: CaRequest, cap, now: datetime.datetime, *, check_mode: bool
             now=now,
             force=request.force,
         )
+        root_reasons = reasons
         if reasons:
             actions.append("reissue root: " + "; ".join(reasons))
             retire += [ROOT_CERT, ROOT_KEY]
@@ -323,6 +683,9 @@ def _ensure(request: CaRequest, cap, now: datetime.datetime, *, check_mode: bool
             writes.append((os.path.join(path, ROOT_KEY), private_key_pem(root_key, request.passphrase), KEY_MODE))
     new_root = root_cert is None
     if new_root:
+        if not request.create:
+            # Only reissue reasons lead here: a missing root was refused by _check_create.
+            raise _refuse_to_create(request, [], reasons=root_reasons or ["no root CA"])
         if not actions:
             actions.append("create root")
         root_key = generate_private_key(request.key_type)
@@ -345,17 +708,32 @@ def _ensure(request: CaRequest, cap, now: datetime.datetime, *, check_mode: bool
         writes.append((os.path.join(path, ROOT_KEY), private_key_pem(root_key, request.passphrase), KEY_MODE))
         writes.append((os.path.join(path, ROOT_CERT), certificate_pem(root_cert), CERT_MODE))
 
-    inter_cert, inter_key, inter_key_state = _load_pair(
-        path, INTERMEDIATE_CERT, INTERMEDIATE_KEY, read_key=read_key, ca_path_field="path"
-    )
-    if inter_cert is not None:
-        before["intermediate"] = certificate_summary(inter_cert)
-    if not request.intermediate:
-        if inter_cert is not None:
-            actions.append("retire intermediate (intermediate=false)")
-            retire += [INTERMEDIATE_CERT, INTERMEDIATE_KEY]
-        inter_cert = None
+    inter_cert, inter_key, inter_key_state, foreign = None, None, None, False
+    if handed is not None and handed.intermediate_cert is not None:
+        before["intermediate"] = _certificate_summary_of(os.path.join(path, INTERMEDIATE_CERT))
+        inter_cert, inter_key = handed.intermediate_cert, handed.intermediate_key
+        _plan_install(path, [f for f in handed.files if f[0] in INTERMEDIATE_FILES], actions, writes, reencrypted)
     else:
+        foreign = root_installed and _issued_by_another_root(os.path.join(path, INTERMEDIATE_CERT), root_cert)
+        if foreign:
+            # The directory's intermediate belongs to the CA the handed-in root replaces: its key is not read.
+            before["intermediate"] = _certificate_summary_of(os.path.join(path, INTERMEDIATE_CERT))
+            retire += [n for n in INTERMEDIATE_FILES if os.path.exists(os.path.join(path, n))]
+        else:
+            inter_cert, inter_key, inter_key_state = _load_pair(
+                path, INTERMEDIATE_CERT, INTERMEDIATE_KEY, read_key=read_key, ca_path_field="path"
+            )
+            if inter_cert is not None:
+                before["intermediate"] = certificate_summary(inter_cert)
+    if not request.intermediate:
+        if inter_cert is not None or foreign:
+            actions.append("retire intermediate (intermediate=false)")
+            retire += [n for n in INTERMEDIATE_FILES if n not in retire]
+        inter_cert = None
+    elif handed is None or handed.intermediate_cert is None:
+        # Renewing an intermediate under the same root is allowed with create=false; making one where there was
+        # none (or only another root's) is not: each run that starts without it would make its own.
+        renewal = False
         if inter_cert is not None:
             if new_root:
                 reasons = ["the root was reissued"]
@@ -375,6 +753,7 @@ def _ensure(request: CaRequest, cap, now: datetime.datetime, *, check_mode: bool
                     now=now,
                     force=request.force,
                 )
+                renewal = True
             if reasons:
                 actions.append("reissue intermediate: " + "; ".join(reasons))
                 retire += [INTERMEDIATE_CERT, INTERMEDIATE_KEY]
@@ -385,7 +764,18 @@ def _ensure(request: CaRequest, cap, now: datetime.datetime, *, check_mode: bool
                 writes.append(
                     (os.path.join(path, INTERMEDIATE_KEY), private_key_pem(inter_key, request.passphrase), KEY_MODE)
                 )
+        elif foreign:
+            actions.append("reissue intermediate: not issued by the root handed in")
         if inter_cert is None:
+            if not request.create and not renewal:
+                raise PkiError(
+                    f"create: is false and {os.path.join(path, INTERMEDIATE_CERT)} was not issued by the root handed "
+                    "in (root_cert_content), so a new intermediate would be made. Hand in the intermediate as well "
+                    "(intermediate_cert_content and intermediate_key_content; role: "
+                    "edgefleet_pki_ca_intermediate_cert_content and edgefleet_pki_ca_intermediate_key_content), or "
+                    "set intermediate to false (role: edgefleet_pki_intermediate) to sign identities with the root. "
+                    "Nothing was changed"
+                )
             if not any(a.startswith("reissue intermediate") for a in actions):
                 actions.append("create intermediate")
             inter_key = generate_private_key(request.key_type)
@@ -473,13 +863,20 @@ def _ensure_absent(path: str, *, check_mode: bool) -> dict:
 
 __all__ = (
     "CA_CHAIN",
+    "CONTENT_OPTIONS",
     "INTERMEDIATE_CERT",
+    "INTERMEDIATE_FILES",
     "INTERMEDIATE_KEY",
     "ROOT_CERT",
+    "ROOT_FILES",
     "ROOT_KEY",
     "CaRequest",
+    "HandedInCa",
     "LoadedCa",
     "ca_exists",
     "ensure_ca",
+    "handed_in_ca",
+    "handed_in_problems",
     "load_ca",
+    "missing_ca_files",
 )

@@ -21,6 +21,11 @@ description:
     an error, raised before anything is written.
   - A run holds a lock file (C(.edgefleet.lock)) in O(path) from its first read to its last write, so two runs
     started together create one CA; temporary files an interrupted run left in O(path) are removed.
+  - The CA can be an input instead of something the module makes - where every run starts with an empty directory
+    (AWX/AAP execution environments, CI), a new CA per run would be a different fleet CA each time. Point O(path) at
+    the directory that holds it (a mounted volume), or hand its files in as text with O(root_cert_content),
+    O(root_key_content), O(intermediate_cert_content) and O(intermediate_key_content); and set O(create=false) so
+    that a CA that is not there is an error instead of a new CA.
 author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.iotedge._attributes
@@ -92,9 +97,55 @@ options:
       - With O(reencrypt=true), the passphrase the keys are encrypted with now, when O(passphrase) is a new one.
     type: raw
   force:
-    description: Issue a new root and intermediate even if the current ones are fine (CA rotation).
+    description:
+      - Issue a new root and intermediate even if the current ones are fine (CA rotation).
+      - Refused with O(create=false) and with a CA that is handed in (O(root_cert_content)).
     type: bool
     default: false
+  create:
+    description:
+      - Whether the module may make a new root CA key.
+      - With V(false) the CA is an input. The module fails, before anything is written (also in check mode), when
+        the root certificate or key is neither in O(path) nor handed in, when the intermediate pair is missing
+        while O(intermediate=true), or when it would issue the root again (O(force=true), a root common name or key
+        type that differs from the request, an expired root, one ending after O(not_after) or past what
+        O(generation) accepts). The message lists the missing files and how to provide the CA.
+      - What still happens with V(false) - none of it makes a new root key - renewing or reissuing an existing
+        intermediate under the same root (expired, ends after O(not_after), other common name or key type),
+        re-encrypting keys (O(reencrypt)), retiring the intermediate (O(intermediate=false)), rewriting
+        C(ca-chain.cert.pem), setting key modes and removing temporaries an interrupted run left.
+      - V(true) keeps the behaviour of a local controller whose directory persists - create the CA when it is
+        missing, rotate it when the request asks for it.
+    type: bool
+    default: true
+  root_cert_content:
+    description:
+      - The root CA certificate as PEM text, to install as C(root.cert.pem) in O(path) - for a CA kept in a
+        credential or in an ansible-vault-encrypted file of the project
+        (V({{ lookup('ansible.builtin.file', 'files/ca/root.cert.pem'\) }}) decrypts a vaulted file).
+      - Given together with O(root_key_content). A handed-in CA is the truth - files in O(path) that differ are
+        replaced (the previous ones kept in C(retired/<time>/)), it is never reissued or re-encrypted, and a
+        reason to reissue it (another common name or key type than requested, expired, after O(not_after), past
+        O(generation)'s limit) is an error.
+      - Checked before anything is written - one self-signed CA certificate, the key matches, the intermediate
+        was issued by it.
+    type: str
+  root_key_content:
+    description:
+      - The root CA key as PEM text (the DPS proof of possession signs with it); installed as C(root.key.pem), mode
+        C(0600), exactly as given.
+      - An encrypted key must open with O(passphrase); an unencrypted one is refused when O(passphrase) is set
+        (keys handed in are never re-encrypted).
+    type: raw
+  intermediate_cert_content:
+    description:
+      - The intermediate CA certificate as PEM text (issued by the root handed in); installed as
+        C(intermediate.cert.pem). With O(root_cert_content) only, an intermediate in O(path) issued by that root
+        is kept; with O(create=false) a missing one is an error.
+    type: str
+  intermediate_key_content:
+    description: The intermediate CA key as PEM text; installed as C(intermediate.key.pem), mode C(0600), exactly as given.
+    type: raw
   state:
     description: V(absent) removes the CA files (not the C(retired/) directory).
     type: str
@@ -103,6 +154,9 @@ options:
 notes:
   - Rotating the CA makes every identity it signed invalid; run M(edgefleet.iotedge.pki_identity) afterwards and it
     reissues them.
+  - O(path) must be writable even when nothing changes (the run's lock file). A CA on a read-only mount is handed in
+    as content instead (V({{ lookup('ansible.builtin.file', '/mnt/ca/root.key.pem'\) }})) with O(path) on a
+    writable directory.
 seealso:
   - module: edgefleet.iotedge.pki_identity
   - module: edgefleet.iotedge.pki_verification_cert
@@ -124,6 +178,18 @@ EXAMPLES = r"""
     key_type: rsa-2048
     generation: "1.1"
     not_after: "2037-12-31"
+
+- name: Use the fleet CA kept in ansible-vault-encrypted project files; never make a new one
+  edgefleet.iotedge.pki_ca:
+    path: "{{ playbook_dir }}/pki/ca"
+    create: false
+    root_cert_content: "{{ lookup('ansible.builtin.file', 'files/ca/root.cert.pem') }}"
+    root_key_content: "{{ lookup('ansible.builtin.file', 'files/ca/root.key.pem') }}"
+    intermediate_cert_content: "{{ lookup('ansible.builtin.file', 'files/ca/intermediate.cert.pem') }}"
+    intermediate_key_content: "{{ lookup('ansible.builtin.file', 'files/ca/intermediate.key.pem') }}"
+    passphrase: "{{ vault_pki_passphrase }}"
+  delegate_to: localhost
+  run_once: true
 
 - name: Change the CA keys' passphrase (the old key files are kept under retired/)
   edgefleet.iotedge.pki_ca:
@@ -222,6 +288,11 @@ def main():
             "reencrypt": {"type": "bool", "default": False},
             "previous_passphrase": secret_option(),
             "force": {"type": "bool", "default": False},
+            "create": {"type": "bool", "default": True},
+            "root_cert_content": {"type": "str"},
+            "root_key_content": secret_option(),
+            "intermediate_cert_content": {"type": "str"},
+            "intermediate_key_content": secret_option(),
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
         },
         supports_check_mode=True,

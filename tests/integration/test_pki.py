@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,207 @@ def test_role_at_vvv_never_prints_the_passphrase_or_keys(ansible_playbook, tmp_p
     assert "PRIVATE KEY" not in run.output
     assert [line for line in private_key_bodies(tmp_path / "pki") if line in run.output] == []
     assert b"ENCRYPTED" in (tmp_path / "pki/ca/root.key.pem").read_bytes()
+
+
+# ---- the fleet CA as an input (AWX/AAP: every job starts with an empty ~/.edgefleet/pki) -------------------------
+
+EDGE_INVENTORY = (
+    "edge:\n  hosts:\n    gw-1:\n    gw-2:\n  vars:\n    ansible_connection: local\n"
+    '    ansible_python_interpreter: "{{ ansible_playbook_python }}"\n'
+)
+
+
+def test_role_with_create_disabled_and_no_ca_fails_naming_the_variable_and_writes_nothing(ansible_playbook, tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(EDGE_INVENTORY)
+    pki_dir = tmp_path / "pki"
+    extra = {"edgefleet_pki_dir": str(pki_dir), "edgefleet_pki_ca_create": False}
+    expected = (
+        f"edgefleet_pki_ca_create: is false and the fleet CA in {pki_dir}/ca (edgefleet_pki_ca_dir) is not complete "
+        "(root.cert.pem, root.key.pem, intermediate.cert.pem, intermediate.key.pem missing there)"
+    )
+    for args in ((), ("--check",)):
+        run = ansible_playbook(
+            "tests/integration/playbooks/edge_pki_role.yml", *args, inventory=inventory, extra_vars=extra
+        )
+        assert run.returncode != 0
+        assert expected in run.output, run.output
+        assert "edgefleet_pki_ca_root_cert_content" in run.output
+        assert not pki_dir.exists()
+    # Without the preflight, pki_ca itself refuses, and the role names its variable.
+    (pki_dir / "ca").mkdir(parents=True)
+    run = ansible_playbook("tests/integration/playbooks/edge_pki_converge.yml", inventory=inventory, extra_vars=extra)
+    assert run.returncode != 0
+    assert f"edgefleet_pki_ca_create: is false and the fleet CA in {pki_dir}/ca is not complete" in run.output, (
+        run.output
+    )
+    assert [p.name for p in pki_dir.rglob("*")] == ["ca"]
+
+
+def _existing_ca(directory: Path, passphrase: str | None) -> dict[str, Path]:
+    """A fleet CA made elsewhere, with openssl (not with pki_ca): EC P-256 root and intermediate."""
+    directory.mkdir()
+    (directory / "intermediate.ext").write_text(
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n"
+    )
+    files = {name: directory / name for name in ("root.key", "root.pem", "intermediate.key", "intermediate.pem")}
+    root_key, root, key, csr = files["root.key"], files["root.pem"], files["intermediate.key"], directory / "x.csr"
+    ca_extensions = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+    commands = [
+        ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", root_key],
+        ["req", "-x509", "-new", "-key", root_key, "-subj", "/CN=Contoso Fleet Root", "-days", "3000", *ca_extensions],
+        ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key],
+        ["req", "-new", "-key", key, "-subj", "/CN=Contoso Fleet Issuing", "-out", csr],
+        [
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            root,
+            "-CAkey",
+            root_key,
+            "-CAcreateserial",
+            "-days",
+            "2000",
+            "-sha256",
+            "-extfile",
+            directory / "intermediate.ext",
+            "-out",
+            files["intermediate.pem"],
+        ],
+    ]
+    commands[1] += ["-sha256", "-out", root]
+    for name in ("root.key", "intermediate.key") if passphrase else ():
+        files[f"{name}.enc"] = directory / f"{name}.enc"
+        commands.append(
+            [
+                "pkcs8",
+                "-topk8",
+                "-v2",
+                "aes-256-cbc",
+                "-in",
+                files[name],
+                "-out",
+                files[f"{name}.enc"],
+                "-passout",
+                f"pass:{passphrase}",
+            ]
+        )
+    for command in commands:
+        result = openssl(*map(str, command))
+        assert result.returncode == 0, result.stderr
+    if passphrase:
+        files["root.key.enc"], files["intermediate.key.enc"] = (
+            directory / "root.key.enc",
+            directory / "intermediate.key.enc",
+        )
+    return files
+
+
+def _vault(*args: str, stdin: str | None = None) -> str:
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-vault"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
+
+
+@pytest.mark.parametrize("passphrase", [None, "Ca-Passphrase-5150"])
+def test_role_installs_a_ca_handed_in_through_vault_and_signs_under_it(ansible_playbook, tmp_path, passphrase):
+    ca = _existing_ca(tmp_path / "existing", passphrase)
+    handed_keys = {
+        "root": ca["root.key.enc" if passphrase else "root.key"].read_text(),
+        "intermediate": ca["intermediate.key.enc" if passphrase else "intermediate.key"].read_text(),
+    }
+    secrets = [line for name in ("root.key", "intermediate.key") for line in ca[name].read_text().splitlines()]
+    secrets += [line for text in handed_keys.values() for line in text.splitlines()]
+    secrets = [line for line in secrets if line and not line.startswith("-----")]
+    vault_password = tmp_path / "vault-password"
+    vault_password.write_text("Vault-Password-8086\n")
+    # The intermediate key: an ansible-vault-encrypted file of the project, read with the file lookup.
+    project_key = tmp_path / "project/files/ca/intermediate.key.pem"
+    project_key.parent.mkdir(parents=True)
+    project_key.write_text(handed_keys["intermediate"])
+    _vault("encrypt", "--vault-password-file", str(vault_password), str(project_key))
+    assert project_key.read_text().startswith("$ANSIBLE_VAULT;")
+    # The root key: an inline !vault value, as `ansible-vault encrypt_string` prints it.
+    inline = _vault(
+        "encrypt_string",
+        "--vault-password-file",
+        str(vault_password),
+        "--stdin-name",
+        "edgefleet_pki_ca_root_key_content",
+        stdin=handed_keys["root"],
+    )
+    assert "!vault |" in inline
+    inventory = tmp_path / "inventory"
+    (inventory / "group_vars/edge").mkdir(parents=True)
+    (inventory / "hosts.yml").write_text(EDGE_INVENTORY)
+    (inventory / "group_vars/edge/vault.yml").write_text(inline)
+    pki_dir = tmp_path / "pki"
+    settings = {
+        "edgefleet_pki_dir": str(pki_dir),
+        "edgefleet_pki_ca_create": False,
+        "edgefleet_pki_root_common_name": "Contoso Fleet Root",
+        "edgefleet_pki_intermediate_common_name": "Contoso Fleet Issuing",
+        "edgefleet_pki_ca_root_cert_content": ca["root.pem"].read_text(),
+        "edgefleet_pki_ca_intermediate_cert_content": f"{{{{ lookup('ansible.builtin.file', '{ca['intermediate.pem']}') }}}}",
+        "edgefleet_pki_ca_intermediate_key_content": f"{{{{ lookup('ansible.builtin.file', '{project_key}') }}}}",
+    }
+    if passphrase:
+        settings["edgefleet_pki_passphrase"] = passphrase
+    (inventory / "group_vars/edge/ca.yml").write_text(json.dumps(settings))
+    vault_args = ("--vault-password-file", str(vault_password))
+
+    run = ansible_playbook(
+        "tests/integration/playbooks/edge_pki_role.yml", "-vvv", "--diff", *vault_args, inventory=inventory
+    )
+    assert run.returncode == 0, run.output
+    ca_dir = pki_dir / "ca"
+    assert os.stat(ca_dir).st_mode & 0o777 == 0o700
+    expected = {
+        "root.cert.pem": ca["root.pem"],
+        "intermediate.cert.pem": ca["intermediate.pem"],
+    }
+    for name, source in expected.items():
+        assert (ca_dir / name).read_text() == source.read_text()
+        assert os.stat(ca_dir / name).st_mode & 0o777 == 0o644
+    for label in ("root", "intermediate"):
+        installed = ca_dir / f"{label}.key.pem"
+        assert installed.read_text() == handed_keys[label], label  # exactly as handed in, decrypted from vault
+        assert os.stat(installed).st_mode & 0o777 == 0o600
+    for device in ("gw-1", "gw-2"):
+        verify = openssl(
+            "verify",
+            "-CAfile",
+            str(ca_dir / "root.cert.pem"),
+            "-untrusted",
+            str(ca_dir / "intermediate.cert.pem"),
+            str(pki_dir / "identities" / device / "identity.cert.pem"),
+        )
+        assert verify.returncode == 0 and verify.stdout.strip().endswith(": OK"), verify.stdout + verify.stderr
+        assert pem_subjects(pki_dir / "identities" / device / "identity.full-chain.cert.pem") == [
+            f"subject=CN={device}",
+            "subject=CN=Contoso Fleet Issuing",
+            "subject=CN=Contoso Fleet Root",
+        ]
+    secrets += private_key_bodies(pki_dir)
+    assert len(secrets) > 10
+    assert "PRIVATE KEY" not in run.output
+    assert [line for line in secrets if line in run.output] == []
+    for secret in ("Vault-Password-8086", "Ca-Passphrase-5150"):
+        assert secret not in run.output
+    assert not (ca_dir / "retired").exists()
+
+    files = {p: p.read_bytes() for p in pki_dir.rglob("*") if p.is_file()}
+    second = ansible_playbook("tests/integration/playbooks/edge_pki_role.yml", "-vvv", *vault_args, inventory=inventory)
+    assert second.returncode == 0, second.output
+    for host in ("gw-1", "gw-2"):
+        assert second.recap(host)["changed"] == 0, second.stdout
+    assert {p: p.read_bytes() for p in pki_dir.rglob("*") if p.is_file()} == files
+    assert [line for line in secrets if line in second.output] == []

@@ -300,3 +300,117 @@ def test_a_flat_repository_has_no_components_and_a_suite_has_some():
     assert problems("iotedge_install", edgefleet_iotedge_apt_components=[])[0].startswith(
         "edgefleet_iotedge_apt_components: is empty"
     )
+
+
+# ---- the fleet CA as an input ---------------------------------------------------------------------------------------
+
+CA_VARIABLES = {
+    "root.cert.pem": "edgefleet_pki_ca_root_cert_content",
+    "root.key.pem": "edgefleet_pki_ca_root_key_content",
+    "intermediate.cert.pem": "edgefleet_pki_ca_intermediate_cert_content",
+    "intermediate.key.pem": "edgefleet_pki_ca_intermediate_key_content",
+}
+
+
+@pytest.fixture
+def fleet_ca(tmp_path):
+    """A CA made by pki_ca (keys encrypted), and its files as the role's content variables."""
+    from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import ensure_ca
+    from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import ca_request
+
+    path = tmp_path / "made"
+    ensure_ca(
+        ca_request(path, root_common_name="edgefleet Root CA", intermediate_common_name="edgefleet Intermediate CA"),
+        check_mode=False,
+        now=NOW,
+    )
+    ensure_ca(
+        ca_request(
+            path,
+            root_common_name="edgefleet Root CA",
+            intermediate_common_name="edgefleet Intermediate CA",
+            passphrase="vaulted",
+            reencrypt=True,
+        ),
+        check_mode=False,
+        now=NOW,
+    )
+    return path, {variable: (path / name).read_text() for name, variable in CA_VARIABLES.items()}
+
+
+def test_a_ca_handed_in_passes_and_its_problems_name_the_variables(fleet_ca):
+    _path, contents = fleet_ca
+    assert problems("edge_pki", edgefleet_pki_passphrase="vaulted", **contents) == []
+    (problem,) = problems("edge_pki", **contents)
+    assert problem.startswith(
+        "edgefleet_pki_passphrase: edgefleet_pki_ca_root_key_content is encrypted; give the passphrase"
+    )
+    (problem,) = problems(
+        "edge_pki",
+        edgefleet_pki_passphrase="vaulted",
+        **dict(
+            contents, **{"edgefleet_pki_ca_root_key_content": contents["edgefleet_pki_ca_intermediate_key_content"]}
+        ),
+    )
+    assert problem == (
+        "edgefleet_pki_ca_root_key_content: is not the key of edgefleet_pki_ca_root_cert_content; give the matching "
+        "key and certificate"
+    )
+    (problem,) = problems(
+        "edge_pki", edgefleet_pki_passphrase="vaulted", edgefleet_pki_root_common_name="Contoso Root", **contents
+    )
+    assert problem.startswith(
+        "edgefleet_pki_root_common_name: the root CA handed in (edgefleet_pki_ca_root_cert_content) has the common "
+        "name 'edgefleet Root CA'; set edgefleet_pki_root_common_name to it"
+    )
+    (problem,) = problems(
+        "edge_pki",
+        edgefleet_pki_passphrase="vaulted",
+        **dict(contents, edgefleet_pki_ca_intermediate_key_content=""),
+    )
+    assert problem.startswith(
+        "edgefleet_pki_ca_intermediate_key_content: is empty while edgefleet_pki_ca_intermediate_cert_content is given"
+    )
+    (problem,) = problems("edge_pki", edgefleet_pki_passphrase="vaulted", edgefleet_pki_intermediate=False, **contents)
+    assert problem.startswith("edgefleet_pki_ca_intermediate_cert_content: is given while edgefleet_pki_intermediate")
+
+
+def test_a_ca_key_of_the_wrong_type_is_described_by_its_type_only():
+    (problem,) = problems("edge_pki", edgefleet_pki_ca_root_key_content=["-----BEGIN PRIVATE KEY-----secret"])
+    assert problem.startswith("edgefleet_pki_ca_root_key_content: must be a string, got a list")
+    assert "secret" not in problem
+
+
+def test_create_false_needs_the_ca_in_the_directory_or_handed_in(tmp_path, fleet_ca):
+    made, contents = fleet_ca
+    empty = tmp_path / "empty"
+    (problem,) = problems("edge_pki", edgefleet_pki_ca_create=False, edgefleet_pki_ca_dir=str(empty))
+    assert problem.startswith(
+        f"edgefleet_pki_ca_create: is false and the fleet CA in {empty} (edgefleet_pki_ca_dir) is not complete "
+        "(root.cert.pem, root.key.pem, intermediate.cert.pem, intermediate.key.pem missing there)"
+    )
+    assert "edgefleet_pki_ca_root_key_content" in problem and "edgefleet_pki_intermediate: false" not in problem
+    assert not empty.exists()
+    # The preflight's "false" is YAML's or the command line's.
+    assert problems("edge_pki", edgefleet_pki_ca_create="false", edgefleet_pki_ca_dir=str(empty))
+    assert problems("edge_pki", edgefleet_pki_ca_create=False, edgefleet_pki_ca_dir=str(made)) == []
+    assert (
+        problems(
+            "edge_pki",
+            edgefleet_pki_ca_create=False,
+            edgefleet_pki_ca_dir=str(empty),
+            edgefleet_pki_passphrase="vaulted",
+            **contents,
+        )
+        == []
+    )
+    root_only = {name: value for name, value in contents.items() if "_root_" in name}
+    (problem,) = problems(
+        "edge_pki",
+        edgefleet_pki_ca_create=False,
+        edgefleet_pki_ca_dir=str(empty),
+        edgefleet_pki_passphrase="vaulted",
+        **root_only,
+    )
+    assert "(intermediate.cert.pem, intermediate.key.pem missing there)" in problem
+    assert "or set edgefleet_pki_intermediate: false" in problem

@@ -256,3 +256,242 @@ def test_absent_removes_the_ca_files(ca_dir):
     assert result["changed"] is True  # the lock file goes with the CA files
     assert sorted(p.name for p in ca_dir.iterdir()) == []
     assert ensure_ca(ca_request(ca_dir, state="absent"), check_mode=False, now=NOW)["changed"] is False
+
+
+# ---- the fleet CA as an input: create=false and a CA handed in as text ------------------------------------------
+
+CA_FILES = ("root.cert.pem", "root.key.pem", "intermediate.cert.pem", "intermediate.key.pem")
+CONTENT = ("root_cert_content", "root_key_content", "intermediate_cert_content", "intermediate_key_content")
+
+
+def _contents(ca_dir, *, strip=True) -> dict:
+    """The CA's files as a credential or lookup('file') hands them in (lookup strips the last line break)."""
+    texts = [(ca_dir / name).read_text() for name in CA_FILES]
+    return dict(zip(CONTENT, [t.rstrip("\n") if strip else t for t in texts], strict=True))
+
+
+def _snapshot(path):
+    return {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()} if path.exists() else None
+
+
+@pytest.mark.parametrize("check_mode", [True, False])
+@pytest.mark.parametrize("existing", [True, False])
+def test_create_false_on_an_empty_directory_fails_naming_the_files_and_writes_nothing(tmp_path, check_mode, existing):
+    path = tmp_path / "ca"
+    if existing:
+        path.mkdir()
+    with pytest.raises(PkiError) as refused:
+        ensure_ca(ca_request(path, create=False), check_mode=check_mode, now=NOW)
+    message = str(refused.value)
+    assert message.startswith(f"create: is false and the fleet CA in {path} is not complete (root.cert.pem, ")
+    assert "intermediate.key.pem missing there" in message
+    assert "role: edgefleet_pki_ca_dir" in message and "edgefleet_pki_ca_root_key_content" in message
+    assert "set intermediate to false" not in message.lower()
+    # Not even the lock file: an empty directory stays empty, a missing one missing.
+    assert (sorted(os.listdir(path)) == []) if existing else not path.exists()
+
+
+def test_create_false_names_a_missing_intermediate_and_the_alternative(ca_dir):
+    for name in ("intermediate.cert.pem", "intermediate.key.pem"):
+        (ca_dir / name).unlink()
+    before = _snapshot(ca_dir)
+    with pytest.raises(PkiError, match=r"\(intermediate.cert.pem, intermediate.key.pem missing there\)") as refused:
+        ensure_ca(ca_request(ca_dir, create=False), check_mode=True, now=NOW)
+    assert "set intermediate to false (role: edgefleet_pki_intermediate)" in str(refused.value)
+    with pytest.raises(PkiError, match=r"^create: is false"):
+        ensure_ca(ca_request(ca_dir, create=False), check_mode=False, now=NOW)
+    assert _snapshot(ca_dir) == before
+    # Signing with the root needs no intermediate: that is allowed.
+    result = ensure_ca(ca_request(ca_dir, create=False, intermediate=False), check_mode=False, now=NOW)
+    assert result["signer"] == "root"
+
+
+def test_create_false_with_a_complete_ca_changes_nothing(ca_dir):
+    before = _snapshot(ca_dir)
+    for check_mode in (True, False):
+        result = ensure_ca(ca_request(ca_dir, create=False), check_mode=check_mode, now=NOW)
+        assert result["changed"] is False, result["actions"]
+    assert _snapshot(ca_dir) == before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"force": True}, "force=true"),
+        ({"root_common_name": "Another Root CA"}, "common name is 'Test Root CA', wanted 'Another Root CA'"),
+        ({"key_type": "ec-p384"}, "key type is ec-p256, wanted ec-p384"),
+        ({"not_after": "2030-01-01"}, "after not_after 2030-01-01T00:00:00Z"),
+    ],
+)
+def test_create_false_refuses_every_new_root_key(ca_dir, overrides, reason):
+    before = _snapshot(ca_dir)
+    for check_mode in (True, False):
+        with pytest.raises(PkiError) as refused:
+            ensure_ca(ca_request(ca_dir, create=False, **overrides), check_mode=check_mode, now=NOW)
+        message = str(refused.value)
+        assert message.startswith(f"create: is false and the root CA in {ca_dir} would be issued again (")
+        assert reason in message and "set create to true for one run to rotate" in message
+    assert _snapshot(ca_dir) == before
+    assert not (ca_dir / "retired").exists()
+
+
+def test_create_false_refuses_an_expired_root(ca_dir):
+    with pytest.raises(PkiError, match=r"would be issued again \(expired on 2036-11-"):
+        ensure_ca(ca_request(ca_dir, create=False), check_mode=True, now=NOW + datetime.timedelta(days=3700))
+
+
+def test_create_false_still_renews_the_intermediate_under_the_same_root(ca_dir):
+    root = (ca_dir / "root.cert.pem").read_bytes()
+    root_key = (ca_dir / "root.key.pem").read_bytes()
+    result = ensure_ca(
+        ca_request(ca_dir, create=False, intermediate_common_name="Test Intermediate CA 2027"),
+        check_mode=False,
+        now=NOW,
+    )
+    assert result["actions"] == [
+        "reissue intermediate: common name is 'Test Intermediate CA', wanted 'Test Intermediate CA 2027'"
+    ]
+    assert (ca_dir / "root.cert.pem").read_bytes() == root and (ca_dir / "root.key.pem").read_bytes() == root_key
+    loaded = load_ca(str(ca_dir), passphrase=None)
+    assert signed_by(loaded.intermediate_cert, loaded.root_cert)
+    assert (ca_dir / "retired" / "20261126T120000Z" / "intermediate.cert.pem").exists()
+
+
+def test_create_false_still_reencrypts_the_keys(ca_dir):
+    result = ensure_ca(ca_request(ca_dir, create=False, passphrase="pw", reencrypt=True), check_mode=False, now=NOW)
+    assert result["changed"] is True
+    load_ca(str(ca_dir), passphrase="pw")
+
+
+@pytest.mark.parametrize("passphrase", [None, "vault-pass"])
+def test_a_ca_handed_in_as_text_is_installed_as_given_and_then_left_alone(tmp_path, passphrase):
+    source = tmp_path / "source"
+    ensure_ca(ca_request(source, passphrase=passphrase), check_mode=False, now=NOW)
+    contents = _contents(source)
+    target = tmp_path / "fresh" / "ca"
+    predicted = ensure_ca(ca_request(target, create=False, passphrase=passphrase, **contents), check_mode=True, now=NOW)
+    assert predicted["changed"] is True and not (tmp_path / "fresh").exists()
+    result = ensure_ca(ca_request(target, create=False, passphrase=passphrase, **contents), check_mode=False, now=NOW)
+    assert result["actions"] == [
+        "install root.cert.pem from root_cert_content",
+        "install root.key.pem from root_key_content",
+        "install intermediate.cert.pem from intermediate_cert_content",
+        "install intermediate.key.pem from intermediate_key_content",
+    ]
+    assert result["root"]["thumbprint_sha256"] == predicted["root"]["thumbprint_sha256"]
+    for name in (*CA_FILES, "ca-chain.cert.pem"):
+        assert (target / name).read_bytes() == (source / name).read_bytes(), name
+        assert os.stat(target / name).st_mode & 0o777 == (0o600 if name.endswith(".key.pem") else 0o644)
+    assert os.stat(target).st_mode & 0o777 == 0o700
+    again = ensure_ca(ca_request(target, create=False, passphrase=passphrase, **contents), check_mode=False, now=NOW)
+    assert again["changed"] is False and again["actions"] == []
+    # With the trailing line breaks a file has, too.
+    unstripped = _contents(source, strip=False)
+    assert (
+        ensure_ca(ca_request(target, passphrase=passphrase, **unstripped), check_mode=False, now=NOW)["changed"]
+        is False
+    )
+
+
+def test_a_handed_in_ca_replaces_another_one_and_keeps_it_in_retired(tmp_path, ca_dir):
+    source = tmp_path / "source"
+    ensure_ca(ca_request(source), check_mode=False, now=NOW)
+    old = _snapshot(ca_dir)
+    result = ensure_ca(ca_request(ca_dir, create=False, **_contents(source)), check_mode=False, now=NOW)
+    assert (
+        result["actions"][0] == "replace root.cert.pem with root_cert_content (the previous file is kept in retired/)"
+    )
+    assert result["diff"]["before"]["root"]["thumbprint_sha256"] != result["diff"]["after"]["root"]["thumbprint_sha256"]
+    retired = ca_dir / "retired" / "20261126T120000Z"
+    assert {name: (retired / name).read_bytes() for name in CA_FILES} == {name: old[name] for name in CA_FILES}
+    assert (ca_dir / "root.key.pem").read_bytes() == (source / "root.key.pem").read_bytes()
+
+
+def test_a_handed_in_root_alone_keeps_the_intermediate_it_issued_and_replaces_a_foreign_one(tmp_path, ca_dir):
+    source = tmp_path / "source"
+    ensure_ca(ca_request(source), check_mode=False, now=NOW)
+    root_only = {k: v for k, v in _contents(ca_dir).items() if k.startswith("root_")}
+    # The directory's own root, handed in: its intermediate stays.
+    assert ensure_ca(ca_request(ca_dir, create=False, **root_only), check_mode=False, now=NOW)["changed"] is False
+    # Another root: its intermediate is not this root's. create=false refuses to make one; create=true makes one.
+    foreign_root = {k: v for k, v in _contents(source).items() if k.startswith("root_")}
+    before = _snapshot(ca_dir)
+    with pytest.raises(PkiError, match=r"^create: is false and .*intermediate.cert.pem was not issued by the root"):
+        ensure_ca(ca_request(ca_dir, create=False, **foreign_root), check_mode=False, now=NOW)
+    assert _snapshot(ca_dir) == before
+    result = ensure_ca(ca_request(ca_dir, **foreign_root), check_mode=False, now=NOW)
+    assert "reissue intermediate: not issued by the root handed in" in result["actions"]
+    loaded = load_ca(str(ca_dir), passphrase=None)
+    assert loaded.root_cert.fingerprint(hashes.SHA256()) == _cert(source / "root.cert.pem").fingerprint(hashes.SHA256())
+    assert signed_by(loaded.intermediate_cert, loaded.root_cert)
+
+
+@pytest.fixture
+def handed(tmp_path):
+    source = tmp_path / "source"
+    ensure_ca(ca_request(source, passphrase="right"), check_mode=False, now=NOW)
+    other = tmp_path / "other"
+    ensure_ca(ca_request(other), check_mode=False, now=NOW)
+    return _contents(source), _contents(other)
+
+
+@pytest.mark.parametrize(
+    ("change", "passphrase", "message"),
+    [
+        ({"root_key_content": ""}, "right", r"^root_key_content: is empty while root_cert_content is given"),
+        ({"root_cert_content": "", "root_key_content": ""}, "right", r"^root_cert_content: is empty while interm"),
+        ({}, None, r"^passphrase: root_key_content is encrypted; give the passphrase"),
+        ({}, "wrong", r"^passphrase: cannot decrypt root_key_content with the passphrase given"),
+        ({"root_cert_content": "/srv/ca/root.cert.pem"}, "right", r"^root_cert_content: is not PEM text .* file name"),
+        ({"root_cert_content": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"}, "right", "no readable"),
+        ({"root_cert_content": ["a"]}, "right", r"^root_cert_content: must be PEM text, got a list"),
+        ("two certificates", "right", r"^root_cert_content: holds 2 certificates; give the root certificate alone"),
+        ("intermediate as root", "right", r"^root_cert_content: 'Test Intermediate CA' is not a self-signed root"),
+        ("foreign intermediate", "right", r"^intermediate_cert_content: 'Test Intermediate CA' was not issued by"),
+        ("foreign key", None, r"^root_key_content: is not the key of root_cert_content"),
+        ("unencrypted key", "right", r"^root_key_content: is not encrypted, but passphrase is set"),
+    ],
+)
+def test_a_bad_ca_handed_in_is_refused_before_anything_is_written(tmp_path, handed, change, passphrase, message):
+    contents, other = handed
+    contents = dict(contents)
+    if change == "two certificates":
+        contents["root_cert_content"] += "\n" + contents["intermediate_cert_content"]
+    elif change == "intermediate as root":
+        contents["root_cert_content"] = contents["intermediate_cert_content"]
+    elif change == "foreign intermediate":
+        contents.update(intermediate_cert_content=other["intermediate_cert_content"])
+    elif change == "foreign key":
+        contents = dict(other, root_key_content=other["intermediate_key_content"])
+    elif change == "unencrypted key":
+        contents.update(root_key_content=other["root_key_content"], root_cert_content=other["root_cert_content"])
+        contents.update(intermediate_cert_content="", intermediate_key_content="")
+    else:
+        contents.update(change)
+    target = tmp_path / "target"
+    with pytest.raises(PkiError, match=message) as refused:
+        ensure_ca(ca_request(target, passphrase=passphrase, **contents), check_mode=False, now=NOW)
+    key_lines = [line for line in contents["root_key_content"].splitlines() if not line.startswith("-----")]
+    assert "PRIVATE KEY" not in str(refused.value)
+    assert not [line for line in key_lines if line in str(refused.value)]
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"root_common_name": "Other Root"}, r"^root_common_name: the root CA handed in \(root_cert_content\) has"),
+        ({"key_type": "rsa-2048"}, r"^key_type: the root CA handed in \(root_cert_content\) has a ec-p256 key"),
+        ({"force": True}, r"^root_cert_content: the root CA handed in cannot be used: force=true"),
+        ({"not_after": "2030-01-01"}, r"^root_cert_content: .* after not_after .* never replaced by a new one"),
+        ({"intermediate": False}, r"^intermediate_cert_content: is given while intermediate is false"),
+        ({"state": "absent"}, r"^root_cert_content: only used with state=present"),
+    ],
+)
+def test_a_handed_in_ca_is_never_reissued_a_reason_to_is_an_error(tmp_path, handed, overrides, message):
+    contents = handed[0]
+    with pytest.raises(PkiError, match=message):
+        ensure_ca(
+            ca_request(tmp_path / "target", passphrase="right", **contents, **overrides), check_mode=True, now=NOW
+        )
+    assert not (tmp_path / "target").exists()

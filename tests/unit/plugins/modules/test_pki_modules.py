@@ -117,3 +117,39 @@ def test_a_secret_that_is_not_text_fails_and_changes_nothing(tmp_path, ca_path, 
     assert "module-secret" not in json.dumps(result)
     assert {p.name: p.read_bytes() for p in ca_path.iterdir() if p.is_file()} == files
     assert not (tmp_path / "i").exists() and not (tmp_path / "proof.pem").exists()
+
+
+def test_a_ca_handed_in_is_installed_and_its_keys_are_masked(tmp_path, ca_path):
+    contents = {
+        "root_cert_content": (ca_path / "root.cert.pem").read_text(),
+        "root_key_content": (ca_path / "root.key.pem").read_text(),
+        "intermediate_cert_content": (ca_path / "intermediate.cert.pem").read_text(),
+        "intermediate_key_content": (ca_path / "intermediate.key.pem").read_text(),
+    }
+    target = tmp_path / "job" / "ca"
+    result = run_module(
+        "pki_ca", tmp_path, path=str(target), create=False, passphrase="module-secret", _ansible_diff=True, **contents
+    )
+    assert result["changed"] is True, result
+    arguments = result["invocation"]["module_args"]
+    assert (
+        arguments["root_key_content"] == arguments["intermediate_key_content"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    )
+    key_lines = [
+        line
+        for name in ("root_key_content", "intermediate_key_content")
+        for line in contents[name].splitlines()
+        if not line.startswith("-----")
+    ]
+    assert [line for line in key_lines if line in json.dumps(result)] == []
+    assert (target / "root.key.pem").read_text() == contents["root_key_content"]
+    refused = run_module("pki_ca", tmp_path, path=str(tmp_path / "empty"), create=False)
+    assert refused["failed"] is True and refused["msg"].startswith("create: is false and the fleet CA in ")
+    assert not (tmp_path / "empty").exists()
+
+
+def test_a_ca_key_that_is_not_text_fails_naming_the_option(tmp_path, ca_path):
+    result = run_module("pki_ca", tmp_path, path=str(tmp_path / "job"), root_key_content=["module-secret"])
+    assert result["failed"] is True
+    assert result["msg"].startswith("root_key_content: must be a string, got a list.")
+    assert "module-secret" not in json.dumps(result)
