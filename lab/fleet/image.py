@@ -16,7 +16,20 @@ from pathlib import Path
 from lab.fleet.podman import Podman
 
 SUITE = "bookworm"
-PACKAGES = ("python3", "systemd", "systemd-sysv", "openssh-server", "sudo", "ca-certificates", "procps")
+# The runtime double's dependencies that its repository does not serve are here too (adduser, ca-certificates,
+# hostname, sed, python3 and 1.1's python3-yaml: lab/runtime/packages.py), since the lab's rollouts refresh only that
+# repository (edgefleet_iotedge_apt_update_scope: repository) and never reach deb.debian.org.
+PACKAGES = (
+    "python3",
+    "systemd",
+    "systemd-sysv",
+    "openssh-server",
+    "sudo",
+    "ca-certificates",
+    "procps",
+    "adduser",
+    "python3-yaml",
+)
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 IMAGE_NAME = "localhost/edgefleet-lab-base"
 # Bump when the customisation below changes: it is part of the image tag.

@@ -330,6 +330,9 @@ class Lab:
             "edgefleet_iotedge_apt_components": [],
             "edgefleet_iotedge_apt_signing_key_url": "",
             "edgefleet_iotedge_apt_trusted": True,
+            # apt-get update reads only that repository: a rollout fetches nothing from deb.debian.org (the image's
+            # sources.list); the packages' other dependencies are in the base image (lab/fleet/image.py).
+            "edgefleet_iotedge_apt_update_scope": "repository",
             # The fleet PKI of the lab lives and dies with it.
             "edgefleet_pki_dir": str(self.state_dir.resolve() / "pki"),
         }

@@ -31,6 +31,7 @@ import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 ROOT = "root"
 PARENT_MODE = 0o755
@@ -66,6 +67,8 @@ APT_UPDATE_CHOICES = ("if_stale", "always", "never")
 # Debian policy's names and versions (the same rules as the inventory check): nothing apt-get could read as an option.
 PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 PACKAGE_VERSION = re.compile(r"[0-9][A-Za-z0-9.+~:-]*")
+# The characters apt %-quotes in a list file's name (besides spaces, control and non-ASCII characters).
+APT_QUOTED = frozenset('\\|{}[]<>"^~_=!@#$%&*')
 # The last lines of a failed apt-get's output that a message quotes.
 APT_ERROR_LINES = 4
 
@@ -125,6 +128,9 @@ class Request:
     # Refresh the apt cache before installing: if_stale (older than apt_cache_valid_time), always, never.
     apt_update: str = "if_stale"
     apt_cache_valid_time: int = 3600
+    # A sources list (one-line format): every apt-get update refreshes only its repositories, and the cache's age is
+    # that of their lists. Empty: every source of the host, the age as ansible.builtin.apt reads it.
+    apt_update_sources: str = ""
     # Let apt install a pinned version older than the installed one.
     allow_downgrade: bool = False
     # Only check that the directories can be reached; change nothing (the playbook's preflight).
@@ -263,6 +269,11 @@ def check_packages(request: Request) -> None:
         )
     if request.apt_update not in APT_UPDATE_CHOICES:
         raise HostStateError(f"apt_update: {request.apt_update!r} is not one of {', '.join(APT_UPDATE_CHOICES)}.")
+    if request.apt_update_sources and not os.path.isabs(request.apt_update_sources):
+        raise HostStateError(
+            f"apt_update_sources: {request.apt_update_sources!r} is not an absolute path. Name a sources list such as "
+            "/etc/apt/sources.list.d/edgefleet-iotedge.list, or leave it unset to refresh every source."
+        )
     if request.apt_cache_valid_time < 0:
         raise HostStateError(f"apt_cache_valid_time: must be 0 or more seconds, got {request.apt_cache_valid_time}.")
 
@@ -335,8 +346,25 @@ def install_packages(request: Request, outcome: Outcome, run) -> None:
         )
 
 
+def update_command(request: Request) -> list:
+    """apt-get update, of every source or (apt_update_sources) of one sources list's repositories only: apt.conf(5)'s
+    Dir::Etc::sourcelist names the list, sourceparts=- reads no sources.list.d, and List-Cleanup=0 keeps the lists of
+    the other sources (apt would otherwise delete them as unused)."""
+    argv = ["apt-get", "update", "-q"]
+    if request.apt_update_sources:
+        argv += [
+            "-o",
+            f"Dir::Etc::sourcelist={request.apt_update_sources}",
+            "-o",
+            "Dir::Etc::sourceparts=-",
+            "-o",
+            "APT::Get::List-Cleanup=0",
+        ]
+    return argv
+
+
 def _update_cache(request: Request, outcome: Outcome, run) -> None:
-    _stdout, stderr = _apt(["apt-get", "update", "-q"], run, request, updated=True)
+    _stdout, stderr = _apt(update_command(request), run, request, updated=True)
     outcome.cache_updated = True
     outcome.warnings.extend(
         f"apt-get update: {line.strip()}" for line in stderr.splitlines() if line.startswith(("W:", "E:"))
@@ -348,6 +376,8 @@ def cache_needs_update(request: Request) -> bool:
     ansible.builtin.apt reads it), or there are no package lists at all (an image that removed them)."""
     if request.apt_update != "if_stale":
         return request.apt_update == "always"
+    if request.apt_update_sources:
+        return sources_need_update(request.apt_update_sources, request.apt_cache_valid_time)
     try:
         lists = os.listdir(APT_LISTS_PATH)
     except OSError:
@@ -365,6 +395,59 @@ def cache_mtime() -> float:
         except OSError:
             continue
     return 0.0
+
+
+def sources_need_update(sources_path: str, valid_time: int) -> bool:
+    """Whether one sources list's repositories need apt-get update: none of their lists is there, the sources list is
+    newer than the newest of them (a repository added or changed since), or that one is older than ``valid_time``.
+
+    A list's age is when apt wrote it (`list_written`), not its modification time: apt gives a downloaded file the
+    server's Last-Modified time, the age of the repository rather than of the cache."""
+    prefixes = list_prefixes(_read(sources_path) or b"")
+    newest = 0.0
+    try:
+        entries = list(os.scandir(APT_LISTS_PATH))
+    except OSError:
+        entries = []
+    for entry in entries:
+        if entry.name.startswith(prefixes) and entry.is_file(follow_symlinks=False):
+            newest = max(newest, list_written(entry.stat(follow_symlinks=False)))
+    if not newest or (_mtime(sources_path) or 0.0) > newest:
+        return True
+    return newest + valid_time < time.time()
+
+
+def list_written(info) -> float:
+    """When apt last wrote or renamed a list into place: its inode change time, which no one can set back."""
+    return info.st_ctime
+
+
+def list_prefixes(sources: bytes) -> tuple:
+    """The names apt gives the lists of each ``deb`` line's repository in /var/lib/apt/lists (apt's URItoFileName: the
+    URI without scheme and credentials, special characters %-quoted, '/' as '_'), up to the suite: for
+    ``deb [trusted=yes] http://127.0.0.1:18480/ ./`` the prefix ``127.0.0.1:18480_._`` of ``127.0.0.1:18480_._Packages``,
+    for ``deb http://deb.debian.org/debian bookworm main`` ``deb.debian.org_debian_dists_bookworm_``. One-line format
+    only; a line apt would not read gives none."""
+    prefixes = []
+    for line in sources.decode("utf-8", errors="replace").splitlines():
+        words = re.sub(r"\[[^]]*\]", " ", line.partition("#")[0]).split()
+        if len(words) < 3 or words[0] != "deb":
+            continue
+        uri, suite = words[1], words[2]
+        parts = urlsplit(uri)
+        location = parts.netloc.rpartition("@")[2] + parts.path
+        if not location.endswith("/"):
+            location += "/"
+        location += suite if suite.endswith("/") else f"dists/{suite}/"
+        prefixes.append("".join(_apt_quoted(character) for character in location).replace("/", "_"))
+    return tuple(prefixes)
+
+
+def _apt_quoted(character: str) -> str:
+    """One character as apt's QuoteString writes it in a list's name."""
+    if character in APT_QUOTED or not " " < character < "\x7f":
+        return "".join(f"%{byte:02x}" for byte in character.encode("utf-8"))
+    return character
 
 
 def installed_versions(run) -> dict:

@@ -181,6 +181,22 @@ options:
     description: Seconds the apt cache stays fresh for O(apt_update=if_stale).
     type: int
     default: 3600
+  apt_update_sources:
+    description:
+      - A sources list in the one-line format (for example C(/etc/apt/sources.list.d/edgefleet-iotedge.list)) whose
+        repositories alone every C(apt-get update) of this module refreshes (before installing, and the one refresh
+        when a package is missing from the cache), so the host fetches nothing from its other sources' mirrors. It
+        runs C(apt-get update -q -o Dir::Etc::sourcelist=<path> -o Dir::Etc::sourceparts=- -o
+        APT::Get::List-Cleanup=0); the other sources' lists stay as they are.
+      - With O(apt_update=if_stale) the cache's age is then that of these repositories' lists in
+        C(/var/lib/apt/lists) (named as apt names them from each C(deb) line's URI and suite), read from when apt
+        wrote them (their inode change time, since apt gives a downloaded list the server's modification time).
+        They are refreshed when none is there, when the sources list is newer than the newest of them, or when that
+        one is older than O(apt_cache_valid_time).
+      - Dependencies that only the other sources serve must then already be installed, or be in their existing
+        lists.
+      - Unset, every source of the host is refreshed.
+    type: path
   allow_downgrade:
     description:
       - Let apt install a pinned version older than the installed one (C(--allow-downgrades)). Without it such a pin
@@ -228,6 +244,13 @@ EXAMPLES = r"""
     install_first: [moby-engine]
     apt_cache_valid_time: 3600
     allow_downgrade: true
+  become: true
+
+- name: Install from one repository, refreshing only its lists (no request to the distribution's mirror)
+  edgefleet.iotedge.iotedge_host:
+    packages: {aziot-edge: "", aziot-identity-service: ""}
+    install: true
+    apt_update_sources: /etc/apt/sources.list.d/edgefleet-iotedge.list
   become: true
 """
 
@@ -347,6 +370,7 @@ def main():
             "install_first": {"type": "list", "elements": "str", "default": []},
             "apt_update": {"type": "str", "choices": list(APT_UPDATE_CHOICES), "default": "if_stale"},
             "apt_cache_valid_time": {"type": "int", "default": 3600},
+            "apt_update_sources": {"type": "path"},
             "allow_downgrade": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
@@ -386,6 +410,7 @@ def main():
             install_first=params["install_first"],
             apt_update=params["apt_update"],
             apt_cache_valid_time=params["apt_cache_valid_time"],
+            apt_update_sources=params["apt_update_sources"] or "",
             allow_downgrade=params["allow_downgrade"],
             check_mode=module.check_mode,
         )

@@ -200,6 +200,8 @@ def test_bad_inventories_fail_early_naming_the_variable_and_change_nothing(fleet
 def test_check_then_rollout_then_no_change_then_a_config_change(fleet_factory, ansible_playbook):
     fleet = fleet_factory(3)
     fresh = fleet.state()
+    for host in fleet.hosts:
+        fleet.sh(host, "touch /run/edgefleet-test-rollout-start")
 
     predicted = ansible_playbook(PLAYBOOK, "--check", "--diff", inventory=fleet.inventory)
     assert predicted.returncode == 0, predicted.output
@@ -249,6 +251,7 @@ def test_check_then_rollout_then_no_change_then_a_config_change(fleet_factory, a
             "edgefleet Root CA",
         ]
         assert re.search(r"^edgeAgent\s+running\s+Up", fleet.sh(host, "iotedge list"), re.M)
+        assert_only_the_lab_repository_was_fetched(fleet, host)
 
     second = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
     assert second.returncode == 0, second.output
@@ -274,6 +277,26 @@ def test_check_then_rollout_then_no_change_then_a_config_change(fleet_factory, a
         "edge-02", "cat /etc/aziot/edged/config.d/00-super.toml"
     )
     assert summary_rows(applied.stdout) == {"edge-02": ["edge-02", "assigned", hub, "running"]}
+
+
+def assert_only_the_lab_repository_was_fetched(fleet: Fleet, host: str) -> None:
+    """The first rollout (edgefleet_iotedge_apt_update_scope: repository) refreshed the lab repository's lists and
+    none of the image's deb.debian.org lists, and apt installed the runtime from it."""
+    assert fleet.group_vars["edgefleet_iotedge_apt_update_scope"] == "repository"
+    lists = "/var/lib/apt/lists"
+    # -cnewer: when apt wrote the file (apt gives a downloaded list the server's Last-Modified as its mtime).
+    written = fleet.sh(host, f"find {lists} -maxdepth 1 -type f -cnewer /run/edgefleet-test-rollout-start").split()
+    fetched = [path for path in written if path != f"{lists}/lock"]
+    repository = fleet.group_vars["edgefleet_iotedge_apt_uri"].split("://", 1)[1].rstrip("/") + "_._"
+    assert f"{lists}/{repository}Packages" in fetched, (host, fetched)
+    assert [path for path in fetched if "deb.debian.org" in path] == [], (host, fetched)
+    assert [path for path in fetched if not path.startswith(f"{lists}/{repository}")] == [], (host, fetched)
+    # The image's Debian lists are still those of its build: kept, not refreshed, not removed.
+    assert fleet.sh(host, f"ls {lists} | grep -c '^deb.debian.org_' || true").strip() != "0", host
+    history = fleet.sh(host, "cat /var/log/apt/history.log")
+    installs = re.findall(r"^Install: (.*)$", history, re.M)
+    assert any("moby-engine:" in line for line in installs), (host, history)
+    assert any("aziot-edge:" in line and "aziot-identity-service:" in line for line in installs), (host, history)
 
 
 def test_a_host_lost_mid_run_does_not_stop_the_others_and_a_rerun_completes_it(

@@ -93,4 +93,5 @@ def test_the_inventory_points_at_the_hosts_and_the_emulators(tmp_path):
     assert group_vars["edgefleet_iotedge_apt_uri"] == "http://127.0.0.1:18480/"
     assert group_vars["edgefleet_iotedge_apt_suite"] == "./"
     assert group_vars["edgefleet_iotedge_apt_trusted"] is True
+    assert group_vars["edgefleet_iotedge_apt_update_scope"] == "repository"
     assert (inventory / "group_vars/all.yml").stat().st_mode & 0o777 == 0o600

@@ -302,6 +302,12 @@ def test_a_flat_repository_has_no_components_and_a_suite_has_some():
     )
 
 
+def test_the_apt_update_scope_is_all_or_repository():
+    assert problems("iotedge_install", edgefleet_iotedge_apt_update_scope="repository") == []
+    (problem,) = problems("iotedge_install", edgefleet_iotedge_apt_update_scope="microsoft")
+    assert problem.startswith("edgefleet_iotedge_apt_update_scope: 'microsoft' is not one of 'all', 'repository'")
+
+
 # ---- the fleet CA as an input ---------------------------------------------------------------------------------------
 
 CA_VARIABLES = {

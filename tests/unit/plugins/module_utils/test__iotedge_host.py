@@ -518,3 +518,119 @@ def test_package_names_pins_and_apt_options_are_refused_before_anything_runs(req
     with pytest.raises(HostStateError, match=message):
         converge(Request(install=True, **request_fields), apt)
     assert apt.commands == []
+
+
+LAB_SOURCES = "# Managed by Ansible\ndeb [trusted=yes] http://127.0.0.1:18480/ ./\n"
+ONE_REPOSITORY_UPDATE = [
+    "apt-get",
+    "update",
+    "-q",
+    "-o",
+    "Dir::Etc::sourcelist={}",
+    "-o",
+    "Dir::Etc::sourceparts=-",
+    "-o",
+    "APT::Get::List-Cleanup=0",
+]
+
+
+@pytest.fixture
+def sources(apt_cache, tmp_path, monkeypatch):
+    """A sources list of the lab's flat repository, older than everything else, and no list of it yet. A list's
+    write time (its ctime, which a test cannot set back) is read from its mtime here."""
+    monkeypatch.setattr(_iotedge_host, "list_written", lambda info: info.st_mtime)
+    path = tmp_path / "edgefleet-iotedge.list"
+    path.write_text(LAB_SOURCES)
+    age(path, 86400)
+    return path
+
+
+def one_repository_update(path) -> list:
+    return [part.format(path) for part in ONE_REPOSITORY_UPDATE]
+
+
+@pytest.mark.parametrize(
+    ("line", "prefix"),
+    [
+        ("deb [trusted=yes] http://127.0.0.1:18480/ ./", "127.0.0.1:18480_._"),
+        ("deb http://deb.debian.org/debian bookworm main", "deb.debian.org_debian_dists_bookworm_"),
+        (
+            "deb [arch=amd64 signed-by=/etc/apt/keyrings/k.asc] https://packages.microsoft.com/debian/12/prod/ "
+            "bookworm main",
+            "packages.microsoft.com_debian_12_prod_dists_bookworm_",
+        ),
+        (
+            "deb https://user:secret@mirror.example:8443/my_repo/ stable/ # flat",
+            "mirror.example:8443_my%5frepo_stable_",
+        ),
+        ("deb file:/srv/repo ./", "_srv_repo_._"),
+        ("deb-src http://deb.debian.org/debian bookworm main", None),
+        ("# deb http://deb.debian.org/debian bookworm main", None),
+    ],
+)
+def test_list_names_follow_apts_uri_to_file_name(line, prefix):
+    assert _iotedge_host.list_prefixes(line.encode()) == ((prefix,) if prefix else ())
+
+
+def test_one_sources_list_every_update_refreshes_only_its_repository(apt_cache, sources):
+    apt = FakeApt(unknown_until_update={"aziot-edge"})
+    outcome = converge(install(install_first=["moby-engine"], apt_update_sources=str(sources)), apt)
+    # No list of the repository yet: refreshed before the first install, with the other lists kept.
+    assert apt.apt_commands()[0] == one_repository_update(sources)
+    assert [argv[1] for argv in apt.apt_commands()] == ["update", "install", "install"]
+    assert outcome.cache_updated
+
+    # The one-time refresh when a package is missing from a cache fresh by its age reads the same list.
+    (apt_cache / "127.0.0.1:18480_._Packages").write_text("")
+    apt = FakeApt(unknown_until_update={"aziot-edge"})
+    converge(install(apt_update_sources=str(sources)), apt)
+    assert [argv[1] for argv in apt.apt_commands()] == ["install", "update", "install"]
+    assert apt.apt_commands()[1] == one_repository_update(sources)
+
+    apt = FakeApt()
+    converge(install(apt_update="always", apt_update_sources=str(sources)), apt)
+    assert apt.apt_commands()[0] == one_repository_update(sources)
+
+
+@pytest.mark.parametrize(
+    ("repository_list_age", "sources_age", "valid_time", "updated"),
+    [
+        (None, 86400, 3600, True),  # no list of the repository: the other lists' age does not count
+        (100, 86400, 3600, False),
+        (7200, 86400, 3600, True),
+        (100, 10, 3600, True),  # the sources list changed after its lists were fetched
+    ],
+)
+def test_one_sources_list_the_cache_age_is_that_of_its_repositorys_lists(
+    apt_cache, sources, repository_list_age, sources_age, valid_time, updated
+):
+    # The distribution's lists are fresh (and the directory too): they must not decide.
+    if repository_list_age is not None:
+        listed = apt_cache / "127.0.0.1:18480_._Packages"
+        listed.write_text("")
+        age(listed, repository_list_age)
+        (apt_cache / "127.0.0.1:18480_._Release").write_text("")
+        age(apt_cache / "127.0.0.1:18480_._Release", repository_list_age + 50)
+    age(sources, sources_age)
+    os.utime(apt_cache)
+    apt = FakeApt()
+    outcome = converge(install(apt_update_sources=str(sources), apt_cache_valid_time=valid_time), apt)
+    assert (one_repository_update(sources) in apt.apt_commands()) is updated
+    assert outcome.cache_updated is updated
+    assert ["apt-get", "update", "-q"] not in apt.apt_commands()
+
+
+def test_an_old_distribution_list_does_not_make_the_repository_stale(apt_cache, sources):
+    for entry in apt_cache.iterdir():
+        age(entry, 10 * 86400)
+    (apt_cache / "127.0.0.1:18480_._Packages").write_text("")
+    apt = FakeApt()
+    assert not converge(install(apt_update_sources=str(sources)), apt).cache_updated
+    assert [argv[1] for argv in apt.apt_commands()] == ["install"]
+
+
+def test_a_relative_sources_list_is_refused_before_anything_runs(apt_cache):
+    apt = FakeApt()
+    with pytest.raises(HostStateError, match=r"apt_update_sources: 'edgefleet\.list' is not an absolute path"):
+        converge(install(apt_update_sources="edgefleet.list"), apt)
+    assert apt.commands == []
