@@ -187,6 +187,31 @@ def mode_value(text: str, field_name: str) -> int:
     return value
 
 
+# The module options of an owned path (directories[] of iotedge_host and iotedge_host_preflight, files[] of
+# iotedge_host), as AnsibleModule argument specs.
+OWNED_OPTIONS = {
+    "path": {"type": "path", "required": True},
+    "owner": {"type": "str", "required": True},
+    "group": {"type": "str"},
+    "mode": {"type": "str", "required": True},
+    "variable": {"type": "str", "default": ""},
+}
+
+
+def wanted_directories(items) -> list:
+    """WantedDirectory for each ``directories[]`` option (the group defaults to the owner's name)."""
+    return [
+        WantedDirectory(
+            path=item["path"],
+            owner=item["owner"],
+            group=item["group"] or item["owner"],
+            mode=mode_value(item["mode"], "directories[].mode"),
+            variable=item["variable"],
+        )
+        for item in items
+    ]
+
+
 def traversal_problems(directories) -> list:
     """Existing parents of the directories (below /) that the runtime's users cannot enter, as messages."""
     problems, seen = [], set()

@@ -324,33 +324,26 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iotedge_host import (
     APT_UPDATE_CHOICES,
+    OWNED_OPTIONS,
     HostStateError,
     Request,
-    WantedDirectory,
     WantedFile,
     converge,
     mode_value,
+    wanted_directories,
 )
-
-OWNED = {
-    "path": {"type": "path", "required": True},
-    "owner": {"type": "str", "required": True},
-    "group": {"type": "str"},
-    "mode": {"type": "str", "required": True},
-    "variable": {"type": "str", "default": ""},
-}
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "directories": {"type": "list", "elements": "dict", "default": [], "options": OWNED},
+            "directories": {"type": "list", "elements": "dict", "default": [], "options": OWNED_OPTIONS},
             "files": {
                 "type": "list",
                 "elements": "dict",
                 "default": [],
                 "options": {
-                    **OWNED,
+                    **OWNED_OPTIONS,
                     "src": {"type": "path"},
                     "content": {"type": "str"},
                     "secret": {"type": "bool", "default": False},
@@ -378,16 +371,7 @@ def main():
     params = module.params
     try:
         request = Request(
-            directories=[
-                WantedDirectory(
-                    path=item["path"],
-                    owner=item["owner"],
-                    group=item["group"] or item["owner"],
-                    mode=mode_value(item["mode"], "directories[].mode"),
-                    variable=item["variable"],
-                )
-                for item in params["directories"]
-            ],
+            directories=wanted_directories(params["directories"]),
             files=[
                 WantedFile(
                     path=item["path"],

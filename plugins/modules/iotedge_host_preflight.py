@@ -114,45 +114,25 @@ from ansible.module_utils.facts.namespace import PrefixFactNamespace
 from ansible.module_utils.facts.system.distribution import DistributionFactCollector
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iotedge_host import (
+    OWNED_OPTIONS,
     HostStateError,
     Request,
-    WantedDirectory,
     converge,
-    mode_value,
+    wanted_directories,
 )
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "directories": {
-                "type": "list",
-                "elements": "dict",
-                "default": [],
-                "options": {
-                    "path": {"type": "path", "required": True},
-                    "owner": {"type": "str", "required": True},
-                    "group": {"type": "str"},
-                    "mode": {"type": "str", "required": True},
-                    "variable": {"type": "str", "default": ""},
-                },
-            },
+            "directories": {"type": "list", "elements": "dict", "default": [], "options": OWNED_OPTIONS},
             "distribution_facts": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
     try:
         request = Request(
-            directories=[
-                WantedDirectory(
-                    path=item["path"],
-                    owner=item["owner"],
-                    group=item["group"] or item["owner"],
-                    mode=mode_value(item["mode"], "directories[].mode"),
-                    variable=item["variable"],
-                )
-                for item in module.params["directories"]
-            ],
+            directories=wanted_directories(module.params["directories"]),
             preflight=True,
             check_mode=module.check_mode,
         )
