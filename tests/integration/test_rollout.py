@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
+import ansible_mitogen
 from lab_hosts import CONTAINER_PREFIX, HOST_PATHS, PORTS, Fleet, lab, secrets_of, summary_rows
 
 PLAYBOOK = "playbooks/provision_edge.yml"
@@ -277,6 +279,28 @@ def test_check_then_rollout_then_no_change_then_a_config_change(fleet_factory, a
         "edge-02", "cat /etc/aziot/edged/config.d/00-super.toml"
     )
     assert summary_rows(applied.stdout) == {"edge-02": ["edge-02", "assigned", hub, "running"]}
+
+
+def test_the_first_rollout_and_its_re_run_under_mitogen(fleet_factory, ansible_playbook):
+    # mitogen runs the modules in its own interpreters; ansible.builtin.apt's python3-apt respawn broke it. An unknown
+    # strategy fails the run, so a passing run ran under mitogen_linear.
+    strategy = {
+        "ANSIBLE_STRATEGY_PLUGINS": str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"),
+        "ANSIBLE_STRATEGY": "mitogen_linear",
+    }
+    fleet = fleet_factory(2)
+    for host in fleet.hosts:
+        fleet.sh(host, "touch /run/edgefleet-test-rollout-start")
+    run = ansible_playbook(PLAYBOOK, inventory=fleet.inventory, env=strategy)
+    assert run.returncode == 0, run.output
+    hub = fleet.group_vars["lab_iothub_hostname"]
+    assert summary_rows(run.stdout) == {host: [host, "assigned", hub, "running"] for host in fleet.hosts}
+    for host in fleet.hosts:
+        assert_only_the_lab_repository_was_fetched(fleet, host)
+        assert fleet.sh(host, "dpkg-query -W -f '${db:Status-Abbrev}' python3-apt 2>/dev/null || true").strip() != "ii"
+    again = ansible_playbook(PLAYBOOK, inventory=fleet.inventory, env=strategy)
+    assert again.returncode == 0, again.output
+    assert {host: again.recap(host)["changed"] for host in fleet.hosts} == dict.fromkeys(fleet.hosts, 0)
 
 
 def assert_only_the_lab_repository_was_fetched(fleet: Fleet, host: str) -> None:
