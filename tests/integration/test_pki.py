@@ -241,6 +241,48 @@ def test_role_with_create_disabled_and_no_ca_fails_naming_the_variable_and_write
     assert [p.name for p in pki_dir.rglob("*")] == ["ca"]
 
 
+def test_a_file_error_of_the_ca_or_the_identities_names_the_role_variable(ansible_playbook, tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(EDGE_INVENTORY)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cases = [
+        ({"edgefleet_pki_ca_dir": str(blocker / "ca")}, f"edgefleet_pki_ca_dir: {blocker}/ca"),
+        (
+            {"edgefleet_pki_dir": str(tmp_path / "pki"), "edgefleet_pki_identity_dir": str(blocker / "ids")},
+            f"edgefleet_pki_identity_dir: {blocker}/ids",
+        ),
+    ]
+    for extra, expected in cases:
+        run = ansible_playbook("tests/integration/playbooks/edge_pki_role.yml", inventory=inventory, extra_vars=extra)
+        assert run.returncode != 0
+        assert f"{expected}: Not a directory; check the path and its permissions" in run.output, run.output
+
+
+def test_the_dps_ca_upload_names_the_role_variable_of_what_it_refuses(ansible_playbook, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    resource_id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Devices/provisioningServices/dps"
+    cases = [
+        (
+            {"edgefleet_pki_ca_dir": str(blocker / "ca"), "edgefleet_dps_resource_id": resource_id},
+            f"edgefleet_pki_ca_dir: {blocker}/ca/root.cert.pem: Not a directory",
+        ),
+        (
+            {"edgefleet_pki_dir": str(tmp_path / "pki"), "edgefleet_dps_resource_id": "dps"},
+            "edgefleet_dps_resource_id: 'dps' is not a DPS resource id",
+        ),
+    ]
+    for extra, expected in cases:
+        run = ansible_playbook(
+            "tests/integration/playbooks/dps_enrollment_ca.yml",
+            extra_vars={**extra, "edgefleet_dps_management_token": "not-a-real-token"},
+        )
+        assert run.returncode != 0
+        assert expected in run.output, run.output
+        assert "not-a-real-token" not in run.output
+
+
 def _existing_ca(directory: Path, passphrase: str | None) -> dict[str, Path]:
     """A fleet CA made elsewhere, with openssl (not with pki_ca): EC P-256 root and intermediate."""
     directory.mkdir()
