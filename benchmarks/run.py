@@ -12,8 +12,15 @@ import enroll
 import lab_fleet
 import pki
 import rollout
+import scale
 
-BENCHMARKS = {"pki": pki.main, "enroll": enroll.main, "lab": lab_fleet.main, "rollout": rollout.main}
+BENCHMARKS = {
+    "pki": pki.main,
+    "enroll": enroll.main,
+    "lab": lab_fleet.main,
+    "rollout": rollout.main,
+    "scale": scale.main,
+}
 
 
 def main() -> int:

@@ -5,27 +5,41 @@
 
 It reads the host's values of one role's variables (as the host resolves them: inventory, group_vars, role
 defaults, extra vars), hands them to the module_utils/_inventory core and fails the host with every problem found.
+With ``hosts`` it does the same for every host named, in this one task (run it with run_once): a task per host costs
+the controller a worker process per host, which at a thousand hosts is most of a run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
 import yaml
 
-from ansible.errors import AnsibleError
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
+
+try:
+    from ansible._internal._templating._engine import TemplateEngine
+except ImportError:  # ansible-core before 2.19 caches compiled templates itself
+    TemplateEngine = None
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._inventory import (
     ROLES,
     UNKNOWN_VARIABLE_MODES,
     check_role,
     load_role_options,
+    shared_registration_ids,
     unknown_variables,
 )
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity import identity_files
 
 ROLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "roles")
+# The role variable holding the runtime configuration's settings, rendered once per host to check them.
+CONFIG_SETTINGS_VARIABLE = "iotedge_provision_settings"
+# The roles whose hosts must not share a registration id: it names one certificate and one enrollment.
+UNIQUE_ID_ROLES = ("edge_pki", "dps_enrollment")
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,29 +76,19 @@ class ActionModule(ActionBase):
             argument_spec={
                 "role": {"type": "str", "required": True, "choices": list(ROLES)},
                 "config_settings": {"type": "dict", "no_log": True},
-            }
+                "hosts": {"type": "list", "elements": "str"},
+            },
+            mutually_exclusive=[("config_settings", "hosts")],
         )
         role = args["role"]
-        options = role_options(role)
-        errors, values = [], {}
-        for name in options:
-            if name not in task_vars:
-                continue
-            try:
-                values[name] = self._templar.template(task_vars[name])
-            except AnsibleError as error:
-                errors.append(f"{name}: cannot be resolved ({_first_line(error)}). Correct the expression")
-        errors += check_role(role, options, values, config_settings=args["config_settings"])
-
-        mode = self._unknown_variables_mode(task_vars, errors)
-        unknown = unknown_variables((name for name in task_vars if name.startswith("edgefleet_")), known_variables())
-        if unknown and mode == "fail":
-            errors += [f"{message}. Remove it, or set edgefleet_unknown_variables: warn" for message in unknown]
-        elif unknown and mode == "warn":
-            result["warnings"] = [*result.get("warnings", []), *unknown]
-
         result["changed"] = False
         result["role"] = role
+        if args["hosts"] is not None:
+            return self._check_fleet(result, role, args["hosts"], task_vars)
+
+        errors, values, unknown = self._check_host(role, task_vars, self._templar, args["config_settings"])
+        if unknown:
+            result["warnings"] = [*result.get("warnings", []), *unknown]
         result["checked"] = sorted(values)
         if "edgefleet_registration_id" in values:
             # Resolved once here; the roles read it from the registered result (hostvars) for the fleet's checks.
@@ -92,15 +96,81 @@ class ActionModule(ActionBase):
         if errors:
             result["failed"] = True
             result["errors"] = errors
-            result["msg"] = errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + " | ".join(errors)
+            result["msg"] = _joined(errors)
         else:
             result["msg"] = f"{len(values)} variables of role edgefleet.iotedge.{role} are valid"
         return result
 
-    def _unknown_variables_mode(self, task_vars: dict, errors: list) -> str:
-        mode = task_vars.get("edgefleet_unknown_variables", "warn")
+    def _check_host(self, role: str, variables: dict, templar, config_settings) -> tuple[list, dict, list]:
+        """One host's problems, its templated values and its unknown-variable warnings."""
+        options = role_options(role)
+        errors, values = [], {}
+        for name in options:
+            if name not in variables:
+                continue
+            try:
+                values[name] = templar.template(variables[name])
+            except AnsibleError as error:
+                errors.append(f"{name}: cannot be resolved ({_first_line(error)}). Correct the expression")
+        errors += check_role(role, options, values, config_settings=config_settings)
+
+        mode = self._unknown_variables_mode(variables, templar, errors)
+        unknown = unknown_variables((name for name in variables if name.startswith("edgefleet_")), known_variables())
+        if unknown and mode == "fail":
+            errors += [f"{message}. Remove it, or set edgefleet_unknown_variables: warn" for message in unknown]
+        return errors, values, (unknown if mode == "warn" else [])
+
+    def _check_fleet(self, result: dict, role: str, hosts: list, task_vars: dict) -> dict:
+        """Every named host checked with its own variables; the problems come back per host, and no host fails here
+        (a failing run_once task would fail them all): the caller fails the refused ones."""
+        templar = self._templar
         try:
-            mode = self._templar.template(mode)
+            with _templates_compiled_once():
+                accepted, refused, warnings = self._check_each_host(role, hosts, _HostVariables(self._task, task_vars))
+        finally:
+            templar.available_variables = task_vars
+        if role in UNIQUE_ID_ROLES:
+            ids = {host: facts["registration_id"] for host, facts in accepted.items()}
+            for host, message in shared_registration_ids(ids).items():
+                refused[host] = [message]
+                del accepted[host]
+        for message, named in warnings.items():
+            result.setdefault("warnings", []).append(f"{message} (hosts: {_named(named)})")
+        result["hosts"] = accepted
+        result["refused"] = refused
+        result["msg"] = f"role edgefleet.iotedge.{role}: {len(accepted)} hosts valid, {len(refused)} refused" + (
+            f" ({_named(list(refused))}; see refused)" if refused else ""
+        )
+        return result
+
+    def _check_each_host(self, role: str, hosts: list, resolve) -> tuple[dict, dict, dict]:
+        """Host -> what the roles read of it, host -> its problems, and each unknown-variable warning -> its hosts."""
+        accepted, refused, warnings = {}, {}, {}
+        templar = self._templar
+        for host in dict.fromkeys(hosts):
+            variables = resolve(host)
+            if variables is None:
+                refused[host] = [f"{host} is not in the inventory"]
+                continue
+            templar.available_variables = variables
+            config_settings, errors = None, []
+            if role == "iotedge_provision":
+                config_settings, errors = _config_settings(variables, templar)
+            problems, values, unknown = self._check_host(role, variables, templar, config_settings)
+            errors += problems
+            for message in unknown:
+                warnings.setdefault(message, []).append(host)
+            if errors:
+                refused[host] = errors
+            else:
+                accepted[host] = _resolved(role, values)
+        return accepted, refused, warnings
+
+    @staticmethod
+    def _unknown_variables_mode(variables: dict, templar, errors: list) -> str:
+        mode = variables.get("edgefleet_unknown_variables", "warn")
+        try:
+            mode = templar.template(mode)
         except AnsibleError as error:
             errors.append(f"edgefleet_unknown_variables: cannot be resolved ({_first_line(error)})")
             return "warn"
@@ -115,3 +185,86 @@ class ActionModule(ActionBase):
 def _first_line(error: Exception) -> str:
     text = getattr(error, "message", None) or str(error)
     return str(text).strip().splitlines()[0] if str(text).strip() else type(error).__name__
+
+
+class _HostVariables:
+    """Each host's variables as a task of this play sees them on that host: role defaults and vars, inventory,
+    group_vars, facts, play and extra vars. The VariableManager the strategy itself uses for each task and host;
+    the play's host lists are handed in so that each lookup does not walk the inventory again."""
+
+    def __init__(self, task, task_vars: dict):
+        hostvars = task_vars.get("hostvars")
+        self._variable_manager = getattr(hostvars, "_variable_manager", None)
+        self._inventory = getattr(hostvars, "_inventory", None)
+        if self._variable_manager is None or self._inventory is None:
+            raise AnsibleActionFail("hosts: this ansible-core gives the action no access to the other hosts' variables")
+        self._task = task
+        self._play = task.get_play()
+        self._hosts = list(task_vars.get("ansible_play_batch") or [])
+        self._hosts_all = list(task_vars.get("ansible_play_hosts_all") or [])
+
+    def __call__(self, name: str):
+        host = self._inventory.get_host(name)
+        if host is None:
+            return None
+        return self._variable_manager.get_vars(
+            play=self._play, host=host, task=self._task, _hosts=self._hosts, _hosts_all=self._hosts_all
+        )
+
+
+@contextlib.contextmanager
+def _templates_compiled_once():
+    """ansible-core 2.19 compiles a template string anew every time it renders it, and checking every host renders
+    the same role defaults for each (most of the cost at a thousand hosts). Within this task each distinct string is
+    compiled once; the trust check still runs on every render, before the compiled template is asked for."""
+    compile_template = getattr(TemplateEngine, "_compile_template", None)
+    if compile_template is None:
+        yield
+        return
+    compiled: dict = {}
+
+    def compile_once(engine, template, options):
+        key = (str(template), options)
+        if key not in compiled:
+            compiled[key] = compile_template(engine, template, options)
+        return compiled[key]
+
+    TemplateEngine._compile_template = compile_once
+    try:
+        yield
+    finally:
+        TemplateEngine._compile_template = compile_template
+
+
+def _config_settings(variables: dict, templar) -> tuple[dict | None, list]:
+    if CONFIG_SETTINGS_VARIABLE not in variables:
+        return None, []
+    try:
+        return templar.template(variables[CONFIG_SETTINGS_VARIABLE]), []
+    except AnsibleError as error:
+        # The settings are templates of the role's variables; the type checks name the variable itself.
+        return None, [f"the runtime configuration cannot be rendered ({_first_line(error)}). Correct the variables"]
+
+
+def _resolved(role: str, values: dict) -> dict:
+    """What the roles read of an accepted host, resolved once here."""
+    registration_id = values.get("edgefleet_registration_id")
+    resolved = {"registration_id": registration_id}
+    if role == "dps_enrollment":
+        # Both twin parts are always sent: a tag or property removed from inventory is removed from the enrollment.
+        resolved["twin"] = {
+            "tags": values.get("edgefleet_dps_twin_tags") or {},
+            "desired_properties": values.get("edgefleet_dps_twin_desired_properties") or {},
+        }
+        # Where pki_identity keeps the host's leaf (the module owns the file names).
+        identity = identity_files(values["edgefleet_pki_identity_dir"], registration_id)
+        resolved["certificate_path"] = identity["cert_path"]
+    return resolved
+
+
+def _joined(errors: list) -> str:
+    return errors[0] if len(errors) == 1 else f"{len(errors)} problems: " + " | ".join(errors)
+
+
+def _named(hosts: list, shown: int = 5) -> str:
+    return ", ".join(hosts[:shown]) + (f" and {len(hosts) - shown} more" if len(hosts) > shown else "")

@@ -11,7 +11,7 @@ description:
   - Returns the paths of the key, the leaf certificate and the full chain that M(edgefleet.iotedge.pki_identity)
     writes for a registration id under its O(edgefleet.iotedge.pki_identity#module:path). The file names are the
     module's own, so the roles never spell them.
-  - The roles use it where the per-host fact C(edgefleet_identity) (set by the edge_pki role from the module's
+  - The roles use it where the fact C(edgefleet_identities) (set by the edge_pki role from the module's
     return) is not there, for example a run with C(--tags provision) only.
 author: edgefleet developers (@edgefleet)
 options:

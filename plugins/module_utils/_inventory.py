@@ -66,10 +66,11 @@ UNKNOWN_VARIABLE_MODES = ("warn", "fail", "ignore")
 PLAYBOOK_VARIABLES = frozenset(("edgefleet_target", "edgefleet_unknown_variables"))
 PUBLISHED_FACTS = frozenset(
     (
-        "edgefleet_identity",
+        "edgefleet_identities",
         "edgefleet_pki_root_cert_path",
         "edgefleet_pki_ca_chain_path",
-        "edgefleet_enrollment",
+        "edgefleet_enrollments",
+        "edgefleet_refused",
         "edgefleet_registration",
         "edgefleet_runtime",
     )
@@ -612,6 +613,27 @@ def check_role(role: str, options: dict, values: dict, *, config_settings=None, 
     else:
         _iotedge_provision_rules(rules, config_settings if not errors else None)
     return errors + rules.errors
+
+
+def shared_registration_ids(registration_ids: dict) -> dict:
+    """Host -> the refusal of every host whose registration id another host of ``registration_ids`` (host -> id)
+    also has. DPS and the PKI know a device by its id: those hosts would share a certificate, an enrollment and a hub
+    device, so each of them is refused, named with the others; the rest go on."""
+    owners: dict = {}
+    for host, registration_id in registration_ids.items():
+        owners.setdefault(registration_id, []).append(host)
+    refused = {}
+    for registration_id, hosts in owners.items():
+        if len(hosts) < 2:
+            continue
+        for host in hosts:
+            refused[host] = (
+                f"edgefleet_registration_id: {' and '.join(sorted(hosts))} all have the registration id "
+                f"'{registration_id}', and DPS and the PKI know a device by it (one certificate, one enrollment, one "
+                "hub device). Give each host its own edgefleet_registration_id (the default is the inventory name, "
+                "lowercased); the other hosts go on"
+            )
+    return refused
 
 
 def unknown_variables(names, known) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: validate_inventory
-short_description: Check one host's inventory variables for a role of the collection, before anything is written
+short_description: Check the hosts' inventory variables for a role of the collection, before anything is written
 version_added: 0.1.0
 description:
   - Reads the host's values of every variable of one role of edgefleet.iotedge (as the host resolves them - inventory,
@@ -21,8 +21,14 @@ description:
   - Error messages never contain a secret's value, so the task runs without C(no_log) and its errors stay readable.
   - Names a variable with the C(edgefleet_) prefix that no role of the collection knows, with the closest known name.
     C(edgefleet_unknown_variables) decides what that does - V(warn) (the default), V(fail) or V(ignore).
-  - The roles run it in their C(preflight) task files; C(playbooks/provision_edge.yml) runs it for every role and
-    host before the PKI, DPS or any host is touched.
+  - With O(hosts) it checks every host named, each with its own variables as a task of the play would see them on
+    that host, in this one task (run it with C(run_once)), and fails none of them - it returns the accepted hosts
+    with what the roles read of them and the refused ones with their problems, and the caller fails those. A task
+    run per host costs the controller a worker process for every host, which at a thousand hosts is most of a run.
+    For the roles that name one certificate and one enrollment by the registration id (V(edge_pki),
+    V(dps_enrollment)) hosts that share one are refused, each named with the others.
+  - The roles run it with O(hosts) in their C(preflight) task files; C(playbooks/provision_edge.yml) runs those for
+    every host before the PKI, DPS or any host is touched.
 author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.iotedge._attributes
@@ -42,14 +48,33 @@ options:
     description:
       - The settings of the filter edgefleet.iotedge.iotedge_config for this host (role iotedge_provision), rendered
         once to check them. Never logged.
+      - With O(hosts), each host's own C(iotedge_provision_settings) (the role's variable) are rendered instead.
     type: dict
+  hosts:
+    description:
+      - Inventory hosts to check, each with its own variables (usually C(ansible_play_hosts), with C(run_once)).
+      - Without it, only the host the task runs for is checked, and the task fails when it has a problem.
+    type: list
+    elements: str
 seealso:
   - module: edgefleet.iotedge.pki_identity
   - module: edgefleet.iotedge.dps_enrollment
 """
 
 EXAMPLES = r"""
-- name: Check this host's DPS variables before anything is written
+- name: Check the DPS variables of every host of the play, once, before anything is written
+  edgefleet.iotedge.validate_inventory:
+    role: dps_enrollment
+    hosts: "{{ ansible_play_hosts }}"
+  run_once: true
+  register: dps_check
+
+- name: Fail the hosts it refused, each with its problems (the others go on)
+  ansible.builtin.fail:
+    msg: "{{ dps_check.refused[inventory_hostname] | join(' | ') }}"
+  when: inventory_hostname in dps_check.refused
+
+- name: Check this host's DPS variables
   edgefleet.iotedge.validate_inventory:
     role: dps_enrollment
 
@@ -66,17 +91,29 @@ role:
   type: str
 checked:
   description: The variables the host defines for the role, all of them checked.
-  returned: always
+  returned: without O(hosts)
   type: list
   elements: str
 registration_id:
   description: The host's registration id as it resolves (C(edgefleet_registration_id)), when the role has one.
-  returned: when the role uses a registration id
+  returned: without O(hosts)
   type: str
   sample: edge-01
+hosts:
+  description:
+    - Each accepted host with what the roles read of it - C(registration_id); for V(dps_enrollment) also C(twin)
+      (C(tags), C(desired_properties)) and C(certificate_path) (where edgefleet.iotedge.pki_identity keeps its leaf).
+  returned: with O(hosts)
+  type: dict
+  sample: {"edge-01": {"registration_id": "edge-01"}}
+refused:
+  description: Each refused host with its problems, each naming the variable and the fix.
+  returned: with O(hosts)
+  type: dict
+  sample: {"edge-02": ["edgefleet_registration_id: registration id 'Edge-02' has uppercase letters; use 'edge-02'"]}
 errors:
   description: Every problem found, each C(edgefleet_<variable>) then the problem and the fix; the task fails when there is one.
-  returned: failure
+  returned: failure, without O(hosts)
   type: list
   elements: str
   sample: ["edgefleet_pki_passphrase: must be a string, got a list. Quote the value in YAML"]

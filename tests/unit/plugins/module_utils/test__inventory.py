@@ -12,6 +12,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._inventory impor
     ROLES,
     check_role,
     load_role_options,
+    shared_registration_ids,
     unknown_variables,
 )
 
@@ -279,7 +280,7 @@ def test_unknown_names_get_the_closest_known_one():
             "edgefleet_dps_twin_tag",
             "edgefleet_something_else_entirely",
             "edgefleet_target",
-            "edgefleet_identity",
+            "edgefleet_identities",
             "edgefleet_pki_dir",
             "other_variable",
         ],
@@ -420,3 +421,16 @@ def test_create_false_needs_the_ca_in_the_directory_or_handed_in(tmp_path, fleet
     )
     assert "(intermediate.cert.pem, intermediate.key.pem missing there)" in problem
     assert "or set edgefleet_pki_intermediate: false" in problem
+
+
+# ---- registration ids several hosts share ---------------------------------------------------------------------------
+
+
+def test_hosts_sharing_a_registration_id_are_each_refused_naming_the_others():
+    refused = shared_registration_ids({"gw-a": "edge-01", "gw-b": "edge-02", "gw-c": "edge-01", "gw-d": "edge-01"})
+    assert sorted(refused) == ["gw-a", "gw-c", "gw-d"]
+    assert refused["gw-a"] == refused["gw-c"] == refused["gw-d"]
+    assert refused["gw-a"].startswith(
+        "edgefleet_registration_id: gw-a and gw-c and gw-d all have the registration id 'edge-01'"
+    )
+    assert shared_registration_ids({"gw-a": "edge-01", "gw-b": "edge-02"}) == {}

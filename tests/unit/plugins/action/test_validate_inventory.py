@@ -1,0 +1,167 @@
+"""edgefleet.iotedge.validate_inventory with ``hosts``: every host checked with its own variables in one task.
+
+Runs ansible-playbook on the controller only (the hosts are never contacted: every task is run_once), so each host's
+variables resolve as Ansible resolves them - role defaults, inventory, host_vars, facts set earlier, play and extra
+vars - and the result is read back as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity import identity_files
+
+ROOT = Path(__file__).resolve().parents[4]
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+pytestmark = pytest.mark.skipif(not ANSIBLE_PLAYBOOK.exists(), reason="needs ansible-playbook next to python")
+
+GROUP_VARS = {
+    "edgefleet_dps_id_scope": "0ne00C0FFEE",
+    "edgefleet_dps_connection_string": "HostName=dps.example.com;SharedAccessKeyName=owner;SharedAccessKey="
+    + "A" * 43
+    + "=",
+    "edgefleet_dps_twin_tags": {"environment": "test"},
+    "edgefleet_dps_resource_id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/edge"
+    "/providers/Microsoft.Devices/provisioningServices/edge-dps",
+}
+
+
+def run_checks(tmp_path: Path, hosts: dict, *, play_vars=None, extra_vars=None, pre_tasks=()) -> dict:
+    """The three controller preflights of provision_edge.yml over ``hosts``; their registered results."""
+    inventory = {"all": {"children": {"edge": {"hosts": hosts, "vars": GROUP_VARS}}}}
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    results = tmp_path / "results.json"
+    play = {
+        "hosts": "edge",
+        "gather_facts": False,
+        "vars": {**(play_vars or {}), "edgefleet_pki_dir": str(tmp_path / "pki")},
+        "tasks": [
+            *pre_tasks,
+            *(
+                {"ansible.builtin.import_role": {"name": f"edgefleet.iotedge.{role}", "tasks_from": "preflight.yml"}}
+                for role in ("edge_pki", "iotedge_provision", "dps_enrollment")
+            ),
+            {
+                "ansible.builtin.copy": {
+                    "dest": str(results),
+                    "content": "{{ {'edge_pki': edge_pki_preflight, 'iotedge_provision': iotedge_provision_preflight,"
+                    " 'dps_enrollment': dps_enrollment_preflight} | to_json }}",
+                    "mode": "0600",
+                },
+                "delegate_to": "localhost",
+                "run_once": True,
+            },
+        ],
+    }
+    (tmp_path / "play.yml").write_text(yaml.safe_dump([play], sort_keys=False))
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
+        "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
+    }
+    command = [str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")]
+    if extra_vars:
+        command += ["-e", json.dumps(extra_vars)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {"output": done.stdout + done.stderr, **json.loads(results.read_text())}
+
+
+def test_each_host_resolves_with_its_own_variables(tmp_path):
+    results = run_checks(
+        tmp_path,
+        {
+            "Edge-01": {},
+            "edge-02": {"edgefleet_registration_id": "plant-2.gw", "edgefleet_dps_twin_tags": {"site": "b"}},
+            # localhost is in the inventory only so that the results file can be written there.
+            "localhost": {"ansible_connection": "local"},
+        },
+        pre_tasks=[
+            {
+                "ansible.builtin.set_fact": {"edgefleet_registration_id": "from-a-fact"},
+                "when": "inventory_hostname == 'localhost'",
+            }
+        ],
+    )
+    dps = results["dps_enrollment"]
+    assert dps["refused"] == {}
+    assert dps["hosts"] == {
+        "Edge-01": {
+            "registration_id": "edge-01",
+            "twin": {"tags": {"environment": "test"}, "desired_properties": {}},
+            "certificate_path": identity_files(str(tmp_path / "pki" / "identities"), "edge-01")["cert_path"],
+        },
+        "edge-02": {
+            "registration_id": "plant-2.gw",
+            "twin": {"tags": {"site": "b"}, "desired_properties": {}},
+            "certificate_path": identity_files(str(tmp_path / "pki" / "identities"), "plant-2.gw")["cert_path"],
+        },
+        "localhost": {
+            "registration_id": "from-a-fact",
+            "twin": {"tags": {"environment": "test"}, "desired_properties": {}},
+            "certificate_path": identity_files(str(tmp_path / "pki" / "identities"), "from-a-fact")["cert_path"],
+        },
+    }
+    assert {host: facts["registration_id"] for host, facts in results["edge_pki"]["hosts"].items()} == {
+        "Edge-01": "edge-01",
+        "edge-02": "plant-2.gw",
+        "localhost": "from-a-fact",
+    }
+    assert results["iotedge_provision"]["refused"] == {}
+
+
+def test_bad_hosts_are_refused_with_every_problem_and_the_others_accepted(tmp_path):
+    results = run_checks(
+        tmp_path,
+        {
+            "edge-01": {},
+            "edge-02": {"edgefleet_registration_id": "Edge-02", "edgefleet_pki_passphrase": ["a", "list"]},
+            "edge-03": {"edgefleet_registration_id": "edge-01"},
+            "edge-04": {"edgefleet_iotedge_hostname": "edge 04"},
+            "edge-05": {"edgefleet_dps_twin_tags": {"floor.2": 1}},
+            "localhost": {"ansible_connection": "local"},
+        },
+    )
+    pki, provision, dps = results["edge_pki"], results["iotedge_provision"], results["dps_enrollment"]
+    assert sorted(pki["hosts"]) == ["edge-04", "edge-05", "localhost"]
+    assert sorted(pki["refused"]) == ["edge-01", "edge-02", "edge-03"]
+    assert [error.split(":")[0] for error in pki["refused"]["edge-02"]] == [
+        "edgefleet_pki_passphrase",
+        "edgefleet_registration_id",
+    ]
+    assert "got a list" in pki["refused"]["edge-02"][0] and "['a'" not in json.dumps(pki["refused"])
+    shared = pki["refused"]["edge-01"]
+    assert shared == pki["refused"]["edge-03"] == dps["refused"]["edge-01"]
+    assert "edge-01 and edge-03 all have the registration id 'edge-01'" in shared[0]
+    assert provision["refused"]["edge-04"][0].startswith("edgefleet_iotedge_hostname:")
+    assert "edge-04" not in dps["refused"]
+    assert dps["refused"]["edge-05"][0].startswith("edgefleet_dps_twin_tags")
+    assert sorted(dps["hosts"]) == ["edge-04", "localhost"]
+
+
+def test_play_and_extra_vars_take_precedence_and_unknown_names_warn_once(tmp_path):
+    results = run_checks(
+        tmp_path,
+        {f"edge-{n:02d}": {"edgefleet_dps_twin_tag": "typo"} for n in range(1, 8)}
+        | {"localhost": {"ansible_connection": "local"}},
+        play_vars={"edgefleet_dps_twin_desired_properties": {"ring": "canary"}},
+        extra_vars={"edgefleet_dps_twin_tags": {"environment": "prod"}},
+    )
+    dps = results["dps_enrollment"]
+    wanted = {"tags": {"environment": "prod"}, "desired_properties": {"ring": "canary"}}
+    assert [host for host, facts in dps["hosts"].items() if facts["twin"] == wanted] == [
+        *(f"edge-{n:02d}" for n in range(1, 8)),
+        "localhost",
+    ]
+    warnings = [line for line in results["output"].splitlines() if "edgefleet_dps_twin_tag is not" in line]
+    # One warning naming a few hosts, not one per host (the three role checks give the same one).
+    assert len(warnings) == 1, results["output"]
+    assert "(hosts: edge-01, edge-02, edge-03, edge-04, edge-05 and 2 more)" in warnings[0]
