@@ -18,6 +18,18 @@ def openssl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
 
 
+def verify_identity(ca_dir: Path, certificate: Path) -> subprocess.CompletedProcess:
+    """`openssl verify` of an identity leaf against the fleet root, with the intermediate as the untrusted link."""
+    return openssl(
+        "verify",
+        "-CAfile",
+        str(ca_dir / "root.cert.pem"),
+        "-untrusted",
+        str(ca_dir / "intermediate.cert.pem"),
+        str(certificate),
+    )
+
+
 def pem_subjects(path: Path) -> list[str]:
     """Subjects of every certificate in a PEM bundle, in file order."""
     blocks = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n", path.read_text(), re.S)
@@ -46,14 +58,7 @@ def test_four_step_pattern_for_each_module(ansible_playbook, tmp_path):
     assert run.returncode == 0, run.output
     assert "failed=0" in run.stdout
     for device in DEVICES:
-        result = openssl(
-            "verify",
-            "-CAfile",
-            str(tmp_path / "ca/root.cert.pem"),
-            "-untrusted",
-            str(tmp_path / "ca/intermediate.cert.pem"),
-            str(tmp_path / "identities" / device / "identity.cert.pem"),
-        )
+        result = verify_identity(tmp_path / "ca", tmp_path / "identities" / device / "identity.cert.pem")
         assert result.returncode == 0 and result.stdout.strip().endswith(": OK"), result.stdout + result.stderr
     verification = openssl("x509", "-noout", "-subject", "-in", str(tmp_path / "verification.cert.pem"))
     assert verification.stdout.strip() == "subject=CN = 0A1B2C3D4E5F"
@@ -83,14 +88,7 @@ def test_three_identities_verify_and_a_second_run_changes_nothing(ansible_playbo
     ca = tmp_path / "pki/ca"
     for device in DEVICES:
         directory = tmp_path / "pki/identities" / device
-        verify = openssl(
-            "verify",
-            "-CAfile",
-            str(ca / "root.cert.pem"),
-            "-untrusted",
-            str(ca / "intermediate.cert.pem"),
-            str(directory / "identity.cert.pem"),
-        )
+        verify = verify_identity(ca, directory / "identity.cert.pem")
         assert verify.returncode == 0, verify.stdout + verify.stderr
         text = openssl("x509", "-noout", "-text", "-in", str(directory / "identity.cert.pem")).stdout
         assert f"Subject: CN = {device}" in text
@@ -421,14 +419,7 @@ def test_role_installs_a_ca_handed_in_through_vault_and_signs_under_it(ansible_p
         assert installed.read_text() == handed_keys[label], label  # exactly as handed in, decrypted from vault
         assert os.stat(installed).st_mode & 0o777 == 0o600
     for device in ("gw-1", "gw-2"):
-        verify = openssl(
-            "verify",
-            "-CAfile",
-            str(ca_dir / "root.cert.pem"),
-            "-untrusted",
-            str(ca_dir / "intermediate.cert.pem"),
-            str(pki_dir / "identities" / device / "identity.cert.pem"),
-        )
+        verify = verify_identity(ca_dir, pki_dir / "identities" / device / "identity.cert.pem")
         assert verify.returncode == 0 and verify.stdout.strip().endswith(": OK"), verify.stdout + verify.stderr
         assert pem_subjects(pki_dir / "identities" / device / "identity.full-chain.cert.pem") == [
             f"subject=CN={device}",
