@@ -4,13 +4,24 @@
 """Action plugin of edgefleet.iotedge.iotedge_host: reads the files' sources on the controller, then runs the module
 on the host once with their content (a secret one as a no_log value).
 
+Given the host's state read earlier in the run (`observed`, from iotedge_host_preflight), it first compares that with
+what the task wants, with the core's own rules, and returns without a module run on the host when nothing differs.
+
 A failure is prefixed with the host's inventory name, so a line of a fleet run says which host and what to fix.
 """
 
 from __future__ import annotations
 
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._iotedge_host import (
+    HOST_OPTIONS,
+    HostStateError,
+    request_from_params,
+    unchanged_outcome,
+)
 
 MISSING_SOURCE_HINT = (
     "Run the PKI phase first (playbooks/provision_edge.yml, tag pki) or point the variable at this host's file."
@@ -28,6 +39,7 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         host = task_vars.get("inventory_hostname", "")
         module_args = dict(self._task.args)
+        observed = module_args.pop("observed", None)
         files, missing = [], []
         for item in module_args.get("files") or []:
             item = dict(item)
@@ -52,13 +64,29 @@ class ActionModule(ActionBase):
             paths = ", ".join(path for _name, path in missing)
             return self._failed(result, host, f"{names}: {paths} not found on the controller. {MISSING_SOURCE_HINT}")
         module_args["files"] = files
+        outcome = self._unchanged_outcome(module_args, observed) if isinstance(observed, dict) else None
+        if outcome is not None:
+            result.update(outcome.to_result(), from_observation=True)
+            return result
         module_result = self._execute_module(
             module_name="edgefleet.iotedge.iotedge_host", module_args=module_args, task_vars=task_vars
         )
         if module_result.get("failed") and module_result.get("msg"):
             module_result["msg"] = f"{host}: {module_result['msg']}"
         result.update(module_result)
+        result.setdefault("from_observation", False)
         return result
+
+    def _unchanged_outcome(self, module_args: dict, observed: dict):
+        """The module's outcome decided from the observation, or None when the host must be read and converged."""
+        validated = ArgumentSpecValidator(HOST_OPTIONS).validate(module_args)
+        if validated.error_messages:
+            return None  # the module run reports them, as without an observation
+        try:
+            request = request_from_params(validated.validated_parameters, self._task.check_mode)
+        except HostStateError:
+            return None
+        return unchanged_outcome(request, observed)
 
     def _read_source(self, source: str) -> str:
         with open(self._loader.path_dwim(source), "rb") as handle:

@@ -198,6 +198,80 @@ OWNED_OPTIONS = {
 }
 
 
+# The options of iotedge_host as an AnsibleModule argument spec: the module validates with it on the host, the action
+# plugin on the controller before it decides from an observation.
+HOST_OPTIONS = {
+    "directories": {"type": "list", "elements": "dict", "default": [], "options": OWNED_OPTIONS},
+    "files": {
+        "type": "list",
+        "elements": "dict",
+        "default": [],
+        "options": {
+            **OWNED_OPTIONS,
+            "src": {"type": "path"},
+            "content": {"type": "str"},
+            "secret": {"type": "bool", "default": False},
+            "secret_content": {"type": "str", "no_log": True},
+            "backup": {"type": "bool", "default": False},
+            "diff": {"type": "bool", "default": False},
+        },
+        "mutually_exclusive": [["content", "secret_content"]],
+    },
+    "runtime_users": {"type": "list", "elements": "str", "default": []},
+    "backups_kept": {"type": "int", "default": 5},
+    "config_path": {"type": "path"},
+    "applied_marker": {"type": "path"},
+    "service": {"type": "str"},
+    "packages": {"type": "dict", "default": {}},
+    "install": {"type": "bool", "default": False},
+    "install_first": {"type": "list", "elements": "str", "default": []},
+    "apt_update": {"type": "str", "choices": list(APT_UPDATE_CHOICES), "default": "if_stale"},
+    "apt_cache_valid_time": {"type": "int", "default": 3600},
+    "apt_update_sources": {"type": "path"},
+    "allow_downgrade": {"type": "bool", "default": False},
+    # Read by the action plugin, never sent to the host.
+    "observed": {"type": "dict"},
+}
+
+
+def request_from_params(params: dict, check_mode: bool) -> Request:
+    """The Request of iotedge_host's validated options (HOST_OPTIONS)."""
+    return Request(
+        directories=wanted_directories(params["directories"]),
+        files=[
+            WantedFile(
+                path=item["path"],
+                owner=item["owner"],
+                group=item["group"] or item["owner"],
+                mode=mode_value(item["mode"], "files[].mode"),
+                content=_content(item),
+                backup=item["backup"],
+                show_diff=item["diff"] and not item["secret"] and item["secret_content"] is None,
+            )
+            for item in params["files"]
+        ],
+        runtime_users=params["runtime_users"],
+        backups_kept=params["backups_kept"],
+        config_path=params["config_path"] or "",
+        applied_marker=params["applied_marker"] or "",
+        service=params["service"] or "",
+        packages={name: str(version or "") for name, version in params["packages"].items()},
+        install=params["install"],
+        install_first=params["install_first"],
+        apt_update=params["apt_update"],
+        apt_cache_valid_time=params["apt_cache_valid_time"],
+        apt_update_sources=params["apt_update_sources"] or "",
+        allow_downgrade=params["allow_downgrade"],
+        check_mode=check_mode,
+    )
+
+
+def _content(item: dict):
+    """The text as bytes; None (unknown, predicted as written) when the action plugin found no source in check mode."""
+    text = item["secret_content"] if item["secret_content"] is not None else item["content"]
+    return None if text is None else text.encode("utf-8")
+
+
 def wanted_directories(items) -> list:
     """WantedDirectory for each ``directories[]`` option (the group defaults to the owner's name)."""
     return [
@@ -305,20 +379,30 @@ def check_packages(request: Request) -> None:
 
 def packages_to_install(wanted: dict, run) -> list:
     """``name`` or ``name=version`` for each wanted package that is not installed, or not at its pinned version."""
-    if not wanted:
-        return []
-    rc, stdout, _stderr = run(["dpkg-query", "--show", "--showformat", "${Package}\t${Status}\t${Version}\n", *wanted])
-    installed = {}
+    return missing_packages(wanted, installed_packages(list(wanted), run))
+
+
+def installed_packages(names: list, run) -> dict:
+    """The installed version of each named package, None for one that is not installed."""
+    if not names:
+        return {}
+    rc, stdout, _stderr = run(["dpkg-query", "--show", "--showformat", "${Package}\t${Status}\t${Version}\n", *names])
+    installed = dict.fromkeys(names)
     # dpkg-query exits 1 when a package is unknown, and still lists the others.
     for line in stdout.splitlines() if rc in (0, 1) else []:
         name, _tab, rest = line.partition("\t")
         status, _tab, version = rest.partition("\t")
-        if status.endswith(" installed"):
+        if status.endswith(" installed") and name in installed:
             installed[name] = version
+    return installed
+
+
+def missing_packages(wanted: dict, installed: dict) -> list:
+    """``name`` or ``name=version`` for each wanted package that `installed_packages` found absent or not at its pin."""
     return [
         name + (f"={version}" if version else "")
         for name, version in wanted.items()
-        if name not in installed or (version and installed[name] != version)
+        if installed.get(name) is None or (version and installed[name] != version)
     ]
 
 
@@ -559,33 +643,35 @@ def _converge_directory(directory: WantedDirectory, request: Request, outcome: O
                 os.chown(parent, 0, 0)
                 os.chmod(parent, PARENT_MODE)
     uid, gid = _ids(directory.owner, directory.group, request.check_mode)
-    try:
-        info = os.lstat(directory.path)
-    except FileNotFoundError:
-        info = None
-    if info is not None and not stat.S_ISDIR(info.st_mode):
+    observed = observe_path(directory.path)
+    if observed is not None and observed["kind"] != "directory":
         raise HostStateError(
             f"{directory.variable or directory.path}: {directory.path} exists and is not a directory. Move it away or "
             "choose another directory."
         )
-    if info is None:
+    if observed is None:
         outcome.actions.append(f"create {directory.path} ({directory.owner}, {directory.mode:04o})")
         outcome.changed = True
         if not request.check_mode:
             os.mkdir(directory.path, directory.mode)
             _set_metadata(directory.path, uid, gid, directory.mode)
         return
-    if _metadata_differs(info, uid, gid, directory.mode):
+    # uid None: check mode, and the owner is not created yet: it will differ.
+    if uid is None or metadata_differs(observed, directory.owner, directory.group, directory.mode):
         outcome.actions.append(f"set {directory.path} to {directory.owner}:{directory.group} {directory.mode:04o}")
         outcome.changed = True
         if not request.check_mode:
             _set_metadata(directory.path, uid, gid, directory.mode)
 
 
-def _metadata_differs(info, uid, gid, mode: int) -> bool:
-    if uid is None:  # check mode, owner not created yet: it will differ
-        return True
-    return info.st_uid != uid or info.st_gid != gid or stat.S_IMODE(info.st_mode) != mode
+def metadata_differs(observed: dict, owner: str, group: str, mode: int) -> bool:
+    """Whether a path `observe_path` read has another owner, group or mode than wanted."""
+    return (observed["owner"], observed["group"], observed["mode"]) != (owner, group, mode)
+
+
+def content_differs(wanted: WantedFile, sha256) -> bool:
+    """Whether a file whose content has this SHA-256 (None: no file) must be written."""
+    return wanted.content is None or sha256 is None or sha256 != _digest(wanted.content)
 
 
 def _set_metadata(path: str, uid, gid, mode: int) -> None:
@@ -604,8 +690,8 @@ def _read(path: str):
 def _converge_file(wanted: WantedFile, request: Request, outcome: Outcome) -> None:
     uid, gid = _ids(wanted.owner, wanted.group, request.check_mode)
     current = _read(wanted.path)
-    content_differs = wanted.content is None or current is None or _digest(current) != _digest(wanted.content)
-    if wanted.show_diff and content_differs:
+    write = content_differs(wanted, None if current is None else _digest(current))
+    if wanted.show_diff and write:
         outcome.diff.append(
             {
                 "before_header": wanted.path,
@@ -614,7 +700,7 @@ def _converge_file(wanted: WantedFile, request: Request, outcome: Outcome) -> No
                 "after": _text(wanted.content) if wanted.content is not None else "(made by this run)\n",
             }
         )
-    if content_differs:
+    if write:
         outcome.actions.append(f"write {wanted.path} ({wanted.owner}, {wanted.mode:04o})")
         outcome.changed = True
         if not request.check_mode:
@@ -623,7 +709,7 @@ def _converge_file(wanted: WantedFile, request: Request, outcome: Outcome) -> No
                 outcome.backups.append(backup)
                 _prune_backups(wanted.path, request.backups_kept)
         return
-    if _metadata_differs(os.lstat(wanted.path), uid, gid, wanted.mode):
+    if uid is None or metadata_differs(observe_path(wanted.path), wanted.owner, wanted.group, wanted.mode):
         outcome.actions.append(f"set {wanted.path} to {wanted.owner}:{wanted.group} {wanted.mode:04o}")
         outcome.changed = True
         if not request.check_mode:
@@ -692,11 +778,137 @@ def _prune_backups(path: str, kept: int) -> None:
 
 
 def _read_runtime(request: Request, previous_config_mtime, run, outcome: Outcome) -> None:
-    if request.applied_marker:
-        applied = _mtime(request.applied_marker)
-        outcome.was_provisioned = applied is not None
-        outcome.apply_pending = applied is None or (previous_config_mtime or 0) > applied
-    elif request.service:
-        rc, stdout, _stderr = run(["systemctl", "is-active", request.service])
-        outcome.was_provisioned = rc == 0 and stdout.strip() == "active"
-        outcome.apply_pending = not outcome.was_provisioned
+    state = runtime_state(request.config_path, request.applied_marker, request.service, run)
+    state["config_mtime"] = previous_config_mtime
+    outcome.was_provisioned, outcome.apply_pending = provisioning(state)
+
+
+def runtime_state(config_path: str, applied_marker: str, service: str, run) -> dict:
+    """What tells whether the runtime runs the configuration on disk: the configuration's and (1.2+) the applied
+    marker's modification times, or (1.1) whether the daemon is active; each with the path or service it is of."""
+    state = {"config_path": config_path, "applied_marker": applied_marker, "service": service}
+    state["config_mtime"] = _mtime(config_path) if config_path else None
+    state["applied_mtime"] = _mtime(applied_marker) if applied_marker else None
+    state["service_active"] = None
+    if service and not applied_marker:
+        rc, stdout, _stderr = run(["systemctl", "is-active", service])
+        state["service_active"] = rc == 0 and stdout.strip() == "active"
+    return state
+
+
+def provisioning(state: dict) -> tuple:
+    """(was_provisioned, apply_pending) from a `runtime_state`: the runtime applied a configuration before (1.2+) or
+    its daemon runs (1.1); the configuration on disk is newer than what it runs."""
+    if state["applied_marker"]:
+        applied = state["applied_mtime"]
+        return applied is not None, applied is None or (state["config_mtime"] or 0) > applied
+    if state["service"]:
+        return bool(state["service_active"]), not state["service_active"]
+    return False, False
+
+
+# ---- The state read once before a run changes anything --------------------------------------------------------------
+# The playbook's preflight reads each host's state in its one module run (iotedge_host_preflight); the action plugin of
+# iotedge_host compares it with what a task wants, on the controller, and runs the module on the host only where
+# something differs. Both sides compare with the functions above, so there is one rule for "differs".
+
+
+def observe_path(path: str, digest: bool = False):
+    """A path as it is: kind (file, directory, other), owner and group names, mode, and with ``digest`` a file's
+    SHA-256; None when there is nothing at the path."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    kind = "directory" if stat.S_ISDIR(info.st_mode) else "file" if stat.S_ISREG(info.st_mode) else "other"
+    observed = {
+        "kind": kind,
+        "owner": _user_name(info.st_uid),
+        "group": _group_name(info.st_gid),
+        "mode": stat.S_IMODE(info.st_mode),
+    }
+    if digest and kind == "file":
+        observed["sha256"] = _digest(_read(path) or b"")
+    return observed
+
+
+@dataclass
+class Observed:
+    """What to read: the paths, users, packages and runtime state that the later requests of a run will name."""
+
+    directories: list = field(default_factory=list)
+    files: list = field(default_factory=list)
+    runtime_users: list = field(default_factory=list)
+    packages: list = field(default_factory=list)
+    config_path: str = ""
+    applied_marker: str = ""
+    service: str = ""
+
+
+def observe(observed: Observed, run) -> dict:
+    """The state `unchanged_outcome` decides from: each directory and its parents, each file with its SHA-256, whether
+    each user exists, each package's installed version, and `runtime_state`."""
+    paths = {}
+    for directory in observed.directories:
+        for parent in parents(directory):
+            paths.setdefault(parent, observe_path(parent))
+        paths[directory] = observe_path(directory)
+    for path in observed.files:
+        paths[path] = observe_path(path, digest=True)
+    return {
+        "paths": paths,
+        "users": {user: user_exists(user) for user in observed.runtime_users},
+        "packages": installed_packages(observed.packages, run),
+        "runtime": runtime_state(observed.config_path, observed.applied_marker, observed.service, run),
+    }
+
+
+def unchanged_outcome(request: Request, observation: dict):
+    """`converge`'s outcome for a host in the state `observe` read, when that state already is what the request
+    wants and the runtime runs the configuration on disk; None when the host has to be converged (something differs,
+    is pending, or was not read)."""
+    try:
+        check_packages(request)
+    except HostStateError:
+        return None  # the module run says what is wrong
+    paths, users = observation.get("paths", {}), observation.get("users", {})
+    if not all(users.get(user) for user in request.runtime_users):
+        return None
+    for directory in request.directories:
+        if any(paths.get(parent) is None for parent in parents(directory.path)):
+            return None
+        observed = paths.get(directory.path)
+        if observed is None or observed["kind"] != "directory":
+            return None
+        if metadata_differs(observed, directory.owner, directory.group, directory.mode):
+            return None
+    for wanted in request.files:
+        observed = paths.get(wanted.path)
+        if observed is None or observed["kind"] != "file" or content_differs(wanted, observed.get("sha256")):
+            return None
+        if metadata_differs(observed, wanted.owner, wanted.group, wanted.mode):
+            return None
+    if missing_packages(request.packages, observation.get("packages", {})):
+        return None
+    names = (request.config_path, request.applied_marker, request.service)
+    if not any(names):
+        return Outcome()
+    runtime = observation.get("runtime", {})
+    if (runtime.get("config_path"), runtime.get("applied_marker"), runtime.get("service")) != names:
+        return None
+    was_provisioned, apply_pending = provisioning(runtime)
+    return None if apply_pending else Outcome(was_provisioned=was_provisioned)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)

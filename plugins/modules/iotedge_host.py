@@ -40,7 +40,9 @@ attributes:
       - Indicates this has a corresponding action plugin, so some parts of the options can be executed on the
         controller.
     support: full
-    details: The action plugin reads O(files[].src) on the controller.
+    details:
+      - The action plugin reads O(files[].src) on the controller.
+      - With O(observed), it decides on the controller whether the host needs the module run at all.
 options:
   directories:
     description: Directories to create or correct, in order.
@@ -203,6 +205,16 @@ options:
         fails with apt's message.
     type: bool
     default: false
+  observed:
+    description:
+      - The RV(edgefleet.iotedge.iotedge_host_preflight#module:observation) that
+        M(edgefleet.iotedge.iotedge_host_preflight) read earlier in the run, before anything changed the host.
+      - When it shows every directory, file, package and the runtime already as wanted (and no configuration waiting
+        to be applied), the action plugin returns that outcome without running the module on the host
+        (RV(from_observation)); otherwise the module runs as without it and reads the host afresh.
+      - Give it only while nothing has changed the host since it was read (provision_edge.yml drops it after the
+        install phase changed a host).
+    type: dict
 notes:
   - Content is text (PEM, TOML, YAML), sent in the module's arguments.
   - Package names and pinned versions are checked against Debian's rules before anything runs.
@@ -255,6 +267,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+from_observation:
+  description: The action plugin decided from O(observed) that nothing differs; the module did not run on the host.
+  returned: always
+  type: bool
 actions:
   description: What was changed (or would be, in check mode), one line each. Never holds content.
   returned: always
@@ -323,82 +339,17 @@ backups:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iotedge_host import (
-    APT_UPDATE_CHOICES,
-    OWNED_OPTIONS,
+    HOST_OPTIONS,
     HostStateError,
-    Request,
-    WantedFile,
     converge,
-    mode_value,
-    wanted_directories,
+    request_from_params,
 )
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "directories": {"type": "list", "elements": "dict", "default": [], "options": OWNED_OPTIONS},
-            "files": {
-                "type": "list",
-                "elements": "dict",
-                "default": [],
-                "options": {
-                    **OWNED_OPTIONS,
-                    "src": {"type": "path"},
-                    "content": {"type": "str"},
-                    "secret": {"type": "bool", "default": False},
-                    "secret_content": {"type": "str", "no_log": True},
-                    "backup": {"type": "bool", "default": False},
-                    "diff": {"type": "bool", "default": False},
-                },
-                "mutually_exclusive": [["content", "secret_content"]],
-            },
-            "runtime_users": {"type": "list", "elements": "str", "default": []},
-            "backups_kept": {"type": "int", "default": 5},
-            "config_path": {"type": "path"},
-            "applied_marker": {"type": "path"},
-            "service": {"type": "str"},
-            "packages": {"type": "dict", "default": {}},
-            "install": {"type": "bool", "default": False},
-            "install_first": {"type": "list", "elements": "str", "default": []},
-            "apt_update": {"type": "str", "choices": list(APT_UPDATE_CHOICES), "default": "if_stale"},
-            "apt_cache_valid_time": {"type": "int", "default": 3600},
-            "apt_update_sources": {"type": "path"},
-            "allow_downgrade": {"type": "bool", "default": False},
-        },
-        supports_check_mode=True,
-    )
-    params = module.params
+    module = AnsibleModule(argument_spec=HOST_OPTIONS, supports_check_mode=True)
     try:
-        request = Request(
-            directories=wanted_directories(params["directories"]),
-            files=[
-                WantedFile(
-                    path=item["path"],
-                    owner=item["owner"],
-                    group=item["group"] or item["owner"],
-                    mode=mode_value(item["mode"], "files[].mode"),
-                    content=_content(item),
-                    backup=item["backup"],
-                    show_diff=item["diff"] and not item["secret"] and item["secret_content"] is None,
-                )
-                for item in params["files"]
-            ],
-            runtime_users=params["runtime_users"],
-            backups_kept=params["backups_kept"],
-            config_path=params["config_path"] or "",
-            applied_marker=params["applied_marker"] or "",
-            service=params["service"] or "",
-            packages={name: str(version or "") for name, version in params["packages"].items()},
-            install=params["install"],
-            install_first=params["install_first"],
-            apt_update=params["apt_update"],
-            apt_cache_valid_time=params["apt_cache_valid_time"],
-            apt_update_sources=params["apt_update_sources"] or "",
-            allow_downgrade=params["allow_downgrade"],
-            check_mode=module.check_mode,
-        )
-        outcome = converge(request, module.run_command)
+        outcome = converge(request_from_params(module.params, module.check_mode), module.run_command)
     except HostStateError as error:
         module.fail_json(msg=str(error))
     for warning in outcome.warnings:
@@ -407,12 +358,6 @@ def main():
     if module._diff and outcome.diff:
         result["diff"] = outcome.diff
     module.exit_json(**result)
-
-
-def _content(item):
-    """The text as bytes; None (unknown, predicted as written) when the action plugin found no source in check mode."""
-    text = item["secret_content"] if item["secret_content"] is not None else item["content"]
-    return None if text is None else text.encode("utf-8")
 
 
 if __name__ == "__main__":

@@ -255,9 +255,32 @@ def test_check_then_rollout_then_no_change_then_a_config_change(fleet_factory, a
         assert re.search(r"^edgeAgent\s+running\s+Up", fleet.sh(host, "iotedge list"), re.M)
         assert_only_the_lab_repository_was_fetched(fleet, host)
 
-    second = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
+    second = ansible_playbook(PLAYBOOK, "-v", inventory=fleet.inventory)
     assert second.returncode == 0, second.output
     assert {host: second.recap(host)["changed"] for host in fleet.hosts} == dict.fromkeys(fleet.hosts, 0)
+    # The host check's read was the only module run on a host: the install and provision comparisons were decided
+    # from it on the controller, and edgeAgent, running then, was not waited for again.
+    assert second.stdout.count("from_observation: true") == 2 * len(fleet.hosts), second.stdout
+    assert "from_observation: false" not in second.stdout
+    wait_task = "Wait until edgeAgent is running, then run iotedge check]"
+    waited = second.stdout.partition(wait_task)[2].partition("TASK [")[0]
+    assert sorted(re.findall(r"^(\w+): \[(edge-0\d)\]", waited, re.M)) == [("skipping", h) for h in fleet.hosts]
+    assert summary_rows(second.stdout) == {host: [host, "assigned", hub, "running"] for host in fleet.hosts}
+
+    # Drift on a host since the last run: its state is read again and repaired; the other hosts stay unchanged.
+    fleet.sh(
+        "edge-03", "chmod 0644 /var/aziot/secrets/device-id.key.pem; rm /etc/apt/sources.list.d/edgefleet-iotedge.list"
+    )
+    repaired = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
+    assert repaired.returncode == 0, repaired.output
+    assert {host: repaired.recap(host)["changed"] > 0 for host in fleet.hosts} == {
+        "edge-01": False,
+        "edge-02": False,
+        "edge-03": True,
+    }
+    assert fleet.stat("edge-03", "/var/aziot/secrets/device-id.key.pem") == "aziotks:aziotks 600"
+    assert "edgefleet-iotedge.list" in fleet.sh("edge-03", "ls /etc/apt/sources.list.d/")
+    assert summary_rows(repaired.stdout) == {host: [host, "assigned", hub, "running"] for host in fleet.hosts}
 
     change = {"edgefleet_iotedge_auto_reprovisioning_mode": "OnErrorOnly"}
     preview = ansible_playbook(

@@ -3,7 +3,9 @@ what the runtime applied, each read back from disk. Packages against a fake dpkg
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import os
 import shutil
 import stat
@@ -17,11 +19,14 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils import _iotedge_
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iotedge_host import (
     APT_ENVIRONMENT,
     HostStateError,
+    Observed,
     Request,
     WantedDirectory,
     WantedFile,
     converge,
     mode_value,
+    observe,
+    unchanged_outcome,
 )
 
 USER = "nobody"
@@ -214,6 +219,97 @@ def test_a_file_where_a_directory_belongs_is_refused(root):
     (root / "var/aziot/certs").write_text("")
     with pytest.raises(HostStateError, match=r"edgefleet_iotedge_cert_dir: .* exists and is not a directory"):
         converge(request_for(root), no_systemd)
+
+
+def observed_state(request: Request, run=no_systemd) -> dict:
+    """What the host check reads for the paths, users, packages and runtime a request names, through JSON as it travels
+    to the controller."""
+    wanted = Observed(
+        directories=[directory.path for directory in request.directories],
+        files=[wanted.path for wanted in request.files],
+        runtime_users=request.runtime_users,
+        packages=list(request.packages),
+        config_path=request.config_path,
+        applied_marker=request.applied_marker,
+        service=request.service,
+    )
+    return json.loads(json.dumps(observe(wanted, run)))
+
+
+def converged_and_applied(root) -> None:
+    converge(request_for(root), no_systemd)
+    (root / "etc/applied.toml").write_text("applied")
+
+
+def test_a_host_already_right_is_decided_from_its_observation_as_a_module_run_would(root):
+    converged_and_applied(root)
+    decided = unchanged_outcome(request_for(root), observed_state(request_for(root)))
+    assert decided is not None
+    assert decided.to_result() == converge(request_for(root), no_systemd).to_result()
+    assert (decided.changed, decided.was_provisioned, decided.apply_pending) == (False, True, False)
+
+
+def differ_in_content(root):
+    return request_for(root, config=b"mode = 2\n")
+
+
+def differ_in_mode(root):
+    os.chmod(root / "var/aziot/secrets/device-id.key.pem", 0o644)
+
+
+def differ_in_owner(root):
+    os.chown(root / "var/aziot/certs/device-id.pem", 0, 0)
+
+
+def lose_a_directory(root):
+    shutil.rmtree(root / "var/aziot/secrets")
+
+
+def leave_the_configuration_unapplied(root):
+    os.utime(root / "etc/applied.toml", (1, 1))
+
+
+def without_the_runtime(root):
+    return request_for(root, runtime_users=["aziotcs-absent"])
+
+
+def with_unknown_content(root):
+    files = [WantedFile(str(root / "var/aziot/certs/device-id.pem"), USER, GROUP, 0o644, None)]
+    return request_for(root, files=files)
+
+
+@pytest.mark.parametrize(
+    "difference",
+    [
+        differ_in_content,
+        differ_in_mode,
+        differ_in_owner,
+        lose_a_directory,
+        leave_the_configuration_unapplied,
+        without_the_runtime,
+        with_unknown_content,
+    ],
+)
+def test_any_difference_or_pending_apply_leaves_the_decision_to_a_module_run(root, difference):
+    converged_and_applied(root)
+    request = difference(root) or request_for(root)
+    assert unchanged_outcome(request, observed_state(request)) is None
+    # And the module run, reading the host itself, finds it too.
+    outcome = converge(dataclasses.replace(request, check_mode=True), no_systemd)
+    assert outcome.changed or outcome.apply_pending or not outcome.runtime_installed
+
+
+def test_an_observation_that_does_not_cover_the_request_decides_nothing(root):
+    converged_and_applied(root)
+    request = request_for(root)
+    without_files = observed_state(request_for(root, files=[]))
+    assert unchanged_outcome(request, without_files) is None
+    other_runtime = observed_state(request_for(root, applied_marker=str(root / "etc/other.toml")))
+    assert unchanged_outcome(request, other_runtime) is None
+    # A request that names no runtime (the install phase's) needs none.
+    assert unchanged_outcome(request_for(root, config_path="", applied_marker=""), without_files) is None
+    files_only = request_for(root, directories=[], runtime_users=[], config_path="", applied_marker="")
+    assert unchanged_outcome(files_only, observed_state(request)).to_result()["was_provisioned"] is False
 
 
 @pytest.mark.parametrize(
@@ -634,3 +730,22 @@ def test_a_relative_sources_list_is_refused_before_anything_runs(apt_cache):
     with pytest.raises(HostStateError, match=r"apt_update_sources: 'edgefleet\.list' is not an absolute path"):
         converge(install(apt_update_sources="edgefleet.list"), apt)
     assert apt.commands == []
+
+
+def test_packages_at_their_pins_are_decided_from_the_observation_and_a_missing_or_other_version_is_not(apt_cache):
+    apt = FakeApt(installed={"moby-engine": "25.0.0-1", "aziot-edge": "1.5.44-1", "aziot-identity-service": "1.5.6-1"})
+    request = Request(packages=dict(RUNTIME))
+    observed = observed_state(request, apt)
+    assert observed["packages"] == {
+        "moby-engine": "25.0.0-1",
+        "aziot-edge": "1.5.44-1",
+        "aziot-identity-service": "1.5.6-1",
+    }
+    assert unchanged_outcome(request, observed).to_result()["packages_to_install"] == []
+    assert unchanged_outcome(Request(packages={**RUNTIME, "aziot-edge": "1.5.45-1"}), observed) is None
+    assert unchanged_outcome(Request(packages={**RUNTIME, "aziot-keys-extra": ""}), observed) is None
+    apt.installed.pop("moby-engine")
+    assert observed_state(request, apt)["packages"]["moby-engine"] is None
+    assert unchanged_outcome(request, observed_state(request, apt)) is None
+    # A request the module would refuse is left to it.
+    assert unchanged_outcome(Request(packages={"-oAPT::X=1": ""}), observed) is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import http.server
 import io
 import json
@@ -284,3 +285,33 @@ def test_check_fail_on_warning_and_never(tmp_path):
     fake = replaying_check(tmp_path, {"key-pairs-read": UNREADABLE})
     lenient = run_module("iotedge_check", tmp_path, executable=str(fake), fail_on="never")
     assert "failed" not in lenient and lenient["error_ids"] == ["key-pairs-read"]
+
+
+def test_the_host_check_reads_the_state_and_the_runtime_modules_status_in_its_one_run(tmp_path, management_socket):
+    host = management_socket(DEPLOYED)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    double_cli(bin_dir, "1.2+")
+    identity = tmp_path / "device-id.pem"
+    identity.write_text("CERT\n")
+    observe = {"files": [str(identity), str(tmp_path / "absent.toml")], "modules": ["edgeAgent", "edgeHub"]}
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    result = run_module(
+        "iotedge_host_preflight",
+        tmp_path,
+        env={"IOTEDGE_HOST": host, "PATH": path},
+        observe=observe,
+        distribution_facts=False,
+        _ansible_check_mode=True,
+    )
+    assert result["changed"] is False and "ansible_facts" not in result, result
+    observation = result["observation"]
+    assert observation["modules"] == {"edgeAgent": "running", "edgeHub": "running"}
+    assert observation["paths"][str(identity)]["sha256"] == hashlib.sha256(b"CERT\n").hexdigest()
+    assert observation["paths"][str(identity)]["kind"] == "file"
+    assert observation["paths"][str(tmp_path / "absent.toml")] is None
+    # No runtime on the host: no status, and no failure.
+    without = run_module(
+        "iotedge_host_preflight", tmp_path, env={"PATH": "/usr/bin:/bin"}, observe=observe, distribution_facts=False
+    )
+    assert without["observation"]["modules"] == {}, without
