@@ -71,7 +71,7 @@ PUBLISHED_FACTS = frozenset(
         "edgefleet_pki_ca_chain_path",
         "edgefleet_enrollments",
         "edgefleet_refused",
-        "edgefleet_registration",
+        "edgefleet_registrations",
         "edgefleet_runtime",
     )
 )
