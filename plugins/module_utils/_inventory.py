@@ -63,7 +63,7 @@ PREFIX = "edgefleet_"
 ROLES = ("edge_pki", "dps_enrollment", "iotedge_install", "iotedge_provision")
 UNKNOWN_VARIABLE_MODES = ("warn", "fail", "ignore")
 # edgefleet_ names that are not role inputs: the playbook's own variables and the facts the roles publish.
-PLAYBOOK_VARIABLES = frozenset(("edgefleet_target", "edgefleet_unknown_variables"))
+PLAYBOOK_VARIABLES = frozenset(("edgefleet_target", "edgefleet_scope", "edgefleet_unknown_variables"))
 PUBLISHED_FACTS = frozenset(
     (
         "edgefleet_identities",

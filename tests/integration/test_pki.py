@@ -10,12 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from existing_ca import existing_ca, openssl
 
 DEVICES = ["gw-01", "gw-02", "gw-03"]
-
-
-def openssl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
 
 
 def verify_identity(ca_dir: Path, certificate: Path) -> subprocess.CompletedProcess:
@@ -281,67 +278,6 @@ def test_the_dps_ca_upload_names_the_role_variable_of_what_it_refuses(ansible_pl
         assert "not-a-real-token" not in run.output
 
 
-def _existing_ca(directory: Path, passphrase: str | None) -> dict[str, Path]:
-    """A fleet CA made elsewhere, with openssl (not with pki_ca): EC P-256 root and intermediate."""
-    directory.mkdir()
-    (directory / "intermediate.ext").write_text(
-        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n"
-    )
-    files = {name: directory / name for name in ("root.key", "root.pem", "intermediate.key", "intermediate.pem")}
-    root_key, root, key, csr = files["root.key"], files["root.pem"], files["intermediate.key"], directory / "x.csr"
-    ca_extensions = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
-    commands = [
-        ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", root_key],
-        ["req", "-x509", "-new", "-key", root_key, "-subj", "/CN=Contoso Fleet Root", "-days", "3000", *ca_extensions],
-        ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key],
-        ["req", "-new", "-key", key, "-subj", "/CN=Contoso Fleet Issuing", "-out", csr],
-        [
-            "x509",
-            "-req",
-            "-in",
-            csr,
-            "-CA",
-            root,
-            "-CAkey",
-            root_key,
-            "-CAcreateserial",
-            "-days",
-            "2000",
-            "-sha256",
-            "-extfile",
-            directory / "intermediate.ext",
-            "-out",
-            files["intermediate.pem"],
-        ],
-    ]
-    commands[1] += ["-sha256", "-out", root]
-    for name in ("root.key", "intermediate.key") if passphrase else ():
-        files[f"{name}.enc"] = directory / f"{name}.enc"
-        commands.append(
-            [
-                "pkcs8",
-                "-topk8",
-                "-v2",
-                "aes-256-cbc",
-                "-in",
-                files[name],
-                "-out",
-                files[f"{name}.enc"],
-                "-passout",
-                f"pass:{passphrase}",
-            ]
-        )
-    for command in commands:
-        result = openssl(*map(str, command))
-        assert result.returncode == 0, result.stderr
-    if passphrase:
-        files["root.key.enc"], files["intermediate.key.enc"] = (
-            directory / "root.key.enc",
-            directory / "intermediate.key.enc",
-        )
-    return files
-
-
 def _vault(*args: str, stdin: str | None = None) -> str:
     completed = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-vault"), *args],
@@ -356,7 +292,7 @@ def _vault(*args: str, stdin: str | None = None) -> str:
 
 @pytest.mark.parametrize("passphrase", [None, "Ca-Passphrase-5150"])
 def test_role_installs_a_ca_handed_in_through_vault_and_signs_under_it(ansible_playbook, tmp_path, passphrase):
-    ca = _existing_ca(tmp_path / "existing", passphrase)
+    ca = existing_ca(tmp_path / "existing", passphrase)
     handed_keys = {
         "root": ca["root.key.enc" if passphrase else "root.key"].read_text(),
         "intermediate": ca["intermediate.key.enc" if passphrase else "intermediate.key"].read_text(),
