@@ -85,6 +85,8 @@ SETTINGS = (
     "iotedge_agent_image",
     "iotedge_trust_bundle_cert_path",
 )
+# Each setting is the inventory variable of the same name with this prefix (the iotedge_settings lookup reads them).
+VARIABLE_PREFIX = "edgefleet_"
 # Settings the role derives from another variable: an error names the variable the user sets.
 SETTING_VARIABLES = {
     "iotedge_identity_cert_path": "edgefleet_iotedge_cert_dir",
@@ -133,12 +135,17 @@ _BOOLEANS = {
 _YAML_WIDTH = 1 << 30
 
 
+def setting_variables() -> dict:
+    """The inventory variable of each setting that has one of its own: ``{setting: edgefleet_<setting>}``."""
+    return {name: VARIABLE_PREFIX + name for name in SETTINGS if name not in SETTING_VARIABLES}
+
+
 class EdgeConfigError(Exception):
     """A setting the renderer cannot use: ``edgefleet_<setting>: <problem>. <how to fix>``."""
 
     def __init__(self, setting: str, message: str):
         self.setting = setting
-        self.variable = SETTING_VARIABLES.get(setting, "edgefleet_" + setting)
+        self.variable = SETTING_VARIABLES.get(setting, VARIABLE_PREFIX + setting)
         self.message = message
         super().__init__(f"{self.variable}: {message}")
 
