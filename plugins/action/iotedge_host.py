@@ -40,6 +40,7 @@ class ActionModule(ActionBase):
         host = task_vars.get("inventory_hostname", "")
         module_args = dict(self._task.args)
         observed = module_args.pop("observed", None)
+        observed_key = module_args.pop("observed_key", None) or ""
         files, missing = [], []
         for item in module_args.get("files") or []:
             item = dict(item)
@@ -64,7 +65,7 @@ class ActionModule(ActionBase):
             paths = ", ".join(path for _name, path in missing)
             return self._failed(result, host, f"{names}: {paths} not found on the controller. {MISSING_SOURCE_HINT}")
         module_args["files"] = files
-        outcome = self._unchanged_outcome(module_args, observed) if isinstance(observed, dict) else None
+        outcome = self._unchanged_outcome(module_args, observed, observed_key) if isinstance(observed, dict) else None
         if outcome is not None:
             result.update(outcome.to_result(), from_observation=True)
             return result
@@ -77,7 +78,7 @@ class ActionModule(ActionBase):
         result.setdefault("from_observation", False)
         return result
 
-    def _unchanged_outcome(self, module_args: dict, observed: dict):
+    def _unchanged_outcome(self, module_args: dict, observed: dict, key: str):
         """The module's outcome decided from the observation, or None when the host must be read and converged."""
         validated = ArgumentSpecValidator(HOST_OPTIONS).validate(module_args)
         if validated.error_messages:
@@ -86,7 +87,7 @@ class ActionModule(ActionBase):
             request = request_from_params(validated.validated_parameters, self._task.check_mode)
         except HostStateError:
             return None
-        return unchanged_outcome(request, observed)
+        return unchanged_outcome(request, observed, key)
 
     def _read_source(self, source: str) -> str:
         with open(self._loader.path_dwim(source), "rb") as handle:

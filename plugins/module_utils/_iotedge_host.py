@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import grp
 import hashlib
+import hmac
 import os
 import pwd
 import re
@@ -231,6 +232,7 @@ HOST_OPTIONS = {
     "allow_downgrade": {"type": "bool", "default": False},
     # Read by the action plugin, never sent to the host.
     "observed": {"type": "dict"},
+    "observed_key": {"type": "str", "no_log": True},
 }
 
 
@@ -669,9 +671,9 @@ def metadata_differs(observed: dict, owner: str, group: str, mode: int) -> bool:
     return (observed["owner"], observed["group"], observed["mode"]) != (owner, group, mode)
 
 
-def content_differs(wanted: WantedFile, sha256) -> bool:
-    """Whether a file whose content has this SHA-256 (None: no file) must be written."""
-    return wanted.content is None or sha256 is None or sha256 != _digest(wanted.content)
+def content_differs(wanted: WantedFile, digest, key: str = "") -> bool:
+    """Whether a file whose content has this `_digest` (None: no file) must be written."""
+    return wanted.content is None or digest is None or not hmac.compare_digest(digest, _digest(wanted.content, key))
 
 
 def _set_metadata(path: str, uid, gid, mode: int) -> None:
@@ -716,7 +718,11 @@ def _converge_file(wanted: WantedFile, request: Request, outcome: Outcome) -> No
             _set_metadata(wanted.path, uid, gid, wanted.mode)
 
 
-def _digest(content: bytes) -> str:
+def _digest(content: bytes, key: str = "") -> str:
+    """SHA-256 of the content, keyed (HMAC) when a key is given: a digest the host check returns is shown with -v, and a
+    plain hash of a configuration that holds a short EST password would let a reader of the log guess the password."""
+    if key:
+        return hmac.new(key.encode("utf-8"), content, hashlib.sha256).hexdigest()
     return hashlib.sha256(content).hexdigest()
 
 
@@ -813,9 +819,9 @@ def provisioning(state: dict) -> tuple:
 # something differs. Both sides compare with the functions above, so there is one rule for "differs".
 
 
-def observe_path(path: str, digest: bool = False):
+def observe_path(path: str, digest: bool = False, key: str = ""):
     """A path as it is: kind (file, directory, other), owner and group names, mode, and with ``digest`` a file's
-    SHA-256; None when there is nothing at the path."""
+    `_digest` (keyed with ``key``); None when there is nothing at the path."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -828,7 +834,7 @@ def observe_path(path: str, digest: bool = False):
         "mode": stat.S_IMODE(info.st_mode),
     }
     if digest and kind == "file":
-        observed["sha256"] = _digest(_read(path) or b"")
+        observed["digest"] = _digest(_read(path) or b"", key)
     return observed
 
 
@@ -843,6 +849,8 @@ class Observed:
     config_path: str = ""
     applied_marker: str = ""
     service: str = ""
+    # Keys the files' digests (HMAC-SHA256): the controller draws one per run and never shows it.
+    digest_key: str = ""
 
 
 def observe(observed: Observed, run) -> dict:
@@ -854,7 +862,7 @@ def observe(observed: Observed, run) -> dict:
             paths.setdefault(parent, observe_path(parent))
         paths[directory] = observe_path(directory)
     for path in observed.files:
-        paths[path] = observe_path(path, digest=True)
+        paths[path] = observe_path(path, digest=True, key=observed.digest_key)
     return {
         "paths": paths,
         "users": {user: user_exists(user) for user in observed.runtime_users},
@@ -863,10 +871,10 @@ def observe(observed: Observed, run) -> dict:
     }
 
 
-def unchanged_outcome(request: Request, observation: dict):
-    """`converge`'s outcome for a host in the state `observe` read, when that state already is what the request
-    wants and the runtime runs the configuration on disk; None when the host has to be converged (something differs,
-    is pending, or was not read)."""
+def unchanged_outcome(request: Request, observation: dict, key: str = ""):
+    """`converge`'s outcome for a host in the state `observe` read (its digests keyed with ``key``), when that state
+    already is what the request wants and the runtime runs the configuration on disk; None when the host has to be
+    converged (something differs, is pending, or was not read)."""
     try:
         check_packages(request)
     except HostStateError:
@@ -884,7 +892,7 @@ def unchanged_outcome(request: Request, observation: dict):
             return None
     for wanted in request.files:
         observed = paths.get(wanted.path)
-        if observed is None or observed["kind"] != "file" or content_differs(wanted, observed.get("sha256")):
+        if observed is None or observed["kind"] != "file" or content_differs(wanted, observed.get("digest"), key):
             return None
         if metadata_differs(observed, wanted.owner, wanted.group, wanted.mode):
             return None

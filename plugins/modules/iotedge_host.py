@@ -215,6 +215,11 @@ options:
       - Give it only while nothing has changed the host since it was read (provision_edge.yml drops it after the
         install phase changed a host).
     type: dict
+  observed_key:
+    description:
+      - The O(edgefleet.iotedge.iotedge_host_preflight#module:observe.digest_key) the observation's file digests were
+        keyed with.
+    type: str
 notes:
   - Content is text (PEM, TOML, YAML), sent in the module's arguments.
   - Package names and pinned versions are checked against Debian's rules before anything runs.

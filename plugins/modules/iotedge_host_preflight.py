@@ -73,10 +73,16 @@ options:
         elements: path
         default: []
       files:
-        description: Files, read with the SHA-256 of their content.
+        description: Files, read with the SHA-256 of their content (an HMAC-SHA256 with O(observe.digest_key)).
         type: list
         elements: path
         default: []
+      digest_key:
+        description:
+          - Keys the files' digests (HMAC-SHA256). The observation is shown with C(-v); a plain hash of a file that
+            holds a short secret (a configuration with an EST password) would let a reader of the log guess it.
+            Draw one per run and give the same to O(edgefleet.iotedge.iotedge_host#module:observed_key).
+        type: str
       runtime_users:
         description: Users whose existence tells whether the runtime is installed.
         type: list
@@ -137,7 +143,7 @@ observation:
   sample:
     paths:
       /var/aziot/certs: {kind: directory, owner: aziotcs, group: aziotcs, mode: 493}
-      /var/aziot/certs/device-id.pem: {kind: file, owner: aziotcs, group: aziotcs, mode: 420, sha256: 9f86d0...}
+      /var/aziot/certs/device-id.pem: {kind: file, owner: aziotcs, group: aziotcs, mode: 420, digest: 9f86d0...}
     users: {aziotcs: true, aziotks: true}
     packages: {aziot-edge: 1.5.44-1, moby-engine: null}
     runtime:
@@ -206,6 +212,7 @@ OBSERVE_OPTIONS = {
     "applied_marker": {"type": "path"},
     "service": {"type": "str"},
     "modules": {"type": "list", "elements": "str", "default": []},
+    "digest_key": {"type": "str", "no_log": True},
 }
 
 
@@ -237,6 +244,7 @@ def main():
                     config_path=wanted["config_path"] or "",
                     applied_marker=wanted["applied_marker"] or "",
                     service=wanted["service"] or "",
+                    digest_key=wanted["digest_key"] or "",
                 ),
                 module.run_command,
             )

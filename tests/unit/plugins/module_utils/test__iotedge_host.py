@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -221,10 +222,14 @@ def test_a_file_where_a_directory_belongs_is_refused(root):
         converge(request_for(root), no_systemd)
 
 
-def observed_state(request: Request, run=no_systemd) -> dict:
-    """What the host check reads for the paths, users, packages and runtime a request names, through JSON as it travels
-    to the controller."""
+KEY = "Key-Of-This-Run-7431"
+
+
+def observed_state(request: Request, run=no_systemd, key: str = KEY) -> dict:
+    """What the host check reads for the paths, users, packages and runtime a request names (digests keyed with this
+    run's key), through JSON as it travels to the controller."""
     wanted = Observed(
+        digest_key=key,
         directories=[directory.path for directory in request.directories],
         files=[wanted.path for wanted in request.files],
         runtime_users=request.runtime_users,
@@ -243,7 +248,7 @@ def converged_and_applied(root) -> None:
 
 def test_a_host_already_right_is_decided_from_its_observation_as_a_module_run_would(root):
     converged_and_applied(root)
-    decided = unchanged_outcome(request_for(root), observed_state(request_for(root)))
+    decided = unchanged_outcome(request_for(root), observed_state(request_for(root)), KEY)
     assert decided is not None
     assert decided.to_result() == converge(request_for(root), no_systemd).to_result()
     assert (decided.changed, decided.was_provisioned, decided.apply_pending) == (False, True, False)
@@ -293,10 +298,21 @@ def with_unknown_content(root):
 def test_any_difference_or_pending_apply_leaves_the_decision_to_a_module_run(root, difference):
     converged_and_applied(root)
     request = difference(root) or request_for(root)
-    assert unchanged_outcome(request, observed_state(request)) is None
+    assert unchanged_outcome(request, observed_state(request), KEY) is None
     # And the module run, reading the host itself, finds it too.
     outcome = converge(dataclasses.replace(request, check_mode=True), no_systemd)
     assert outcome.changed or outcome.apply_pending or not outcome.runtime_installed
+
+
+def test_the_digests_are_keyed_and_another_key_decides_nothing(root):
+    converged_and_applied(root)
+    request = request_for(root)
+    observed = observed_state(request)
+    config = (root / "etc/config.toml").read_bytes()
+    assert observed["paths"][str(root / "etc/config.toml")]["digest"] != hashlib.sha256(config).hexdigest()
+    assert unchanged_outcome(request, observed, KEY) is not None
+    assert unchanged_outcome(request, observed, "another key") is None
+    assert unchanged_outcome(request, observed) is None
 
 
 def test_an_observation_that_does_not_cover_the_request_decides_nothing(root):
@@ -305,11 +321,11 @@ def test_an_observation_that_does_not_cover_the_request_decides_nothing(root):
     without_files = observed_state(request_for(root, files=[]))
     assert unchanged_outcome(request, without_files) is None
     other_runtime = observed_state(request_for(root, applied_marker=str(root / "etc/other.toml")))
-    assert unchanged_outcome(request, other_runtime) is None
+    assert unchanged_outcome(request, other_runtime, KEY) is None
     # A request that names no runtime (the install phase's) needs none.
     assert unchanged_outcome(request_for(root, config_path="", applied_marker=""), without_files) is None
     files_only = request_for(root, directories=[], runtime_users=[], config_path="", applied_marker="")
-    assert unchanged_outcome(files_only, observed_state(request)).to_result()["was_provisioned"] is False
+    assert unchanged_outcome(files_only, observed_state(request), KEY).to_result()["was_provisioned"] is False
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import hmac
 import http.server
 import io
 import json
@@ -294,7 +295,12 @@ def test_the_host_check_reads_the_state_and_the_runtime_modules_status_in_its_on
     double_cli(bin_dir, "1.2+")
     identity = tmp_path / "device-id.pem"
     identity.write_text("CERT\n")
-    observe = {"files": [str(identity), str(tmp_path / "absent.toml")], "modules": ["edgeAgent", "edgeHub"]}
+    key = "Key-Of-This-Run-7431"
+    observe = {
+        "files": [str(identity), str(tmp_path / "absent.toml")],
+        "modules": ["edgeAgent", "edgeHub"],
+        "digest_key": key,
+    }
     path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     result = run_module(
         "iotedge_host_preflight",
@@ -307,7 +313,12 @@ def test_the_host_check_reads_the_state_and_the_runtime_modules_status_in_its_on
     assert result["changed"] is False and "ansible_facts" not in result, result
     observation = result["observation"]
     assert observation["modules"] == {"edgeAgent": "running", "edgeHub": "running"}
-    assert observation["paths"][str(identity)]["sha256"] == hashlib.sha256(b"CERT\n").hexdigest()
+    # Keyed: a reader of the log cannot test guesses of a file's content against it.
+    assert (
+        observation["paths"][str(identity)]["digest"] == hmac.new(key.encode(), b"CERT\n", hashlib.sha256).hexdigest()
+    )
+    assert hashlib.sha256(b"CERT\n").hexdigest() not in json.dumps(result)
+    assert key not in json.dumps(result)
     assert observation["paths"][str(identity)]["kind"] == "file"
     assert observation["paths"][str(tmp_path / "absent.toml")] is None
     # No runtime on the host: no status, and no failure.
