@@ -63,7 +63,16 @@ PREFIX = "edgefleet_"
 ROLES = ("edge_pki", "dps_enrollment", "iotedge_install", "iotedge_provision")
 UNKNOWN_VARIABLE_MODES = ("warn", "fail", "ignore")
 # edgefleet_ names that are not role inputs: the playbook's own variables and the facts the roles publish.
-PLAYBOOK_VARIABLES = frozenset(("edgefleet_target", "edgefleet_scope", "edgefleet_unknown_variables"))
+PLAYBOOK_VARIABLES = frozenset(
+    (
+        "edgefleet_target",
+        "edgefleet_scope",
+        "edgefleet_unknown_variables",
+        "edgefleet_report_dir",
+        "edgefleet_report_min_days",
+        "edgefleet_report_on_problem",
+    )
+)
 PUBLISHED_FACTS = frozenset(
     (
         "edgefleet_identities",
@@ -72,6 +81,7 @@ PUBLISHED_FACTS = frozenset(
         "edgefleet_enrollments",
         "edgefleet_refused",
         "edgefleet_registrations",
+        "edgefleet_report",
         "edgefleet_runtime",
     )
 )

@@ -1,0 +1,164 @@
+# Copyright (c) edgefleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# PRIVATE to the edgefleet.iotedge collection. Do not use this from other collections:
+# it may change at any time.
+
+"""The fleet report: one row per host from what the host, the controller's PKI, DPS and IoT Hub say about it.
+
+Runs on the controller (cryptography). The identity certificate's end date is read from the chain on the host, not
+from the controller's copy: a chain replaced by hand, or never pushed, is what the report is for. Nothing here
+contacts a host or a service; fleet_report.yml gathers the inputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import math
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
+    PkiError,
+    common_name_of,
+    fingerprints,
+    load_certificates,
+    not_after_of,
+)
+
+COLUMNS = (
+    "host",
+    "registration_id",
+    "not_after",
+    "days_left",
+    "issued_here",
+    "dps_certificate",
+    "dps_status",
+    "hub_device",
+    "edge_agent",
+    "check_errors",
+    "problems",
+)
+HEADERS = ("HOST", "REGISTRATION ID", "NOT AFTER", "DAYS", "ISSUED", "DPS CERT", "DPS", "HUB", "EDGEAGENT", "CHECK")
+
+
+def leaf_of(chain_pem: str, path: str = "the host's chain"):
+    """The first certificate of a PEM chain (the device's own)."""
+    certificates = load_certificates(chain_pem.encode("utf-8"), path=path)
+    return certificates[0]
+
+
+def days_left(not_after: datetime.datetime, now: datetime.datetime) -> int:
+    """Whole days until the end date; negative once it has passed."""
+    return math.floor((not_after - now).total_seconds() / 86400)
+
+
+def issued_thumbprint(path) -> str | None:
+    """SHA-256 thumbprint of the leaf the fleet PKI issued; None when there is none (or it cannot be read)."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return fingerprints(load_certificates(handle.read(), path=path)[0])["sha256"]
+    except (OSError, PkiError):
+        return None
+
+
+def _dps_certificate(enrollment, thumbprint: str | None) -> str:
+    if enrollment is None:
+        return "no enrollment"
+    if enrollment == "group":
+        return "group"
+    held = [
+        (slot or {}).get("thumbprint_sha256", "").upper()
+        for slot in (enrollment.get("certificates") or {}).values()
+        if slot
+    ]
+    if thumbprint is None:
+        return "unknown"
+    return "matches" if thumbprint in held else "differs"
+
+
+def host_row(host: str, facts: dict, now: datetime.datetime, min_days: int) -> dict:
+    """One row: ``facts`` holds registration_id, chain_pem (or read_error), issued_cert_path (the leaf the fleet PKI
+    issued, on the controller), enrollment (dps_enrollment_info's, "group", or None), hub_device (iothub_device_info's,
+    or None when not checked), edge_agent and check_errors (ids)."""
+    problems = []
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(host=host, registration_id=facts.get("registration_id") or "-", problems=problems)
+    thumbprint = None
+    chain = facts.get("chain_pem")
+    if chain:
+        try:
+            leaf = leaf_of(chain)
+        except PkiError as error:
+            problems.append(f"the chain on the host cannot be read: {error}")
+            leaf = None
+        if leaf is not None:
+            thumbprint = fingerprints(leaf)["sha256"]
+            end = not_after_of(leaf)
+            row["not_after"] = end.strftime("%Y-%m-%dT%H:%M:%SZ")
+            row["days_left"] = days_left(end, now)
+            if row["days_left"] < min_days:
+                problems.append(f"the identity certificate ends in {row['days_left']} days (threshold {min_days})")
+            if common_name_of(leaf.subject) != facts.get("registration_id"):
+                problems.append(f"the certificate's CN is {common_name_of(leaf.subject)!r}, not the registration id")
+    else:
+        problems.append(f"no identity chain on the host ({facts.get('read_error') or 'not read'})")
+    issued = issued_thumbprint(facts.get("issued_cert_path"))
+    if thumbprint is None or issued is None:
+        row["issued_here"] = "unknown"
+    else:
+        row["issued_here"] = "yes" if thumbprint == issued else "NO"
+        if thumbprint != issued:
+            problems.append("the chain on the host is not the one the fleet PKI issued (replaced by hand?)")
+    row["dps_certificate"] = _dps_certificate(facts.get("enrollment"), thumbprint)
+    if row["dps_certificate"] == "differs":
+        problems.append("DPS holds another certificate for this registration id: the device cannot register")
+    enrollment = facts.get("enrollment")
+    state = (enrollment or {}).get("registration_state") if isinstance(enrollment, dict) else None
+    row["dps_status"] = (state or {}).get("status") or ("-" if enrollment in (None, "group") else "not registered")
+    # None: the hub was not read (no connection string); {}: it was, and has no such device.
+    hub = facts.get("hub_device")
+    if hub is None:
+        row["hub_device"] = "not checked"
+    else:
+        row["hub_device"] = hub.get("status") or "missing"
+        if row["hub_device"] != "enabled":
+            problems.append(f"the hub device is {row['hub_device']}")
+    row["edge_agent"] = facts.get("edge_agent") or "not checked"
+    row["check_errors"] = ",".join(facts.get("check_errors") or []) or "-"
+    if facts.get("check_errors"):
+        problems.append(f"iotedge check errors: {row['check_errors']}")
+    return row
+
+
+def fleet_report(hosts: dict, *, min_days: int, now: datetime.datetime) -> dict:
+    """rows (sorted by host), table (text), csv (text), below_threshold and flagged (host names)."""
+    rows = [host_row(host, hosts[host], now, min_days) for host in sorted(hosts)]
+    return {
+        "rows": rows,
+        "table": table(rows),
+        "csv": csv_text(rows),
+        "below_threshold": [row["host"] for row in rows if row["days_left"] == "" or row["days_left"] < min_days],
+        "flagged": [row["host"] for row in rows if row["problems"]],
+    }
+
+
+def table(rows: list) -> str:
+    """The rows as aligned text, then each host's problems under the table."""
+    cells = [HEADERS] + [tuple(str(row[column]) for column in COLUMNS[:-1]) for row in rows]
+    widths = [max(len(line[index]) for line in cells) for index in range(len(HEADERS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
+    for row in rows:
+        lines.extend(f"{row['host']}: {problem}" for problem in row["problems"])
+    return "\n".join(lines)
+
+
+def csv_text(rows: list) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([("; ".join(row[column]) if column == "problems" else row[column]) for column in COLUMNS])
+    return buffer.getvalue()

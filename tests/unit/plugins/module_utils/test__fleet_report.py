@@ -1,0 +1,121 @@
+"""The fleet report's rows from a host's chain, the PKI's copy, DPS and IoT Hub; certificates made here."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+
+from cryptography.hazmat.primitives import serialization
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._fleet_report import COLUMNS, fleet_report
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import fingerprints
+from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import NOW, self_signed
+
+
+def device(name: str, days: float):
+    certificate = self_signed(
+        name, not_before=NOW - datetime.timedelta(days=1), not_after=NOW + datetime.timedelta(days=days)
+    )[0]
+    return certificate.public_bytes(serialization.Encoding.PEM).decode(), fingerprints(certificate)["sha256"]
+
+
+def enrollment(thumbprint: str, status: str = "assigned") -> dict:
+    return {
+        "certificates": {"primary": {"thumbprint_sha256": thumbprint}, "secondary": None},
+        "registration_state": {"status": status},
+    }
+
+
+def facts(tmp_path, name: str, chain: str, thumbprint: str, issued_pem: str | None = None, **overrides) -> dict:
+    issued = tmp_path / f"{name}.pem"
+    issued.write_text(issued_pem if issued_pem is not None else chain)
+    values = {
+        "registration_id": name,
+        "chain_pem": chain,
+        "issued_cert_path": str(issued),
+        "enrollment": enrollment(thumbprint),
+        "hub_device": {"status": "enabled"},
+        "edge_agent": "running",
+        "check_errors": [],
+    }
+    values.update(overrides)
+    return values
+
+
+def test_a_healthy_host_has_its_days_left_and_no_problem(tmp_path):
+    chain, thumbprint = device("gw-01", days=100.5)
+    report = fleet_report({"gw-01": facts(tmp_path, "gw-01", chain, thumbprint)}, min_days=30, now=NOW)
+    [row] = report["rows"]
+    assert (row["days_left"], row["issued_here"], row["dps_certificate"], row["dps_status"]) == (
+        100,
+        "yes",
+        "matches",
+        "assigned",
+    )
+    assert row["not_after"] == (NOW + datetime.timedelta(days=100.5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert (row["problems"], report["flagged"], report["below_threshold"]) == ([], [], [])
+
+
+def test_a_chain_replaced_by_hand_is_flagged_with_what_follows_from_it(tmp_path):
+    issued, issued_thumbprint = device("gw-02", days=365)
+    replaced = device("gw-02", days=9)[0]
+    report = fleet_report(
+        {"gw-02": facts(tmp_path, "gw-02", replaced, issued_thumbprint, issued_pem=issued)}, min_days=30, now=NOW
+    )
+    [row] = report["rows"]
+    assert (row["days_left"], row["issued_here"], row["dps_certificate"]) == (9, "NO", "differs")
+    assert row["problems"] == [
+        "the identity certificate ends in 9 days (threshold 30)",
+        "the chain on the host is not the one the fleet PKI issued (replaced by hand?)",
+        "DPS holds another certificate for this registration id: the device cannot register",
+    ]
+    assert report["flagged"] == report["below_threshold"] == ["gw-02"]
+
+
+def test_a_host_without_a_chain_a_missing_hub_device_and_check_errors(tmp_path):
+    chain, thumbprint = device("gw-03", days=200)
+    inputs = facts(
+        tmp_path,
+        "gw-03",
+        "",
+        thumbprint,
+        issued_pem=chain,
+        read_error="file not found",
+        hub_device={},
+        enrollment=None,
+        edge_agent="not running",
+        check_errors=["certs-match-private-keys"],
+    )
+    [row] = fleet_report({"gw-03": inputs}, min_days=30, now=NOW)["rows"]
+    assert (row["days_left"], row["issued_here"], row["dps_certificate"], row["hub_device"]) == (
+        "",
+        "unknown",
+        "no enrollment",
+        "missing",
+    )
+    assert row["problems"] == [
+        "no identity chain on the host (file not found)",
+        "the hub device is missing",
+        "iotedge check errors: certs-match-private-keys",
+    ]
+
+
+def test_not_checked_parts_are_said_so_and_the_csv_and_table_hold_every_host(tmp_path):
+    first, first_print = device("gw-01", days=50)
+    second, second_print = device("gw-02", days=60)
+    inputs = {
+        "gw-02": facts(tmp_path, "gw-02", second, second_print, hub_device=None, enrollment="group"),
+        "gw-01": facts(tmp_path, "gw-01", first, first_print),
+    }
+    report = fleet_report(inputs, min_days=30, now=NOW)
+    assert [row["host"] for row in report["rows"]] == ["gw-01", "gw-02"]
+    assert (report["rows"][1]["hub_device"], report["rows"][1]["dps_certificate"]) == ("not checked", "group")
+    rows = list(csv.DictReader(io.StringIO(report["csv"])))
+    assert list(rows[0]) == list(COLUMNS)
+    assert [(row["host"], row["days_left"]) for row in rows] == [("gw-01", "50"), ("gw-02", "60")]
+    table = report["table"].splitlines()
+    assert table[0].split()[:2] == ["HOST", "REGISTRATION"] and [line.split()[0] for line in table[1:]] == [
+        "gw-01",
+        "gw-02",
+    ]
