@@ -162,3 +162,42 @@ def csv_text(rows: list) -> str:
     for row in rows:
         writer.writerow([("; ".join(row[column]) if column == "problems" else row[column]) for column in COLUMNS])
     return buffer.getvalue()
+
+
+class ChartUnavailable(Exception):
+    """matplotlib is not installed in the Python that runs the chart."""
+
+
+def chart_png(rows: list, min_days: int) -> bytes:
+    """Days left per host as a horizontal bar chart (PNG): hosts below ``min_days`` in red, a host without a chain
+    as an empty grey bar. The same rows give the same bytes (no timestamp in the file)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        raise ChartUnavailable(
+            "matplotlib is not installed in the controller's Python: pip install matplotlib for the chart"
+        ) from None
+    ordered = sorted(rows, key=lambda row: (row["days_left"] == "", row["days_left"] or 0, row["host"]))
+    hosts = [row["host"] for row in ordered]
+    days = [row["days_left"] if row["days_left"] != "" else 0 for row in ordered]
+    colours = [
+        "#bbbbbb" if row["days_left"] == "" else "#c0392b" if row["days_left"] < min_days else "#2e86c1"
+        for row in ordered
+    ]
+    figure, axes = pyplot.subplots(figsize=(8, max(2.0, 0.3 * len(hosts) + 1)))
+    try:
+        axes.barh(hosts, days, color=colours)
+        axes.axvline(min_days, color="#c0392b", linestyle="--", linewidth=1, label=f"threshold: {min_days} days")
+        axes.invert_yaxis()
+        axes.set_xlabel("days left on the identity certificate (grey: no chain on the host)")
+        axes.set_title("Fleet identity certificates")
+        axes.legend(loc="lower right")
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    finally:
+        pyplot.close(figure)
+    return buffer.getvalue()

@@ -47,6 +47,7 @@ def test_the_report_lists_every_host_and_flags_a_chain_replaced_by_hand(fleet_fa
         )
         assert row["problems"] == []
     assert (report_dir / "fleet-report.csv").read_text().splitlines()[0].startswith("host,registration_id,not_after")
+    assert (report_dir / "fleet-report.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
     # A chain made by hand on the host, with the right CN: not the fleet's, not the one DPS holds, 9 days left.
     fleet.sh(

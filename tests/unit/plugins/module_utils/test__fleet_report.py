@@ -6,9 +6,10 @@ import csv
 import datetime
 import io
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._fleet_report import COLUMNS, fleet_report
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._fleet_report import COLUMNS, chart_png, fleet_report
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import fingerprints
 from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import NOW, self_signed
 
@@ -119,3 +120,19 @@ def test_not_checked_parts_are_said_so_and_the_csv_and_table_hold_every_host(tmp
         "gw-01",
         "gw-02",
     ]
+
+
+def test_the_chart_is_a_png_and_the_same_rows_draw_the_same_bytes(tmp_path):
+    pytest.importorskip("matplotlib")
+    first, first_print = device("gw-01", days=10)
+    second, second_print = device("gw-02", days=300)
+    inputs = {
+        "gw-01": facts(tmp_path, "gw-01", first, first_print),
+        "gw-02": facts(tmp_path, "gw-02", second, second_print),
+        "gw-03": facts(tmp_path, "gw-03", "", first_print, issued_pem=first),
+    }
+    rows = fleet_report(inputs, min_days=30, now=NOW)["rows"]
+    png = chart_png(rows, 30)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert chart_png(rows, 30) == png
+    assert chart_png(rows[:2], 30) != png
