@@ -24,7 +24,10 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     fingerprints,
     load_certificates,
     not_after_of,
+    write_files_atomically,
 )
+
+CHART_MODE = 0o644
 
 COLUMNS = (
     "host",
@@ -201,3 +204,17 @@ def chart_png(rows: list, min_days: int) -> bytes:
     finally:
         pyplot.close(figure)
     return buffer.getvalue()
+
+
+def ensure_chart(rows: list, min_days: int, dest: str, *, check_mode: bool) -> bool:
+    """Draw the chart and write it to ``dest`` (atomically) where the bytes differ; whether they did.
+    Raises ChartUnavailable without matplotlib, OSError when ``dest`` cannot be written."""
+    png = chart_png(rows, min_days)
+    try:
+        with open(dest, "rb") as handle:
+            changed = handle.read() != png
+    except FileNotFoundError:
+        changed = True
+    if changed and not check_mode:
+        write_files_atomically([(dest, png, CHART_MODE)])
+    return changed

@@ -59,12 +59,9 @@ dest:
   type: str
 """
 
-import os
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._fleet_report import ChartUnavailable, chart_png
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._fleet_report import ChartUnavailable, ensure_chart
 
 
 def main():
@@ -78,7 +75,7 @@ def main():
     )
     dest = module.params["dest"]
     try:
-        png = chart_png(module.params["rows"], module.params["min_days"])
+        changed = ensure_chart(module.params["rows"], module.params["min_days"], dest, check_mode=module.check_mode)
     except ChartUnavailable as error:
         module.warn(str(error))
         module.exit_json(changed=False, written=False, dest=dest)
@@ -86,23 +83,8 @@ def main():
         module.fail_json(
             msg=f"rows: each row needs host and days_left, as the fleet_report filter gives them ({error})"
         )
-    try:
-        with open(dest, "rb") as handle:
-            changed = handle.read() != png
-    except FileNotFoundError:
-        changed = True
-    if changed and not module.check_mode:
-        directory = os.path.dirname(os.path.abspath(dest))
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".fleet-report-chart.")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(png)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, dest)
-        except OSError as error:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            module.fail_json(msg=f"dest: could not write {dest} ({error.strerror or error})")
+    except OSError as error:
+        module.fail_json(msg=f"dest: could not write {dest} ({error.strerror or error})")
     module.exit_json(changed=changed, written=True, dest=dest)
 
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import os
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._fleet_report import COLUMNS, chart_png, fleet_report
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._fleet_report import (
+    COLUMNS,
+    chart_png,
+    ensure_chart,
+    fleet_report,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import fingerprints
 from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import NOW, self_signed
 
@@ -136,3 +142,14 @@ def test_the_chart_is_a_png_and_the_same_rows_draw_the_same_bytes(tmp_path):
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert chart_png(rows, 30) == png
     assert chart_png(rows[:2], 30) != png
+
+
+def test_the_chart_is_written_where_it_differs_and_check_mode_writes_nothing(tmp_path):
+    pytest.importorskip("matplotlib")
+    chain, thumbprint = device("gw-01", days=10)
+    rows = fleet_report({"gw-01": facts(tmp_path, "gw-01", chain, thumbprint)}, min_days=30, now=NOW)["rows"]
+    dest = tmp_path / "fleet-report.png"
+    assert ensure_chart(rows, 30, str(dest), check_mode=True) is True and not dest.exists()
+    assert ensure_chart(rows, 30, str(dest), check_mode=False) is True
+    assert dest.read_bytes() == chart_png(rows, 30) and os.stat(dest).st_mode & 0o777 == 0o644
+    assert ensure_chart(rows, 30, str(dest), check_mode=False) is False
