@@ -42,6 +42,10 @@ class BaseService:
     def requires_api_version(self, route: Route) -> bool:
         return True
 
+    def unsupported_api_version(self, version: str) -> ServiceError | None:
+        """The service's refusal of an api-version it does not publish, or None to accept it."""
+        return None
+
     # Pipeline -------------------------------------------------------------------------------------------------
 
     def resolve(self, request: Request) -> RouteMatch | list[str]:
@@ -54,8 +58,13 @@ class BaseService:
         try:
             if not isinstance(match, RouteMatch):
                 raise self.route_missing(request, match)
-            if self.requires_api_version(match.route) and not request.query.get("api-version"):
-                raise self.api_version_missing()
+            if self.requires_api_version(match.route):
+                version = request.query.get("api-version")
+                if not version:
+                    raise self.api_version_missing()
+                refusal = self.unsupported_api_version(version)
+                if refusal is not None:
+                    raise refusal
             principal = self.authorize(request, match)
             handler = getattr(self, match.route.handler)
             return handler(request, principal, **match.params)

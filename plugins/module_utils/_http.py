@@ -6,10 +6,11 @@
 
 """JSON over HTTPS for the cloud cores: the one place for retries, backoff and error translation.
 
-Every Azure call of the collection goes through `JsonHttpClient.request`: 429 (honouring Retry-After), 5xx and
-connection failures are retried with jittered exponential backoff inside a bounded budget; anything else becomes
-a typed `ApiError` that keeps the service's error code and tracking id. Calls that do not use `JsonHttpClient` (the
-IoT Hub SDK) run inside the same `RetryPolicy` and hand it the answer's headers the same way (`Retryable`).
+Every Azure call of the collection runs inside a `RetryPolicy`: 429 (honouring Retry-After), 5xx and connection
+failures are retried with jittered exponential backoff inside a bounded budget; anything else becomes a typed
+`ApiError` that keeps the service's error code and tracking id. The DPS service API goes through
+`JsonHttpClient.request`; the SDK clients (IoT Hub, DPS resource manager) have their own retries switched off and
+hand the policy the answer's headers the same way (`Retryable`).
 """
 
 from __future__ import annotations

@@ -22,8 +22,12 @@ description:
   - Authentication is a bearer token (O(bearer_token)) or Microsoft Entra ID through the C(azure-identity) library -
     a service principal (O(tenant_id), O(client_id), O(client_secret)) or, when none is given,
     C(DefaultAzureCredential) (managed identity, environment, C(az login)).
-  - Throttling (429 with C(Retry-After)), 5xx answers and dropped connections are retried with jittered backoff
-    within O(max_retries) and O(retry_budget_seconds).
+  - Requests go through Microsoft's C(azure-mgmt-iothubprovisioningservices) client at API version 2022-12-12. Its
+    own retries are off; throttling (429 with C(Retry-After) in seconds or as a date, or C(x-ms-retry-after-ms)),
+    5xx answers and dropped connections are retried with jittered backoff within O(max_retries) and
+    O(retry_budget_seconds).
+  - The token is requested for the audience of O(management_url) (C(<management_url>/.default)), which is right for
+    the public and the sovereign clouds (for example C(https://management.chinacloudapi.cn)).
 author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.iotedge._attributes
@@ -35,6 +39,7 @@ attributes:
     support: full
     details: The diff shows name, subject, thumbprint, expiry and verification state, never certificate bytes or keys.
 requirements:
+  - azure-mgmt-iothubprovisioningservices >= 2.1
   - azure-identity (only when O(bearer_token) is not given)
 options:
   name:

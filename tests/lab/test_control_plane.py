@@ -86,6 +86,17 @@ def test_proof_of_possession_over_management_api(kit, root, pki):
     assert cloud.state()["dps"]["certificates"][0]["isVerified"] is True
 
 
+def test_management_api_refuses_an_api_version_it_does_not_publish(kit):
+    cloud = kit.cloud
+    api = kit.https(cloud.dps_port)
+    bearer = {"Authorization": f"Bearer {cloud.management_token}"}
+    base = f"{cloud.management_resource_id}/certificates/lab-root"
+    status, headers, body = api.request("GET", f"{base}?api-version=2019-01-01", headers=bearer)
+    assert (status, body["code"], headers["x-ms-error-code"]) == (400, "NoRegisteredProviderFound", body["code"])
+    assert "'2019-01-01'" in body["message"] and "2022-12-12" in body["message"]
+    assert api.request("GET", f"{base}?api-version=2022-12-12", headers=bearer)[0] == 404
+
+
 def test_manual_clock_expires_device_certificates(tmp_path, pki):
     import datetime as dt
 

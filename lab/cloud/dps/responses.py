@@ -233,6 +233,22 @@ class DpsDeviceResponses(BaseService):
         return Response.json(200, record.to_device_wire(), HSTS)
 
 
+# The published versions of Microsoft.Devices/provisioningServices/certificates (Microsoft Learn, "Microsoft.Devices
+# (IoT Hub Device Provisioning Services) resource types"), newest first.
+CERTIFICATE_API_VERSIONS = (
+    "2023-03-01-preview",
+    "2022-12-12",
+    "2022-02-05",
+    "2021-10-15",
+    "2020-09-01-preview",
+    "2020-03-01",
+    "2020-01-01",
+    "2018-01-22",
+    "2017-11-15",
+    "2017-08-21-preview",
+)
+
+
 class DpsManagementResponses(BaseService):
     """The resource-manager certificate API (upload, proof of possession), authenticated with a bearer token."""
 
@@ -256,6 +272,17 @@ class DpsManagementResponses(BaseService):
 
     def api_version_missing(self) -> ArmError:
         return ArmError(400, "MissingApiVersionParameter", "The api-version query parameter is required.")
+
+    def unsupported_api_version(self, version: str) -> ArmError | None:
+        if version in CERTIFICATE_API_VERSIONS:
+            return None
+        return ArmError(
+            400,
+            "NoRegisteredProviderFound",
+            f"No registered resource provider found for API version '{version}' and type "
+            f"'provisioningServices/certificates'. The supported api-versions are "
+            f"'{', '.join(CERTIFICATE_API_VERSIONS)}'.",
+        )
 
     def internal_error(self, status: int = 500) -> ArmError:
         return ArmError(status, "InternalServerError", "Internal server error.")

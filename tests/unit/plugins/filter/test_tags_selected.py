@@ -23,7 +23,7 @@ def ansible_runs(tags, run_tags, skip_tags) -> bool:
     return task.evaluate_tags(run_tags, skip_tags, all_vars={})
 
 
-@pytest.mark.parametrize(("run_tags", "skip_tags"), itertools.product(CHOICES[1:], CHOICES))
+@pytest.mark.parametrize(("run_tags", "skip_tags"), list(itertools.product(CHOICES[1:], CHOICES)))
 @pytest.mark.parametrize("tag", TAGS)
 def test_one_tag_runs_exactly_when_ansible_runs_a_task_with_it(tag, run_tags, skip_tags):
     assert tags_selected([tag], run_tags, skip_tags) is ansible_runs([tag], run_tags, skip_tags)

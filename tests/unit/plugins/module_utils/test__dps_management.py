@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import datetime
 import sys
+import time
 import types
 
 import pytest
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_management import (
-    MANAGEMENT_SCOPE,
+    MANAGEMENT_API_VERSION,
+    STATIC_TOKEN_SECONDS,
     DpsManagementClient,
-    EntraIdToken,
     StaticBearerToken,
     arm_error,
+    credential_for,
     dps_resource_id,
+    entra_id_credential,
     management_client,
-    token_provider,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
     ApiError,
@@ -55,10 +59,10 @@ def ca(tmp_path_factory):
     return load_ca(str(path), passphrase=None)
 
 
-def client_for(cloud, token=None, retry=None) -> DpsManagementClient:
+def client_for(cloud, token=None, retry=None, credential=None) -> DpsManagementClient:
     return DpsManagementClient(
         cloud.management_resource_id,
-        auth_headers=StaticBearerToken(token or cloud.management_token).headers,
+        credential=credential or StaticBearerToken(token or cloud.management_token),
         management_url=cloud.dps_url,
         ca_bundle=str(cloud.ca_bundle),
         retry=retry or RetryPolicy(sleep=lambda seconds: None),
@@ -96,81 +100,66 @@ def test_bad_resource_ids_name_the_option(kwargs, message):
         dps_resource_id(**kwargs)
 
 
-def test_static_token_is_never_shown():
-    provider = StaticBearerToken("secret-token-value")
-    assert provider.headers() == {"Authorization": "Bearer secret-token-value"}
-    assert "secret-token-value" not in repr(provider)
+def test_static_token_is_a_token_credential_that_is_never_shown():
+    credential = StaticBearerToken("secret-token-value", clock=lambda: 1000.0)
+    token = credential.get_token("https://management.azure.com/.default")
+    assert (token.token, token.expires_on) == ("secret-token-value", 1000 + STATIC_TOKEN_SECONDS)
+    assert "secret-token-value" not in repr(credential)
 
 
 def test_http_management_url_is_refused_before_any_request():
     with pytest.raises(ConfigurationError, match=r"^management_url: "):
-        DpsManagementClient(RESOURCE, auth_headers=dict, management_url="http://management.azure.com")
+        DpsManagementClient(RESOURCE, credential=StaticBearerToken("t"), management_url="http://management.azure.com")
 
 
 class FakeCredential:
-    def __init__(self, *args):
+    """An azure-identity credential that hands out the lab's token, or fails to sign in."""
+
+    def __init__(self, *args, token="unused", failure=None):
         self.args = args
+        self.token = token
+        self.failure = failure
         self.scopes = []
 
-    def get_token(self, scope):
-        self.scopes.append(scope)
-        return types.SimpleNamespace(token=f"token-{len(self.scopes)}", expires_on=1000 + 3600 * len(self.scopes))
+    def get_token(self, *scopes, **kwargs):
+        self.scopes.append(scopes)
+        if self.failure:
+            raise ClientAuthenticationError(self.failure)
+        return AccessToken(self.token, int(time.time()) + 3600)
 
 
-class FakeAuthError(Exception):
-    pass
+def fake_identity():
+    return types.SimpleNamespace(ClientSecretCredential=FakeCredential, DefaultAzureCredential=FakeCredential)
 
 
-def fake_identity(fail=False):
-    class Failing(FakeCredential):
-        def get_token(self, scope):
-            raise FakeAuthError("EnvironmentCredential: not configured")
-
-    credential = Failing if fail else FakeCredential
-    return types.SimpleNamespace(
-        ClientSecretCredential=credential, DefaultAzureCredential=credential, ClientAuthenticationError=FakeAuthError
-    )
-
-
-def test_entra_id_service_principal_token_is_cached_until_near_expiry():
-    now = [1000.0]
-    provider = EntraIdToken(
-        tenant_id="t", client_id="c", client_secret="s", identity=fake_identity(), clock=lambda: now[0]
-    )
-    assert provider.kind == "service principal" and provider.credential.args == ("t", "c", "s")
-    assert provider.headers() == {"Authorization": "Bearer token-1"}
-    now[0] = 1000 + 3600 - 301
-    assert provider.headers() == {"Authorization": "Bearer token-1"}
-    now[0] = 1000 + 3600 - 299
-    assert provider.headers() == {"Authorization": "Bearer token-2"}
-    assert provider.credential.scopes == [MANAGEMENT_SCOPE, MANAGEMENT_SCOPE]
+def test_a_service_principal_gets_a_client_secret_credential():
+    credential = entra_id_credential(tenant_id="t", client_id="c", client_secret="s", identity=fake_identity())
+    assert credential.args == ("t", "c", "s")
 
 
 def test_entra_id_without_a_service_principal_uses_default_credential():
-    provider = EntraIdToken(identity=fake_identity())
-    assert provider.kind == "DefaultAzureCredential" and provider.credential.args == ()
+    assert entra_id_credential(identity=fake_identity()).args == ()
 
 
 def test_half_a_service_principal_names_what_is_missing():
     with pytest.raises(ConfigurationError, match=r"^client_secret: a service principal needs"):
-        EntraIdToken(tenant_id="t", client_id="c", identity=fake_identity())
-
-
-def test_sign_in_failure_becomes_a_cloud_error_with_the_reason():
-    provider = EntraIdToken(identity=fake_identity(fail=True))
-    with pytest.raises(CloudError, match=r"DefaultAzureCredential.*EnvironmentCredential: not configured"):
-        provider.headers()
+        entra_id_credential(tenant_id="t", client_id="c", identity=fake_identity())
 
 
 def test_missing_azure_identity_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "azure.identity", None)
     with pytest.raises(ConfigurationError, match=r"azure-identity is not installed.*pip install azure-identity"):
-        token_provider()
+        credential_for()
+
+
+def test_missing_management_sdk_gives_an_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "azure.mgmt.iothubprovisioningservices", None)
+    with pytest.raises(ConfigurationError, match=r"pip install azure-mgmt-iothubprovisioningservices"):
+        DpsManagementClient(RESOURCE, credential=StaticBearerToken("t"))
 
 
 def test_bearer_token_wins_over_entra_id():
-    headers = token_provider(bearer_token="abc", tenant_id="t")
-    assert headers() == {"Authorization": "Bearer abc"}
+    assert isinstance(credential_for(bearer_token="abc", tenant_id="t"), StaticBearerToken)
 
 
 @pytest.mark.parametrize(
@@ -215,6 +204,33 @@ def test_upload_generate_verify_delete(cloud, ca):
     assert client.delete_certificate("root", verified["etag"]) is True
     assert stored(cloud, "root") is None
     assert client.delete_certificate("root", verified["etag"]) is False
+
+
+def test_the_wire_is_arm_s_certificate_resource_at_the_pinned_api_version(cloud, ca):
+    client = client_for(cloud)
+    created = client.create_or_update_certificate("root", root_pem(ca), is_verified=True)
+    log = [r for r in cloud.runtime.request_log if r["operation"] == "DpsCertificate_CreateOrUpdate"]
+    assert [r["query"] for r in log] == [f"api-version={MANAGEMENT_API_VERSION}"]
+    assert created["properties"]["isVerified"] is True
+    assert stored(cloud, "root")["info"]["sha1Thumbprint"] == fingerprints(ca.root_cert)["sha1"]
+
+
+def test_an_entra_id_credential_is_asked_once_for_the_management_audience(cloud, ca):
+    credential = FakeCredential(token=cloud.management_token)
+    client = client_for(cloud, credential=credential)
+    assert client.get_certificate("root") is None
+    client.create_or_update_certificate("root", root_pem(ca), is_verified=False)
+    assert client.get_certificate("root")["properties"]["isVerified"] is False
+    assert credential.scopes == [(f"{cloud.dps_url}/.default",)] and client.requests_sent == 3
+
+
+def test_a_failed_sign_in_is_a_cloud_error_with_the_reason_and_no_request(cloud):
+    waits = []
+    credential = FakeCredential(failure="EnvironmentCredential: not configured")
+    client = client_for(cloud, credential=credential, retry=RetryPolicy(sleep=waits.append))
+    with pytest.raises(CloudError, match=r"^Microsoft Entra ID sign-in \(FakeCredential\) failed: .*not configured"):
+        client.get_certificate("root")
+    assert client.requests_sent == 0 and waits == [] and len(credential.scopes) == 1
 
 
 def test_update_needs_the_current_etag(cloud, ca):
@@ -269,16 +285,16 @@ def test_wrong_token_is_a_401_that_is_not_retried(cloud):
     assert client.requests_sent == 1
 
 
-def test_unknown_dps_is_a_404_with_a_hint(cloud):
+def test_unknown_dps_is_a_404_with_a_hint(cloud, ca):
     other = cloud.management_resource_id.rsplit("/", 1)[0] + "/other-dps"
     client = DpsManagementClient(
         other,
-        auth_headers=StaticBearerToken(cloud.management_token).headers,
+        credential=StaticBearerToken(cloud.management_token),
         management_url=cloud.dps_url,
         ca_bundle=str(cloud.ca_bundle),
     )
     with pytest.raises(ApiError) as failure:
-        client.create_or_update_certificate("root", "x", is_verified=True)
+        client.create_or_update_certificate("root", root_pem(ca), is_verified=True)
     assert failure.value.status == 404 and "dps_name" in str(failure.value)
 
 

@@ -62,8 +62,10 @@ def test_the_awx_azure_credential_s_environment_signs_in_as_its_service_principa
         tmp_path, {"AZURE_CLIENT_ID": "app-1", "AZURE_SECRET": SECRET, "AZURE_TENANT": "tenant-1"}
     )
     assert result["failed"] is True
-    assert result["msg"].startswith("Microsoft Entra ID sign-in (service principal) failed: fake sign-in of app-1 in ")
-    assert f"tenant-1 with a {len(SECRET)}-character secret for https://management.azure.com/.default" in result["msg"]
+    assert result["msg"].startswith(
+        "Microsoft Entra ID sign-in (ClientSecretCredential) failed: fake sign-in of app-1 in "
+    )
+    assert f"tenant-1 with a {len(SECRET)}-character secret for https://127.0.0.1:9/.default" in result["msg"]
 
 
 def test_azure_identity_s_own_names_win_over_the_awx_ones(tmp_path):
