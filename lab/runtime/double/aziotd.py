@@ -4,8 +4,9 @@
   on a real device.
 - aziot-certd (aziotcs) hands out the preloaded certificates it can read.
 - aziot-identityd (aziotid) provisions at startup: it gets the identity certificate and key from certd and keyd,
-  registers with DPS over mutual TLS (trusting only the system store), polls every 5 s until assigned, keeps a
-  backup of the result, and then tells the edge daemon which device it is on which hub.
+  then uses its backup of the last provisioning when there is one, or else registers with DPS over mutual TLS
+  (trusting only the system store), polling every 5 s until assigned; it keeps the backups and tells the edge daemon
+  which device it is on which hub. Its reprovision operation (``iotedge system reprovision``) always registers.
 - aziot-tpmd (aziottpm) has nothing to do for X.509 and only answers.
 """
 
@@ -26,19 +27,29 @@ from .journal import log
 ETC = Path("/etc/aziot")
 KEYD_SOCKET = "/run/aziot/keyd.sock"
 CERTD_SOCKET = "/run/aziot/certd.sock"
+IDENTITYD_SOCKET = "/run/aziot/identityd.sock"
 IDENTITYD_HOME = Path("/var/lib/aziot/identityd")
+# identityd's backups in its home (identity.rs): the device of the last provisioning, and the settings in force then.
+DEVICE_BACKUP = "device_info"
+SETTINGS_BACKUP = "prev_state"
+# A registration polls DPS every 5 s until assigned, each request allowed 70 s (dps.py): callers wait long.
+REPROVISION_TIMEOUT_SECONDS = 600
 
 
 class ServiceError(Exception):
-    """What the daemon logs at ERROR before it exits (systemd restarts it)."""
+    """What keeps a daemon from doing its job; logged, and fatal at identityd's start (systemd restarts it)."""
+
+
+def config_text(service: str) -> str:
+    path = ETC / service / "config.d" / "00-super.toml"
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise ServiceError(f"could not read config from {path}: {error.strerror}") from None
 
 
 def load_config(service: str) -> dict:
-    path = ETC / service / "config.d" / "00-super.toml"
-    try:
-        return tomllib.loads(path.read_text())
-    except OSError as error:
-        raise ServiceError(f"could not read config from {path}: {error.strerror}") from None
+    return tomllib.loads(config_text(service))
 
 
 def file_of(uri: str) -> Path:
@@ -81,8 +92,48 @@ def _fetch(socket_path: str, request: dict, what: str) -> str:
     return answer["pem"]
 
 
-def provision() -> dict:
-    config = load_config("identityd")
+# What makes a provisioning fail; the daemon logs it (and, at startup, exits).
+PROVISIONING_ERRORS = (ServiceError, ProvisioningError, OSError, KeyError, ssl.SSLError, tomllib.TOMLDecodeError)
+
+
+def read_device_backup() -> dict | None:
+    """The device of the last provisioning, when the backup is there and usable.
+
+    An unusable backup is removed, as identityd does, so that it is not tried again.
+    """
+    path = IDENTITYD_HOME / DEVICE_BACKUP
+    try:
+        device = json.loads(path.read_text())
+        if not isinstance(device, dict) or not device.get("hub") or not device.get("device_id"):
+            raise ValueError("no hub or device id")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        log("WARN", f"Ignoring invalid device info backup: {error}")
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as failure:
+            log("WARN", f"Failed to delete invalid device info backup: {failure}")
+        return None
+    return device
+
+
+def write_backup(name: str, text: str) -> None:
+    path = IDENTITYD_HOME / name
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def provision(trigger: str) -> dict:
+    """identityd's provisioning for DPS X.509; at ``Startup`` a usable backup wins over DPS.
+
+    As in the real identityd (identity.rs ``dps_provision``): the certificate and key are fetched first, so a key
+    keyd cannot read fails even with a backup; the backup is used whatever changed since it was made - replaced
+    certificate files and changed provisioning settings alike (iotedge issue 7013: a new ID scope takes
+    ``iotedge system reprovision``); both backups are rewritten after every provisioning.
+    """
+    settings = config_text("identityd")
+    config = tomllib.loads(settings)
     provisioning = config.get("provisioning") or {}
     if provisioning.get("source") != "dps":
         raise ServiceError("only DPS provisioning is implemented by the edgefleet test double")
@@ -91,38 +142,95 @@ def provision() -> dict:
         raise ServiceError("only X.509 attestation is implemented by the edgefleet test double")
     cert_pem = _fetch(CERTD_SOCKET, {"id": attestation["identity_cert"]}, "the identity certificate")
     key_pem = _fetch(KEYD_SOCKET, {"id": attestation["identity_pk"]}, "the identity private key")
-    # Prefer the registration ID specified in config, but use the certificate's subject otherwise (identity.rs).
-    registration_id = attestation.get("registration_id") or common_name(cert_pem)
-    state = register_with_dps(
-        provisioning["global_endpoint"], provisioning["scope_id"], registration_id, cert_pem, key_pem, IDENTITYD_HOME
-    )
+    device = read_device_backup() if trigger == "Startup" else None
+    if device is not None:
+        log("INFO", f"Provisioned with backup for {device['device_id']}.")
+    else:
+        # Prefer the registration ID specified in config, but use the certificate's subject otherwise (identity.rs).
+        registration_id = attestation.get("registration_id") or common_name(cert_pem)
+        endpoint, scope = provisioning["global_endpoint"], provisioning["scope_id"]
+        state = register_with_dps(endpoint, scope, registration_id, cert_pem, key_pem, IDENTITYD_HOME)
+        device = {"hub": state["assignedHub"], "device_id": state["deviceId"], "registration_id": registration_id}
+    # The real identityd says this after a restored backup too.
     log("INFO", "Successfully provisioned with DPS.")
-    device = {"hub": state["assignedHub"], "device_id": state["deviceId"], "registration_id": registration_id}
-    backup = IDENTITYD_HOME / "device_info"
-    backup.write_text(json.dumps(device) + "\n")
-    backup.chmod(0o600)
+    write_backup(DEVICE_BACKUP, json.dumps(device) + "\n")
+    # prev_state is identityd's settings as it read them (the real one serialises its parsed settings).
+    write_backup(SETTINGS_BACKUP, settings)
     return device
+
+
+class Identityd:
+    """aziot-identityd's state: the device it is provisioned as, None after a failed reprovision."""
+
+    def __init__(self) -> None:
+        self.device: dict | None = None
+
+    def start(self) -> None:
+        """Provisioning with trigger Startup; raises what made it fail (the daemon then exits)."""
+        log("INFO", "Provisioning starting. Reason: Startup")
+        self.device = provision("Startup")
+        self._reconciled("Startup")
+
+    def reprovision(self) -> dict:
+        """The reprovision API (trigger Api): forget the device and its backup, then register with DPS.
+
+        As the real one, a failed registration leaves no device: identityd keeps running, ``get_device`` fails,
+        and its next start registers again since there is no backup.
+        """
+        log("INFO", "Provisioning starting. Reason: Api")
+        self.device = None
+        try:
+            (IDENTITYD_HOME / DEVICE_BACKUP).unlink(missing_ok=True)
+        except OSError as error:
+            log("WARN", f"Failed to clear device state before reprovisioning: {error}")
+        try:
+            self.device = provision("Api")
+        except PROVISIONING_ERRORS as error:
+            log("INFO", f"!!! {error}")
+            return {"error": str(error)}
+        self._reconciled("Api")
+        return self.device
+
+    @staticmethod
+    def _reconciled(trigger: str) -> None:
+        # No module identities in the double: reconciliation has nothing to do.
+        log("INFO", "Provisioning complete.")
+        log("INFO", f"Identity reconciliation started. Reason: {trigger}")
+        log("INFO", "Identity reconciliation complete.")
+
+    def handle(self, request: dict) -> dict:
+        operation = request.get("op")
+        if operation == "get_device":
+            return self.device if self.device is not None else {"error": "device identity not found"}
+        if operation == "reprovision":
+            return self.reprovision()
+        return {"error": f"unknown operation {operation!r}"}
 
 
 def identityd(listener) -> int:
     log("INFO", f"Starting Azure IoT Identity Service {IDENTITY_SERVICE_VERSION} (edgefleet test double)")
-    log("INFO", "Provisioning starting. Reason: Startup")
+    daemon = Identityd()
     try:
-        device = provision()
-    except (ServiceError, ProvisioningError, OSError, KeyError, ssl.SSLError) as error:
-        log("ERROR", f"Failed to provision with IoT Hub: {error}")
+        daemon.start()
+    except PROVISIONING_ERRORS as error:
+        log("ERROR", f"Failed to provision with IoT Hub, and no valid device backup was found: {error}")
         return 1
-    log("INFO", "Provisioning complete.")
-    log("INFO", "Identity reconciliation started. Reason: Startup")
-    log("INFO", "Identity reconciliation complete.")
-
-    def handle(request: dict) -> dict:
-        if request.get("op") == "get_device":
-            return device
-        return {"error": f"unknown operation {request.get('op')!r}"}
-
-    serve_json(listener, handle)
+    serve_json(listener, daemon.handle)
     return 0
+
+
+# ---- identityd's clients ----------------------------------------------------------------------------------
+
+
+def request_reprovision() -> str | None:
+    """Ask identityd to register with DPS again, as ``iotedge system reprovision`` does; None, or why it failed."""
+    try:
+        answer = call(IDENTITYD_SOCKET, {"op": "reprovision"}, timeout=REPROVISION_TIMEOUT_SECONDS)
+    except (OSError, ValueError) as error:
+        return f"could not reach aziot-identityd at {IDENTITYD_SOCKET}: {error}"
+    if "device_id" not in answer:
+        return answer.get("error", "no answer")
+    return None
 
 
 # ---- entry point ------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ CLOUD_TIMEOUT_SECONDS = 70
 
 
 class ProvisioningError(Exception):
-    """Why the device could not be provisioned (the daemon logs it and exits)."""
+    """Why DPS did not assign the device (the daemon logs it, then falls back to its backup or fails)."""
 
 
 def common_name(pem: str) -> str:

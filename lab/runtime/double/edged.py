@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from . import EDGE_VERSION
+from .aziotd import request_reprovision
 from .ipc import activated_sockets, call
 from .journal import log
 
@@ -186,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     if MGMT_SOCKET_NAME not in sockets:
         log("ERROR", f"{MGMT_SOCKET_NAME} was not passed by systemd")
         return 1
+    # AlwaysOnStartup is edged's to carry out: it asks identityd to register again at each of its starts.
+    if settings.get("auto_reprovisioning_mode", "Dynamic") == "AlwaysOnStartup":
+        failure = request_reprovision()
+        if failure is not None:
+            log("ERROR", f"Reprovision on startup failed: {failure}")
+            return 1
     log("INFO", "Obtaining Edge device provisioning data...")
     try:
         device = call(IDENTITYD_SOCKET, {"op": "get_device"}, timeout=600)

@@ -2,8 +2,9 @@
 
 Loads config.yaml and validates it as 1.1's settings.rs does, reads the identity certificate and key itself (1.1 has
 no key service), refuses a chain that libiothsm cannot represent (anything expiring on or after 2038-01-01),
-provisions through DPS over mutual TLS, keeps the backup, then "runs" edgeAgent and serves the management API like
-the 1.2+ double (device-side.md 2).
+provisions through DPS over mutual TLS with edgelet's backup provisioning (falls back to the backup when DPS fails;
+skips DPS for a backup when ``always_reprovision_on_startup`` is false), then "runs" edgeAgent and serves the
+management API like the 1.2+ double (device-side.md 2).
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def load_settings(text: str) -> dict:
         raise SettingsError(f"attestation method {attestation.get('method')!r} is not implemented by the test double")
     file_uri("provisioning.attestation.identity_cert", attestation.get("identity_cert"))
     file_uri("provisioning.attestation.identity_pk", attestation.get("identity_pk"))
+    always = provisioning.get("always_reprovision_on_startup", True)
+    if not isinstance(always, bool):
+        raise SettingsError(f"provisioning.always_reprovision_on_startup: invalid type: {always!r}, expected a boolean")
     return config
 
 
@@ -98,6 +102,48 @@ def chain_limits(pem: str) -> list[tuple[str, datetime.datetime]]:
         not_after = datetime.datetime.strptime(fields["notAfter"], "%b %d %H:%M:%S %Y %Z")
         limits.append((fields["subject"], not_after.replace(tzinfo=datetime.UTC)))
     return limits
+
+
+def restore_backup() -> dict:
+    """The provisioning result of the last successful registration; OSError or ValueError when there is none."""
+    text = BACKUP.read_text()
+    log("INFO", "Restoring device credentials from backup")
+    device = json.loads(text)
+    if not isinstance(device, dict) or not device.get("hub") or not device.get("device_id"):
+        raise ValueError(f"{BACKUP} has no hub or device id")
+    return device
+
+
+def provision(provisioning: dict, cert_pem: str, key_pem: str) -> dict:
+    """edgelet's BackupProvisioning around DPS (1.1 provisioning.rs), with its log lines.
+
+    With ``always_reprovision_on_startup`` (the default) every start registers and a failed registration falls back
+    to the backup; without it a usable backup is used and DPS is not asked. No usable backup and a failed
+    registration: the error is raised.
+    """
+    if not provisioning.get("always_reprovision_on_startup", True):
+        log("INFO", "Attempting to restore provisioning backup...")
+        try:
+            return restore_backup()
+        except (OSError, ValueError):
+            log("INFO", "Provisioning backup could not be restored: Could not restore previous provisioning result")
+    attestation = provisioning["attestation"]
+    try:
+        registration_id = attestation.get("registration_id") or common_name(cert_pem)
+        state = register_with_dps(
+            provisioning["global_endpoint"], provisioning["scope_id"], registration_id, cert_pem, key_pem, HOME
+        )
+    except (ProvisioningError, OSError) as error:
+        log("WARN", "Could not provision device")
+        log("WARN", f"\tcaused by: {error}")
+        try:
+            return restore_backup()
+        except (OSError, ValueError):
+            raise error from None
+    device = {"hub": state["assignedHub"], "device_id": state["deviceId"]}
+    BACKUP.parent.mkdir(parents=True, exist_ok=True)
+    BACKUP.write_text(json.dumps(device) + "\n")
+    return device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,19 +184,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     log("INFO", "Provisioning edge device...")
     log("INFO", "Starting provisioning edge device via X509 provisioning...")
-    provisioning = config["provisioning"]
     try:
-        registration_id = attestation.get("registration_id") or common_name(cert_pem)
-        state = register_with_dps(
-            provisioning["global_endpoint"], provisioning["scope_id"], registration_id, cert_pem, key_pem, HOME
-        )
+        device = provision(config["provisioning"], cert_pem, key_pem)
     except (ProvisioningError, OSError) as error:
         log("ERROR", f"Failed to provision with IoT Hub: {error}")
         return 1
+    # The real iotedged says this after a restored backup too.
     log("INFO", "Successful DPS provisioning.")
-    device = {"hub": state["assignedHub"], "device_id": state["deviceId"]}
-    BACKUP.parent.mkdir(parents=True, exist_ok=True)
-    BACKUP.write_text(json.dumps(device) + "\n")
     log("INFO", "Finished provisioning edge device.")
     sockets = activated_sockets()
     if MGMT_SOCKET_NAME not in sockets:

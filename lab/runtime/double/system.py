@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from .config_apply import STOP_ORDER, Host, restart
+from .aziotd import request_reprovision
+from .config_apply import STOP_ORDER, Host, _systemctl, restart
 
 SERVICES = STOP_ORDER  # aziot-edged, aziot-identityd, aziot-keyd, aziot-certd, aziot-tpmd
 SOCKETS = {
@@ -67,13 +68,22 @@ def stop(host: Host, out=sys.stdout) -> int:
 
 
 def reprovision(host: Host, out=sys.stdout) -> int:
-    """identityd provisions whenever it starts; then edged restarts to pick up the new identity."""
-    for verb, unit in (("restart", "aziot-identityd.service"), ("restart", "aziot-edged.service")):
-        completed = host.systemctl(verb, unit)
-        if completed.returncode != 0:
-            print(f"Command failed: could not {verb} {unit}: {completed.stderr.strip()}", file=sys.stderr)
-            return 1
+    """Ask identityd to register with DPS again (trigger Api), then restart edged for the new identity (system.rs).
+
+    A refusal leaves edged alone: it goes on with the device it obtained at its start.
+    """
+    failure = request_reprovision()
+    if failure is not None:
+        print(f"Failed to reprovision: {failure}", file=sys.stderr)
+        print("Error running system command", file=sys.stderr)
+        print("", file=sys.stderr)
+        return 1
     print("Successfully reprovisioned with IoT Hub.", file=out)
+    # aziotctl's restart for edged alone: stop it, start its sockets, start it.
+    _systemctl(host, "stop", "aziot-edged.service", "Stopping", "Stopped", out)
+    for socket_unit in SOCKETS["aziot-edged"]:
+        _systemctl(host, "start", socket_unit, "Starting", "Started", out)
+    _systemctl(host, "start", "aziot-edged.service", "Starting", "Started", out)
     return 0
 
 
