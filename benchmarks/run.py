@@ -12,6 +12,7 @@ import enroll
 import lab_fleet
 import pki
 import rollout
+import rotation
 import scale
 
 BENCHMARKS = {
@@ -19,6 +20,7 @@ BENCHMARKS = {
     "enroll": enroll.main,
     "lab": lab_fleet.main,
     "rollout": rollout.main,
+    "rotation": rotation.main,
     "scale": scale.main,
 }
 

@@ -250,6 +250,9 @@ def _resolved(role: str, values: dict) -> dict:
     """What the roles read of an accepted host, resolved once here."""
     registration_id = values.get("edgefleet_registration_id")
     resolved = {"registration_id": registration_id}
+    if role == "edge_pki":
+        resolved["rotate"] = bool(values.get("edgefleet_identity_rotate"))
+        resolved["retired"] = bool(values.get("edgefleet_retired"))
     if role == "dps_enrollment":
         # Both twin parts are always sent: a tag or property removed from inventory is removed from the enrollment.
         resolved["twin"] = {
@@ -259,6 +262,8 @@ def _resolved(role: str, values: dict) -> dict:
         # Where pki_identity keeps the host's leaf (the module owns the file names).
         identity = identity_files(values["edgefleet_pki_identity_dir"], registration_id)
         resolved["certificate_path"] = identity["cert_path"]
+        # A rotation's new leaf while it is under way (pki_identity staged=true).
+        resolved["next_certificate_path"] = identity["next"]["cert_path"]
     return resolved
 
 

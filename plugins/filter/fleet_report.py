@@ -30,6 +30,13 @@ options:
   now:
     description: The time to count from (ISO 8601, UTC); the current time when unset.
     type: str
+  enrollments:
+    description:
+      - Every individual enrollment of the DPS instance, as M(edgefleet.iotedge.dps_enrollment_info) returns them.
+        Given, the result's C(unclaimed) lists those whose certificate was issued by the CA of the hosts' own
+        enrollments but that no host claims any more (a host removed from inventory without being retired).
+    type: list
+    elements: dict
 """
 
 EXAMPLES = r"""
@@ -40,7 +47,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: C(rows) (sorted by host), C(table) and C(csv) (text), C(below_threshold) and C(flagged) (hosts).
+  description:
+    - C(rows) (sorted by host), C(table) and C(csv) (text), C(below_threshold) and C(flagged) (hosts).
+    - C(unclaimed) - with O(enrollments), each unclaimed enrollment's C(registration_id), C(issuer),
+      C(provisioning_status) and C(registration_status); otherwise empty.
   type: dict
 """
 
@@ -50,7 +60,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._fleet_report im
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import PkiError, parse_time, utcnow
 
 
-def fleet_report(hosts, min_days=30, now=None) -> dict:
+def fleet_report(hosts, min_days=30, now=None, enrollments=None) -> dict:
     if not isinstance(hosts, dict):
         raise AnsibleFilterError("edgefleet.iotedge.fleet_report: the input is a dictionary of hosts")
     try:
@@ -59,7 +69,10 @@ def fleet_report(hosts, min_days=30, now=None) -> dict:
         raise AnsibleFilterError(f"edgefleet.iotedge.fleet_report: {error}") from None
     if isinstance(min_days, bool) or not isinstance(min_days, int):
         raise AnsibleFilterError("edgefleet.iotedge.fleet_report: min_days is a whole number of days")
-    return build({str(host): dict(facts) for host, facts in hosts.items()}, min_days=min_days, now=moment)
+    if enrollments is not None and not isinstance(enrollments, list):
+        raise AnsibleFilterError("edgefleet.iotedge.fleet_report: enrollments is a list (dps_enrollment_info's)")
+    hosts = {str(host): dict(facts) for host, facts in hosts.items()}
+    return build(hosts, min_days=min_days, now=moment, enrollments=enrollments)
 
 
 class FilterModule:

@@ -35,7 +35,11 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: C(cert_path) (the leaf), C(key_path) and C(chain_path) (leaf, intermediate, root).
+  description:
+    - C(cert_path) (the leaf), C(key_path) and C(chain_path) (leaf, intermediate, root).
+    - C(next), the same three paths of a rotation's new identity, which waits there until the device registered with
+      it (M(edgefleet.iotedge.pki_identity) with O(edgefleet.iotedge.pki_identity#module:staged=true)). The files
+      exist only while a rotation is under way.
   type: dict
 """
 

@@ -136,8 +136,41 @@ def host_row(host: str, facts: dict, now: datetime.datetime, min_days: int) -> d
     return row
 
 
-def fleet_report(hosts: dict, *, min_days: int, now: datetime.datetime) -> dict:
-    """rows (sorted by host), table (text), csv (text), below_threshold and flagged (host names)."""
+def _issuers(enrollment) -> set:
+    slots = (enrollment or {}).get("certificates") or {} if isinstance(enrollment, dict) else {}
+    return {slot["issuer"] for slot in slots.values() if slot and slot.get("issuer")}
+
+
+def unclaimed_enrollments(hosts: dict, enrollments: list) -> list:
+    """DPS's individual enrollments that this fleet's CA issued but no inventory host claims any more.
+
+    "This fleet's CA" is read off the hosts' own enrollments: an enrollment whose certificate has the issuer of a
+    claimed one. Each: registration_id, issuer, provisioning_status and the registration's status.
+    """
+    claimed = {str(facts.get("registration_id") or "").lower() for facts in hosts.values()}
+    issuers = set().union(*(_issuers(facts.get("enrollment")) for facts in hosts.values()))
+    unclaimed = []
+    for enrollment in enrollments or []:
+        registration_id = enrollment.get("registration_id") or ""
+        found = _issuers(enrollment) & issuers
+        if registration_id.lower() in claimed or not found:
+            continue
+        state = enrollment.get("registration_state") or {}
+        unclaimed.append(
+            {
+                "registration_id": registration_id,
+                "issuer": sorted(found)[0],
+                "provisioning_status": enrollment.get("provisioning_status"),
+                "registration_status": state.get("status") or "not registered",
+            }
+        )
+    return sorted(unclaimed, key=lambda item: item["registration_id"])
+
+
+def fleet_report(hosts: dict, *, min_days: int, now: datetime.datetime, enrollments: list | None = None) -> dict:
+    """rows (sorted by host), table (text), csv (text), below_threshold and flagged (host names), and unclaimed:
+    the individual enrollments of this fleet's CA that no host claims (when ``enrollments``, all of DPS's, are given).
+    """
     rows = [host_row(host, hosts[host], now, min_days) for host in sorted(hosts)]
     return {
         "rows": rows,
@@ -145,6 +178,7 @@ def fleet_report(hosts: dict, *, min_days: int, now: datetime.datetime) -> dict:
         "csv": csv_text(rows),
         "below_threshold": [row["host"] for row in rows if row["days_left"] == "" or row["days_left"] < min_days],
         "flagged": [row["host"] for row in rows if row["problems"]],
+        "unclaimed": unclaimed_enrollments(hosts, enrollments) if enrollments is not None else [],
     }
 
 

@@ -4,7 +4,7 @@
 # PRIVATE to the edgefleet.iotedge collection. Do not use this from other collections:
 # it may change at any time.
 
-"""IoT Hub registry reads over the azure-iot-hub 2.7 SDK, and the iothub_device_info core.
+"""IoT Hub registry reads and device identity writes over the azure-iot-hub 2.7 SDK, and the iothub_device_info core.
 
 The SDK's own urllib3 retries are switched off: every call runs inside `_http.RetryPolicy`, which is the one place
 for retries. SDK exceptions become the collection's typed errors (ApiError keeps the hub's ``iothub-errorcode``).
@@ -94,6 +94,24 @@ def load_sdk():
             import_traceback=traceback.format_exc(),
         ) from None
     return IoTHubRegistryManager, QuerySpecification
+
+
+def load_device_model():
+    """The SDK's Device model (for writes), with the same clean report as load_sdk when the SDK is missing."""
+    load_sdk()
+    from azure.iot.hub.models import Device
+
+    return Device
+
+
+def if_match_header(etag) -> str:
+    """An etag as the If-Match header carries it: quoted as the SDK sends it (RFC 7232); None means ``*``."""
+    if etag is None or etag == "*":
+        return "*"
+    etag = str(etag)
+    if len(etag) > 1 and etag[0] == etag[-1] == '"':
+        return etag
+    return f'"{etag}"'
 
 
 # ---- error classification --------------------------------------------------------------------------------
@@ -190,7 +208,7 @@ def classify_sdk_error(exc, operation: str, host: str):
 
 
 class IoTHubRegistry:
-    """Registry reads the info module needs; records are the SDK models' ``as_dict()`` (snake_case keys)."""
+    """Registry reads and device identity writes; records are the SDK models' ``as_dict()`` (snake_case keys)."""
 
     def __init__(
         self,
@@ -262,6 +280,39 @@ class IoTHubRegistry:
     def get_device(self, device_id: str):
         device = self._get_or_none("Devices_GetIdentity", lambda: self.registry.get_device(device_id))
         return device.as_dict() if device is not None else None
+
+    @staticmethod
+    def _device_model(device):
+        """An SDK Device model from one, or from a record shaped like get_device's (snake_case or the wire's camelCase)."""
+        if hasattr(device, "serialize"):
+            return device
+        return load_device_model().from_dict(device)
+
+    def update_device(self, device_id: str, device, etag):
+        """PUT the whole identity (``Devices_CreateOrUpdateIdentity``) only if the hub's etag is still ``etag``.
+
+        ``device`` is an SDK Device model or a record as get_device returns it. The hub replaces the identity with
+        what is sent, so send everything that is to stay (authentication with its keys or thumbprints, capabilities,
+        device and parent scopes): start from a get_device record. A changed etag is an ApiError with status 412.
+        Returns the identity the hub stored, as get_device does.
+        """
+        model = self._device_model(device)
+        header = if_match_header(etag)
+        updated = self._run(
+            "Devices_CreateOrUpdateIdentity",
+            lambda: self.registry.protocol.devices.create_or_update_identity(device_id, model, if_match=header),
+        )
+        return updated.as_dict()
+
+    def delete_device(self, device_id: str, etag) -> None:
+        """DELETE the identity (``Devices_DeleteIdentity``) only if the hub's etag is still ``etag`` (None: any).
+
+        A changed etag is an ApiError with status 412, an unknown device one with status 404.
+        """
+        header = if_match_header(etag)
+        self._run(
+            "Devices_DeleteIdentity", lambda: self.registry.protocol.devices.delete_identity(device_id, if_match=header)
+        )
 
     def get_twin(self, device_id: str):
         twin = self._get_or_none("Devices_GetTwin", lambda: self.registry.get_twin(device_id))
@@ -508,6 +559,8 @@ __all__ = (
     "device_info",
     "device_view",
     "hub_api_error",
+    "if_match_header",
+    "load_device_model",
     "load_sdk",
     "parse_hub_connection_string",
 )

@@ -27,6 +27,8 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
 )
 
 DPS_CONNECTION_STRING_ENV = "EDGEFLEET_DPS_CONNECTION_STRING"
+# The same as _iothub.IOTHUB_CONNECTION_STRING_ENV, which imports the SDK lazily but is not needed here.
+IOTHUB_CONNECTION_STRING_ENV = "EDGEFLEET_IOTHUB_CONNECTION_STRING"
 CA_BUNDLE_ENV = "EDGEFLEET_CA_BUNDLE"
 
 
@@ -64,6 +66,14 @@ def dps_argument_spec() -> dict:
     """The DPS service connection (doc fragment _cloud.DPS) plus the HTTP options."""
     return {
         "connection_string": secret_option(fallback=(env_fallback, [DPS_CONNECTION_STRING_ENV])),
+        **http_argument_spec(),
+    }
+
+
+def iothub_argument_spec() -> dict:
+    """The IoT Hub service connection (EDGEFLEET_IOTHUB_CONNECTION_STRING) plus the HTTP options (_cloud.HTTP)."""
+    return {
+        "connection_string": secret_option(fallback=(env_fallback, [IOTHUB_CONNECTION_STRING_ENV])),
         **http_argument_spec(),
     }
 
@@ -153,6 +163,7 @@ __all__ = (
     "dps_client",
     "http_argument_spec",
     "http_options",
+    "iothub_argument_spec",
     "path_error",
     "refuse_secrets_that_are_not_text",
     "require_cryptography",

@@ -55,6 +55,11 @@ IDENTITY_KEY = "identity.key.pem"
 IDENTITY_CHAIN = "identity.full-chain.cert.pem"
 GENERATIONS = ("1.1", "1.2+")
 
+# A rotation's new identity waits in <device>/next/ until the device has registered with it; the identity it replaces
+# is then kept in <device>/retired/<serial>/, never deleted.
+NEXT_DIR = "next"
+RETIRED_DIR = "retired"
+
 KEY_MODE = 0o600
 CERT_MODE = 0o644
 DEVICE_DIR_MODE = 0o700
@@ -71,6 +76,10 @@ class IdentityRequest:
     generation: str = "1.2+"
     passphrase: str | None = None
     state: str = "present"
+    # Rotation: a renewal is written beside the current identity (next/) instead of over it, until it is promoted.
+    staged: bool = False
+    rotate: list = field(default_factory=list)
+    promote: list = field(default_factory=list)
 
 
 @dataclass
@@ -83,6 +92,11 @@ class _Plan:
     cert = None
     key = None
     chain_pem: bytes | None = None
+    # Rotation: none | stage (a new identity is written to next/) | staged (a valid one waits there) | promote.
+    rotation: str = "none"
+    current_cert = None
+    next_cert = None
+    retired_path: str | None = None
 
     @property
     def cert_path(self) -> str:
@@ -96,13 +110,21 @@ class _Plan:
     def chain_path(self) -> str:
         return os.path.join(self.directory, IDENTITY_CHAIN)
 
+    @property
+    def next_dir(self) -> str:
+        return os.path.join(self.directory, NEXT_DIR)
+
     def files(self) -> dict:
         return {"cert_path": self.cert_path, "key_path": self.key_path, "chain_path": self.chain_path}
 
+    def next_files(self) -> dict:
+        return {key: os.path.join(self.next_dir, os.path.basename(path)) for key, path in self.files().items()}
+
 
 def identity_files(identity_dir: str, registration_id: str) -> dict:
-    """Where a device's files are under ``identity_dir``; the roles read them through the identity_files filter."""
-    return _Plan(registration_id=registration_id, directory=os.path.join(identity_dir, registration_id)).files()
+    """Where a device's files are under ``identity_dir``, and its rotation's (``next``); see the identity_files filter."""
+    plan = _Plan(registration_id=registration_id, directory=os.path.join(identity_dir, registration_id))
+    return {**plan.files(), "next": plan.next_files()}
 
 
 def normalize_devices(devices) -> list[str]:
@@ -147,36 +169,63 @@ def _validate(request: IdentityRequest) -> None:
         )
 
 
+def _validate_rotation(request: IdentityRequest, ids: list) -> None:
+    for name in ("rotate", "promote"):
+        listed = getattr(request, name) or []
+        if not isinstance(listed, list) or not all(isinstance(item, str) for item in listed):
+            raise PkiError(f"{name}: must be a list of registration ids, got {shown(listed)}")
+        unknown = sorted(set(listed) - set(ids))
+        if unknown:
+            raise PkiError(f"{name}: {', '.join(unknown)} not among devices; list only registration ids of devices")
+        if listed and not request.staged:
+            raise PkiError(f"{name}: needs staged=true (a rotation stages the new identity in next/ first)")
+
+
+def _load_identity(cert_path: str, key_path: str):
+    """(certificate, key) from the two files; None when either is missing, PkiError when unreadable."""
+    cert_pem, key_pem = read_file(cert_path), read_file(key_path)
+    if cert_pem is None or key_pem is None:
+        return None
+    cert = load_certificates(cert_pem, path=cert_path)[0]
+    key = load_private_key(key_pem, path=key_path, passphrase=None, passphrase_field=key_path)
+    return cert, key
+
+
+def _identity_problems(cert, key, *, registration_id: str, request, ca) -> list:
+    """Why an identity cannot stay as it is (empty when it can), whatever its expiry."""
+    problems = []
+    common_name = common_name_of(cert.subject)
+    if common_name != registration_id:
+        problems.append(f"CN is {common_name!r}")
+    if not signed_by(cert, ca.signer_cert):
+        problems.append("not issued by the current CA")
+    current_type = key_type_of(cert.public_key())
+    if current_type != request.key_type:
+        problems.append(f"key type is {current_type}, wanted {request.key_type}")
+    if not key_matches_certificate(key, cert):
+        problems.append("key does not match the certificate")
+    if request.generation == "1.1" and not_after_of(cert) >= GENERATION_1_1_LIMIT:
+        problems.append("expires on or after 2038-01-01, which IoT Edge 1.1 cannot use")
+    return problems
+
+
 def _assess(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at: datetime.datetime) -> None:
     """Decide what one device needs, from what is on disk; fills plan.action/reasons/before."""
-    cert_pem = read_file(plan.cert_path)
-    key_pem = read_file(plan.key_path)
-    if cert_pem is None or key_pem is None:
-        if cert_pem is not None or key_pem is not None:
-            plan.action, plan.reasons = "reissue", ["certificate or key file is missing"]
-        else:
-            plan.action, plan.reasons = "create", ["no identity yet"]
+    if (read_file(plan.cert_path) is None) != (read_file(plan.key_path) is None):
+        plan.action, plan.reasons = "reissue", ["certificate or key file is missing"]
         return
     try:
-        cert = load_certificates(cert_pem, path=plan.cert_path)[0]
-        key = load_private_key(key_pem, path=plan.key_path, passphrase=None, passphrase_field=plan.key_path)
+        loaded = _load_identity(plan.cert_path, plan.key_path)
     except PkiError as exc:
         plan.action, plan.reasons = "reissue", [f"unreadable: {exc}"]
         return
+    if loaded is None:
+        plan.action, plan.reasons = "create", ["no identity yet"]
+        return
+    cert, key = loaded
     plan.before = _identity_view(cert)
-    reasons = []
-    common_name = common_name_of(cert.subject)
-    if common_name != plan.registration_id:
-        reasons.append(f"CN is {common_name!r}")
-    if not signed_by(cert, ca.signer_cert):
-        reasons.append("not issued by the current CA")
-    current_type = key_type_of(cert.public_key())
-    if current_type != request.key_type:
-        reasons.append(f"key type is {current_type}, wanted {request.key_type}")
-    if not key_matches_certificate(key, cert):
-        reasons.append("key does not match the certificate")
-    if request.generation == "1.1" and not_after_of(cert) >= GENERATION_1_1_LIMIT:
-        reasons.append("expires on or after 2038-01-01, which IoT Edge 1.1 cannot use")
+    plan.current_cert = cert
+    reasons = _identity_problems(cert, key, registration_id=plan.registration_id, request=request, ca=ca)
     if reasons:
         plan.action, plan.reasons = "reissue", reasons
         return
@@ -185,6 +234,7 @@ def _assess(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at: datetime.d
         plan.reasons = [f"expires on {format_time(not_after_of(cert))}, within renew_before_days"]
         return
     repairs = []
+    cert_pem = read_file(plan.cert_path)
     expected_chain = cert_pem if cert_pem.endswith(b"\n") else cert_pem + b"\n"
     if read_file(plan.chain_path) != expected_chain + chain_tail:
         repairs.append("full chain file is missing or out of date")
@@ -194,6 +244,42 @@ def _assess(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at: datetime.d
         plan.action, plan.reasons = "repair", repairs
         plan.chain_pem = expected_chain + chain_tail
     plan.cert = cert
+
+
+def _staged_identity(plan: _Plan, *, request, ca, renew_at: datetime.datetime):
+    """The certificate of a usable identity waiting in next/ (issued by today's CA, not due), or None."""
+    files = plan.next_files()
+    try:
+        loaded = _load_identity(files["cert_path"], files["key_path"])
+    except PkiError:
+        return None
+    if loaded is None:
+        return None
+    cert, key = loaded
+    if _identity_problems(cert, key, registration_id=plan.registration_id, request=request, ca=ca):
+        return None
+    return cert if not_after_of(cert) >= renew_at else None
+
+
+def _plan_rotation(plan: _Plan, *, request, ca, renew_at: datetime.datetime) -> None:
+    """With staging, a renewal of a readable identity goes to next/ and the current one stays until promoted."""
+    if not request.staged:
+        return
+    plan.next_cert = _staged_identity(plan, request=request, ca=ca, renew_at=renew_at)
+    if plan.next_cert is not None and plan.registration_id in request.promote:
+        plan.rotation, plan.reasons = "promote", ["the device registered with the new identity"]
+        plan.action, plan.cert = "none", plan.current_cert
+        return
+    due = plan.action in ("renew", "reissue") and plan.before is not None
+    asked = plan.registration_id in request.rotate and plan.next_cert is None
+    if plan.next_cert is not None:
+        plan.rotation = "staged"
+        plan.reasons = ["a new identity waits in next/ until the device registers with it"]
+    elif due or asked:
+        plan.rotation = "stage"
+        plan.reasons = plan.reasons if due else ["rotation asked for (rotate)"]
+    if plan.rotation != "none" and plan.action in ("renew", "reissue"):
+        plan.action, plan.cert = "none", plan.current_cert
 
 
 def _identity_view(cert) -> dict:
@@ -228,6 +314,7 @@ def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: dateti
     now = now or utcnow()
     _validate(request)
     ids = normalize_devices(request.devices)
+    _validate_rotation(request, ids)
     plans = [_Plan(registration_id=i, directory=os.path.join(request.path, i)) for i in ids]
     if check_mode:
         return _ensure(request, plans, now, check_mode=True)
@@ -248,6 +335,8 @@ def _ensure(request: IdentityRequest, plans: list, now: datetime.datetime, *, ch
         remove_paths(debris)
     if request.state == "absent":
         return _with_debris(_remove(plans, check_mode=check_mode), debris)
+    if request.state == "retired":
+        return _with_debris(_retire(plans, retired_root(request.path), now, check_mode=check_mode), debris)
 
     if check_mode and not ca_exists(request.ca_path):
         # pki_ca in check mode created nothing: every identity would be created once the CA exists.
@@ -277,6 +366,7 @@ def _ensure(request: IdentityRequest, plans: list, now: datetime.datetime, *, ch
     chain_tail = ca.chain_pem
     for plan in plans:
         _assess(plan, request=request, ca=ca, chain_tail=chain_tail, renew_at=renew_at)
+        _plan_rotation(plan, request=request, ca=ca, renew_at=renew_at)
 
     to_issue = [p for p in plans if p.action in ("create", "renew", "reissue")]
     if not check_mode:
@@ -293,41 +383,55 @@ def _with_debris(result: dict, debris: list) -> dict:
 
 def _result(plans, *, ca, ca_path: str, predicted_not_after: datetime.datetime) -> dict:
     """The module result; identities not issued yet (check mode) show the predicted end of validity."""
+    predicted = {
+        "thumbprint_sha1": None,
+        "thumbprint_sha256": None,
+        "not_after": format_time(predicted_not_after),
+        "issuer": ca.signer_cert.subject.rfc4514_string() if ca is not None else None,
+    }
     identities = {}
     diff_before, diff_after = {}, {}
     counts = {"create": 0, "renew": 0, "reissue": 0, "repair": 0, "none": 0}
+    rotations = {"none": 0, "stage": 0, "staged": 0, "promote": 0}
     for plan in plans:
         counts[plan.action] += 1
-        if plan.cert is not None:
-            view = _identity_view(plan.cert)
-        else:
-            view = {
-                "thumbprint_sha1": None,
-                "thumbprint_sha256": None,
-                "not_after": format_time(predicted_not_after),
-                "issuer": ca.signer_cert.subject.rfc4514_string() if ca is not None else None,
-            }
-        changed = plan.action != "none"
-        identities[plan.registration_id] = {
+        rotations[plan.rotation] += 1
+        promoted = plan.rotation == "promote"
+        view = _identity_view(plan.next_cert if promoted else plan.cert) if plan.cert is not None else predicted
+        changed = plan.action != "none" or plan.rotation in ("stage", "promote")
+        identity = {
             "registration_id": plan.registration_id,
             "changed": changed,
             "action": plan.action,
+            "rotation": plan.rotation,
             "reasons": plan.reasons,
             **plan.files(),
             **view,
         }
+        if plan.rotation in ("stage", "staged"):
+            staged_view = _identity_view(plan.next_cert) if plan.next_cert is not None else predicted
+            identity["next"] = {**plan.next_files(), **staged_view}
+        if promoted:
+            identity["retired_path"] = plan.retired_path
+        identities[plan.registration_id] = identity
         if changed:
             diff_before[plan.registration_id] = plan.before
-            diff_after[plan.registration_id] = dict(view, action=plan.action)
+            after = identity["next"] if plan.rotation == "stage" else view
+            diff_after[plan.registration_id] = {
+                key: after[key] for key in ("thumbprint_sha1", "thumbprint_sha256", "not_after", "issuer")
+            } | {"action": plan.action if plan.rotation == "none" else plan.rotation}
     return {
-        "changed": any(p.action != "none" for p in plans),
+        "changed": any(identity["changed"] for identity in identities.values()),
         "identities": identities,
         "summary": {
             "created": counts["create"],
             "renewed": counts["renew"],
             "reissued": counts["reissue"],
             "repaired": counts["repair"],
-            "unchanged": counts["none"],
+            "unchanged": counts["none"] - rotations["stage"] - rotations["promote"],
+            "staged": rotations["stage"],
+            "rotating": rotations["stage"] + rotations["staged"],
+            "promoted": rotations["promote"],
         },
         "ca": {
             "signer": ca.signer_name if ca is not None else None,
@@ -347,7 +451,10 @@ def _apply(plans, to_issue, *, request, ca, chain_tail, window) -> None:
                 write_files_atomically([(plan.chain_path, plan.chain_pem, CERT_MODE)])
             if file_mode(plan.key_path) != KEY_MODE:
                 os.chmod(plan.key_path, KEY_MODE)
-    if not to_issue:
+        if plan.rotation == "promote":
+            _promote(plan)
+    to_stage = [p for p in plans if p.rotation == "stage"]
+    if not to_issue and not to_stage:
         return
     os.makedirs(request.path, mode=DEVICE_DIR_MODE, exist_ok=True)
     issuer = CertificateIssuer(
@@ -358,19 +465,91 @@ def _apply(plans, to_issue, *, request, ca, chain_tail, window) -> None:
         profile="client",
     )
     for plan in to_issue:
-        key = generate_private_key(request.key_type)
-        cert = issuer.issue(common_name=plan.registration_id, public_key=key.public_key())
-        cert_pem = certificate_pem(cert)
-        files = [
-            (IDENTITY_KEY, private_key_pem(key), KEY_MODE),
-            (IDENTITY_CERT, cert_pem, CERT_MODE),
-            (IDENTITY_CHAIN, cert_pem + chain_tail, CERT_MODE),
+        plan.cert = _issue_into(plan.directory, plan.registration_id, issuer, request.key_type, chain_tail)
+    for plan in to_stage:
+        plan.next_cert = _issue_into(plan.next_dir, plan.registration_id, issuer, request.key_type, chain_tail)
+
+
+def _issue_into(directory: str, registration_id: str, issuer, key_type: str, chain_tail: bytes):
+    """A new key and certificate for the device, written into ``directory`` together; returns the certificate."""
+    key = generate_private_key(key_type)
+    cert = issuer.issue(common_name=registration_id, public_key=key.public_key())
+    cert_pem = certificate_pem(cert)
+    files = [
+        (IDENTITY_KEY, private_key_pem(key), KEY_MODE),
+        (IDENTITY_CERT, cert_pem, CERT_MODE),
+        (IDENTITY_CHAIN, cert_pem + chain_tail, CERT_MODE),
+    ]
+    if os.path.isdir(directory):
+        write_files_atomically([(os.path.join(directory, name), data, mode) for name, data, mode in files])
+    else:
+        write_directory_atomically(directory, files, mode=DEVICE_DIR_MODE)
+    return cert
+
+
+def _promote(plan: _Plan) -> None:
+    """The staged identity becomes the current one; the one it replaces is kept under retired/<serial>/."""
+    names = (IDENTITY_KEY, IDENTITY_CERT, IDENTITY_CHAIN)
+    retired = os.path.join(plan.directory, RETIRED_DIR, f"{plan.current_cert.serial_number:x}")
+    if not os.path.isdir(retired):
+        os.makedirs(os.path.dirname(retired), mode=DEVICE_DIR_MODE, exist_ok=True)
+        current = [(name, read_file(os.path.join(plan.directory, name))) for name in names]
+        write_directory_atomically(
+            retired,
+            [(name, data, KEY_MODE if name == IDENTITY_KEY else CERT_MODE) for name, data in current if data],
+            mode=DEVICE_DIR_MODE,
+        )
+    staged = [(os.path.join(plan.next_dir, name), os.path.join(plan.directory, name)) for name in names]
+    write_files_atomically(
+        [
+            (target, read_file(source), KEY_MODE if target.endswith(IDENTITY_KEY) else CERT_MODE)
+            for source, target in staged
         ]
-        if os.path.isdir(plan.directory):
-            write_files_atomically([(os.path.join(plan.directory, name), data, mode) for name, data, mode in files])
-        else:
-            write_directory_atomically(plan.directory, files, mode=DEVICE_DIR_MODE)
-        plan.cert = cert
+    )
+    remove_paths([plan.next_dir])
+    plan.retired_path = retired
+    plan.cert = plan.next_cert
+
+
+def retired_root(identity_dir: str) -> str:
+    """Where retired devices' directories go: beside the identity directory, so no registration id can clash."""
+    return os.path.normpath(identity_dir) + ".retired"
+
+
+def _retire(plans, root: str, now: datetime.datetime, *, check_mode: bool) -> dict:
+    """A retired device's whole directory (identity, next/, retired/) moves to <root>/<id>/<UTC time>/, never deleted;
+    its leaf is also copied to <root>/<id>/identity.cert.pem, where later runs find it."""
+    identities, diff_before = {}, {}
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    for plan in plans:
+        target = os.path.join(root, plan.registration_id, stamp)
+        present = os.path.isdir(plan.directory)
+        if present:
+            cert_pem = read_file(plan.cert_path)
+            diff_before[plan.registration_id] = (
+                _identity_view(load_certificates(cert_pem, path=plan.cert_path)[0]) if cert_pem else {}
+            )
+            if not check_mode:
+                os.makedirs(os.path.dirname(target), mode=DEVICE_DIR_MODE, exist_ok=True)
+                os.rename(plan.directory, target)
+                if cert_pem:
+                    # The certificate DPS keeps for the retired device (its disabled enrollment), at a fixed path.
+                    write_files_atomically(
+                        [(os.path.join(os.path.dirname(target), IDENTITY_CERT), cert_pem, CERT_MODE)]
+                    )
+        identities[plan.registration_id] = {
+            "registration_id": plan.registration_id,
+            "changed": present,
+            "action": "retire" if present else "none",
+            "reasons": [],
+            "retired_path": target if present else None,
+        }
+    return {
+        "changed": bool(diff_before),
+        "identities": identities,
+        "summary": {"retired": len(diff_before), "unchanged": len(plans) - len(diff_before)},
+        "diff": {"before": {"identities": diff_before}, "after": {"identities": dict.fromkeys(diff_before)}},
+    }
 
 
 def _remove(plans, *, check_mode: bool) -> dict:

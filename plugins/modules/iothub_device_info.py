@@ -156,29 +156,19 @@ missing:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub import (
-    IOTHUB_CONNECTION_STRING_ENV,
     DeviceInfoRequest,
     IoTHubRegistry,
     device_info,
     parse_hub_connection_string,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import (
-    http_argument_spec,
     http_options,
+    iothub_argument_spec,
     run_cloud_core,
-    secret_option,
 )
-
-
-def iothub_argument_spec() -> dict:
-    """The IoT Hub service connection plus the HTTP options (doc fragment _cloud.HTTP)."""
-    return {
-        "connection_string": secret_option(fallback=(env_fallback, [IOTHUB_CONNECTION_STRING_ENV])),
-        **http_argument_spec(),
-    }
 
 
 def main():

@@ -23,6 +23,11 @@ description:
     files of a device are staged and renamed together, so a failure leaves either the old set or the new set.
   - A run holds a lock on O(path) (and a shared one on O(ca_path)), so runs started together wait for each other;
     it removes the temporary files an interrupted run left (see RV(temporaries_removed)).
+  - "Rotation (O(staged=true)): a renewal or reissue of an identity that can still be read is written beside it, to
+    C(<path>/<id>/next/), and the current files stay, so DPS can hold both certificates while the device switches.
+    A usable identity already waiting there (issued by the current CA, not due itself) is kept by later runs.
+    O(promote) then makes it the current identity and keeps the one it replaces in C(<path>/<id>/retired/<serial>/);
+    nothing is deleted. Role C(edgefleet.iotedge.edge_pki) and C(provision_edge.yml) drive this for a fleet."
 author: edgefleet developers (@edgefleet)
 extends_documentation_fragment:
   - edgefleet.iotedge._attributes
@@ -75,10 +80,36 @@ options:
     description: Passphrase of the CA keys, when M(edgefleet.iotedge.pki_ca) encrypted them.
     type: raw
   state:
-    description: V(absent) removes the listed devices' identity files.
+    description:
+      - V(absent) removes the listed devices' identity files.
+      - V(retired) moves each listed device's whole directory (identity, C(next/), C(retired/)) to
+        C(<path>.retired/<id>/<UTC time>/), for a device taken out of the fleet, and copies its leaf to
+        C(<path>.retired/<id>/identity.cert.pem) (the certificate a disabled enrollment keeps); nothing is deleted.
+        A device without a directory is no change.
     type: str
-    choices: [present, absent]
+    choices: [present, absent, retired]
     default: present
+  staged:
+    description:
+      - Write a renewal or reissue of a readable identity to C(next/) instead of over the current files (see the
+        rotation paragraph above). Identities created for the first time, or whose files are missing or unreadable,
+        are written in place either way.
+    type: bool
+    default: false
+  rotate:
+    description:
+      - Registration ids (among O(devices)) to rotate now even though their identity is not due; needs O(staged).
+      - A device that already has an identity waiting in C(next/) keeps it.
+    type: list
+    elements: str
+    default: []
+  promote:
+    description:
+      - Registration ids (among O(devices)) whose identity waiting in C(next/) becomes the current one, because the
+        device registered with it; needs O(staged). An id with nothing waiting is left as it is.
+    type: list
+    elements: str
+    default: []
 seealso:
   - module: edgefleet.iotedge.pki_ca
 """
@@ -132,7 +163,22 @@ identities:
       issuer: CN=edgefleet Intermediate CA
   contains:
     action:
-      description: V(none), V(create), V(renew), V(reissue), V(repair) or V(remove).
+      description: V(none), V(create), V(renew), V(reissue), V(repair), V(remove) or V(retire), for the current files.
+      type: str
+    rotation:
+      description:
+        - V(none); V(stage) (a new identity was written to C(next/)); V(staged) (one waits there from an earlier run);
+          V(promote) (the waiting identity became the current one).
+      type: str
+    next:
+      description:
+        - The identity waiting in C(next/) - C(cert_path), C(key_path), C(chain_path), thumbprints, C(not_after),
+          C(issuer) - when C(rotation) is V(stage) or V(staged).
+      type: dict
+    retired_path:
+      description:
+        - Where the replaced identity was kept, when C(rotation) is V(promote); with O(state=retired), where the
+          device's directory went.
       type: str
     thumbprint_sha1:
       description: SHA-1 thumbprint of the leaf, uppercase hex (as DPS shows it); V(null) in check mode for new ones.
@@ -141,7 +187,9 @@ identities:
       description: SHA-256 thumbprint of the leaf, uppercase hex.
       type: str
 summary:
-  description: How many identities were created, renewed, reissued, repaired or left unchanged.
+  description:
+    - How many identities were created, renewed, reissued, repaired or left unchanged; with O(staged), how many were
+      staged, how many rotations are under way (C(rotating)) and how many were promoted.
   returned: always
   type: dict
 ca:
@@ -174,7 +222,10 @@ def main():
             "renew_before_days": {"type": "int", "default": 30},
             "generation": {"type": "str", "default": "1.2+", "choices": ["1.1", "1.2+"]},
             "passphrase": secret_option(),
-            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+            "state": {"type": "str", "default": "present", "choices": ["present", "absent", "retired"]},
+            "staged": {"type": "bool", "default": False},
+            "rotate": {"type": "list", "elements": "str", "default": []},
+            "promote": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )

@@ -82,6 +82,11 @@ class Fleet:
         with urllib.request.urlopen(request, context=self._tls, timeout=30) as response:
             assert response.status == 201
 
+    def clear_faults(self) -> None:
+        request = urllib.request.Request(f"{self.control_url}/faults", method="DELETE")
+        with urllib.request.urlopen(request, context=self._tls, timeout=30) as response:
+            assert response.status == 204
+
     def faults(self) -> list[dict]:
         with urllib.request.urlopen(f"{self.control_url}/faults", context=self._tls, timeout=30) as response:
             return json.load(response)

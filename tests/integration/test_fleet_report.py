@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import shutil
 
+import yaml
 from existing_ca import openssl
 
 PROVISION = "playbooks/provision_edge.yml"
@@ -76,3 +78,20 @@ def test_the_report_lists_every_host_and_flags_a_chain_replaced_by_hand(fleet_fa
     )
     assert warned.returncode == 0, warned.output
     assert "1 host(s) with a problem: edge-02" in warned.output
+
+
+def test_an_enrolled_host_removed_from_inventory_is_reported_as_unclaimed(fleet_factory, ansible_playbook, tmp_path):
+    fleet = fleet_factory(2)
+    assert ansible_playbook(PROVISION, inventory=fleet.inventory).returncode == 0
+    # The same inventory without edge-02: its enrollment stays in DPS, with no host that claims it.
+    smaller = tmp_path / "inventory"
+    shutil.copytree(fleet.inventory, smaller)
+    hosts = yaml.safe_load((smaller / "hosts.yml").read_text())
+    del hosts["all"]["children"]["edge"]["hosts"]["edge-02"]
+    (smaller / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    report_dir = tmp_path / "report"
+    reported = ansible_playbook(REPORT, inventory=smaller, extra_vars={"edgefleet_report_dir": str(report_dir)})
+    assert reported.returncode == 0, reported.output
+    assert "with no inventory host: edge-02." in reported.output  # (the YAML callback doubles the quote in fleet's)
+    unclaimed = json.loads((report_dir / "fleet-unclaimed.json").read_text())
+    assert [(item["registration_id"], item["registration_status"]) for item in unclaimed] == [("edge-02", "assigned")]

@@ -98,16 +98,25 @@ def test_each_host_resolves_with_its_own_variables(tmp_path):
             "registration_id": "edge-01",
             "twin": {"tags": {"environment": "test"}, "desired_properties": {}},
             "certificate_path": identity_files(str(tmp_path / "pki" / "identities"), "edge-01")["cert_path"],
+            "next_certificate_path": identity_files(str(tmp_path / "pki" / "identities"), "edge-01")["next"][
+                "cert_path"
+            ],
         },
         "edge-02": {
             "registration_id": "plant-2.gw",
             "twin": {"tags": {"site": "b"}, "desired_properties": {}},
             "certificate_path": identity_files(str(tmp_path / "pki" / "identities"), "plant-2.gw")["cert_path"],
+            "next_certificate_path": identity_files(str(tmp_path / "pki" / "identities"), "plant-2.gw")["next"][
+                "cert_path"
+            ],
         },
         "localhost": {
             "registration_id": "from-a-fact",
             "twin": {"tags": {"environment": "test"}, "desired_properties": {}},
             "certificate_path": identity_files(str(tmp_path / "pki" / "identities"), "from-a-fact")["cert_path"],
+            "next_certificate_path": identity_files(str(tmp_path / "pki" / "identities"), "from-a-fact")["next"][
+                "cert_path"
+            ],
         },
     }
     assert {host: facts["registration_id"] for host, facts in results["edge_pki"]["hosts"].items()} == {

@@ -16,9 +16,19 @@ def test_the_paths_are_those_pki_identity_writes_and_returns(ca_dir, tmp_path):
         IdentityRequest(ca_path=str(ca_dir), path=str(tmp_path / "ids"), devices=["edge-01"]), check_mode=False, now=NOW
     )
     paths = identity_files(str(tmp_path / "ids"), "edge-01")
+    next_paths = paths.pop("next")
     returned = result["identities"]["edge-01"]
     assert paths == {name: returned[name] for name in ("cert_path", "key_path", "chain_path")}
     assert all((tmp_path / "ids" / "edge-01" / path.rsplit("/", 1)[-1]).is_file() for path in paths.values())
+    rotating = ensure_identities(
+        IdentityRequest(
+            ca_path=str(ca_dir), path=str(tmp_path / "ids"), devices=["edge-01"], staged=True, rotate=["edge-01"]
+        ),
+        check_mode=False,
+        now=NOW,
+    )
+    staged = rotating["identities"]["edge-01"]["next"]
+    assert next_paths == {name: staged[name] for name in ("cert_path", "key_path", "chain_path")}
 
 
 def test_values_that_are_not_text_are_refused():

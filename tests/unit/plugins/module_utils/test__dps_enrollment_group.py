@@ -19,7 +19,6 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import Api
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import certificate_pem, fingerprints
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import ensure_ca, load_ca
 from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import ca_request
-from lab.cloud import CloudLab
 
 
 def info(cert):
@@ -292,12 +291,6 @@ def test_custom_allocation_without_a_webhook_is_refused_before_writing(certs):
 
 
 # ---- one round trip through the real client and the lab ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with CloudLab.start(tmp_path_factory.mktemp("cloud")) as started:
-        yield started
 
 
 def lab_client(lab) -> DpsServiceClient:

@@ -21,7 +21,6 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
     RetryPolicy,
 )
 from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import self_signed_device
-from lab.cloud import CloudLab
 
 INFO = {
     "subjectName": "CN=gw-01",
@@ -251,18 +250,6 @@ def test_registration_request_needs_exactly_one_selector():
 
 
 # ---- against the in-process emulator ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with CloudLab.start(tmp_path_factory.mktemp("cloud")) as cloud:
-        yield cloud
-
-
-@pytest.fixture
-def cloud(lab):
-    lab.reset()
-    return lab
 
 
 def _client(cloud, **retry):

@@ -35,21 +35,8 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_verificatio
     issue_verification_certificate,
 )
 from ansible_collections.edgefleet.iotedge.tests.unit.pki_factories import ca_request
-from lab.cloud import CloudLab
 
 RESOURCE = "/subscriptions/sub-1/resourceGroups/rg-iot/providers/Microsoft.Devices/provisioningServices/dps-1"
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with CloudLab.start(tmp_path_factory.mktemp("cloud")) as started:
-        yield started
-
-
-@pytest.fixture
-def cloud(lab):
-    lab.reset()
-    return lab
 
 
 @pytest.fixture(scope="module")

@@ -153,3 +153,41 @@ def test_the_chart_is_written_where_it_differs_and_check_mode_writes_nothing(tmp
     assert ensure_chart(rows, 30, str(dest), check_mode=False) is True
     assert dest.read_bytes() == chart_png(rows, 30) and os.stat(dest).st_mode & 0o777 == 0o644
     assert ensure_chart(rows, 30, str(dest), check_mode=False) is False
+
+
+def listed(registration_id: str, issuer: str, provisioning: str = "enabled", status: str | None = "assigned") -> dict:
+    """An individual enrollment as dps_enrollment_info lists it."""
+    return {
+        "registration_id": registration_id,
+        "certificates": {"primary": {"issuer": issuer, "thumbprint_sha256": "AB"}, "secondary": None},
+        "provisioning_status": provisioning,
+        "registration_state": {"status": status} if status else None,
+    }
+
+
+def test_enrollments_of_the_fleet_ca_that_no_host_claims_are_listed(tmp_path):
+    chain, thumbprint = device("gw-01", days=100)
+    claimed = facts(tmp_path, "gw-01", chain, thumbprint)
+    claimed["enrollment"]["certificates"]["primary"]["issuer"] = "CN=edgefleet Intermediate CA"
+    enrollments = [
+        listed("gw-01", "CN=edgefleet Intermediate CA"),  # claimed by a host
+        listed("gw-07", "CN=edgefleet Intermediate CA", status=None),  # removed from inventory, never retired
+        listed("GW-08", "CN=edgefleet Intermediate CA", provisioning="disabled", status="disabled"),
+        listed("sensor-1", "CN=another team's CA"),  # not this fleet's
+    ]
+    report = fleet_report({"gw-01": claimed}, min_days=30, now=NOW, enrollments=enrollments)
+    assert report["unclaimed"] == [
+        {
+            "registration_id": "GW-08",
+            "issuer": "CN=edgefleet Intermediate CA",
+            "provisioning_status": "disabled",
+            "registration_status": "disabled",
+        },
+        {
+            "registration_id": "gw-07",
+            "issuer": "CN=edgefleet Intermediate CA",
+            "provisioning_status": "enabled",
+            "registration_status": "not registered",
+        },
+    ]
+    assert fleet_report({"gw-01": claimed}, min_days=30, now=NOW)["unclaimed"] == []

@@ -27,7 +27,6 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub import (
     device_info,
     parse_hub_connection_string,
 )
-from lab.cloud import CloudLab
 from lab.cloud.iothub.query import compile_select
 
 KEY = "c2VjcmV0LWtleS12YWx1ZQ=="
@@ -630,21 +629,6 @@ def test_invalid_ids_are_refused_before_any_request():
 
 
 # ---- the real SDK against the in-process emulator --------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    with CloudLab.start(tmp_path_factory.mktemp("cloud")) as cloud:
-        yield cloud
-
-
-@pytest.fixture
-def cloud(lab, monkeypatch):
-    lab.reset()
-    # Trust must come from ca_bundle, not from the environment.
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    return lab
 
 
 def lab_registry(cloud, **overrides):

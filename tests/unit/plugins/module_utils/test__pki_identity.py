@@ -331,3 +331,120 @@ def test_a_refused_batch_creates_no_directory(ca_dir, tmp_path):
     with pytest.raises(PkiError, match="is not a directory"):
         run(ca_dir / "missing-ca", out)
     assert not out.exists()
+
+
+# ---- rotation: staged renewals, promotion -------------------------------------------------------------------------
+
+
+def leaf_of(path):
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_a_staged_renewal_waits_in_next_beside_the_current_identity(ca_dir, tmp_path):
+    out = tmp_path / "ids"
+    run(ca_dir, out, valid_days=60, renew_before_days=20)
+    current = snapshot(out / "gw-01")
+    later = NOW + datetime.timedelta(days=41)
+    staged = run(ca_dir, out, valid_days=60, renew_before_days=20, now=later, staged=True)
+    assert staged["changed"] is True and staged["summary"]["staged"] == 3 and staged["summary"]["renewed"] == 0
+    entry = staged["identities"]["gw-01"]
+    assert (entry["action"], entry["rotation"]) == ("none", "stage")
+    assert "within renew_before_days" in entry["reasons"][0]
+    assert {k: v for k, v in snapshot(out / "gw-01").items() if not k.startswith("next/")} == current
+    new_leaf = leaf_of(out / "gw-01/next/identity.cert.pem")
+    assert entry["next"]["cert_path"] == str(out / "gw-01/next/identity.cert.pem")
+    assert entry["next"]["thumbprint_sha1"] == new_leaf.fingerprint(hashes.SHA1()).hex().upper()
+    assert entry["thumbprint_sha1"] == leaf_of(out / "gw-01/identity.cert.pem").fingerprint(hashes.SHA1()).hex().upper()
+    assert os.stat(out / "gw-01/next/identity.key.pem").st_mode & 0o777 == 0o600
+    assert staged["diff"]["after"]["identities"]["gw-01"]["action"] == "stage"
+    # A run that could not finish the rotation finds the staged identity and keeps it.
+    again = run(ca_dir, out, valid_days=60, renew_before_days=20, now=later, staged=True)
+    assert again["changed"] is False and again["summary"]["rotating"] == 3
+    assert again["identities"]["gw-01"]["rotation"] == "staged"
+    assert again["identities"]["gw-01"]["next"]["thumbprint_sha1"] == entry["next"]["thumbprint_sha1"]
+
+
+def test_promotion_makes_the_staged_identity_current_and_retires_the_old_one(ca_dir, tmp_path):
+    out = tmp_path / "ids"
+    run(ca_dir, out)
+    old_leaf = leaf_of(out / "gw-02/identity.cert.pem")
+    old_files = snapshot(out / "gw-02")
+    staged = run(ca_dir, out, staged=True, rotate=["gw-02"])
+    assert [d for d, e in staged["identities"].items() if e["rotation"] == "stage"] == ["gw-02"]
+    assert staged["identities"]["gw-02"]["reasons"] == ["rotation asked for (rotate)"]
+    new_sha1 = staged["identities"]["gw-02"]["next"]["thumbprint_sha1"]
+    promoted = run(ca_dir, out, staged=True, promote=["gw-02"])
+    entry = promoted["identities"]["gw-02"]
+    assert promoted["changed"] is True and promoted["summary"]["promoted"] == 1
+    assert (entry["rotation"], entry["thumbprint_sha1"]) == ("promote", new_sha1)
+    assert not (out / "gw-02/next").exists()
+    retired = out / "gw-02/retired" / f"{old_leaf.serial_number:x}"
+    assert entry["retired_path"] == str(retired)
+    assert snapshot(retired) == old_files
+    chain = x509.load_pem_x509_certificates((out / "gw-02/identity.full-chain.cert.pem").read_bytes())
+    assert chain[0] == leaf_of(out / "gw-02/identity.cert.pem")
+    assert chain[0].fingerprint(hashes.SHA1()).hex().upper() == new_sha1
+    assert chain[0].serial_number != old_leaf.serial_number
+    assert run(ca_dir, out, staged=True, promote=["gw-02"])["changed"] is False
+
+
+def test_a_staged_identity_of_a_rotated_ca_is_staged_again(ca_dir, tmp_path):
+    out = tmp_path / "ids"
+    run(ca_dir, out)
+    run(ca_dir, out, staged=True, rotate=["gw-03"])
+    ensure_ca(ca_request(ca_dir, force=True), check_mode=False, now=NOW)
+    result = run(ca_dir, out, staged=True)
+    assert {d: e["rotation"] for d, e in result["identities"].items()} == dict.fromkeys(DEVICES, "stage")
+    assert "not issued by the current CA" in result["identities"]["gw-03"]["reasons"]
+    ca = load_ca(str(ca_dir), passphrase=None)
+    assert signed_by(leaf_of(out / "gw-03/next/identity.cert.pem"), ca.intermediate_cert)
+
+
+def test_check_mode_predicts_a_stage_and_writes_nothing(ca_dir, tmp_path):
+    out = tmp_path / "ids"
+    run(ca_dir, out)
+    before = snapshot(out)
+    result = run(ca_dir, out, check_mode=True, staged=True, rotate=["gw-01"])
+    assert result["changed"] is True and result["identities"]["gw-01"]["next"]["thumbprint_sha1"] is None
+    assert snapshot(out) == before
+
+
+def test_without_staging_a_renewal_still_replaces_in_place(ca_dir, tmp_path):
+    out = tmp_path / "ids"
+    run(ca_dir, out, valid_days=60, renew_before_days=20)
+    result = run(ca_dir, out, valid_days=60, renew_before_days=20, now=NOW + datetime.timedelta(days=41))
+    assert result["identities"]["gw-01"]["rotation"] == "none" and "next" not in result["identities"]["gw-01"]
+    assert not (out / "gw-01/next").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"staged": True, "rotate": ["gw-09"]}, "rotate: gw-09 not among devices"),
+        ({"promote": ["gw-01"]}, "promote: needs staged=true"),
+        ({"staged": True, "rotate": "gw-01"}, "rotate: must be a list of registration ids"),
+    ],
+)
+def test_bad_rotation_input_fails_before_writing(ca_dir, tmp_path, overrides, message):
+    out = tmp_path / "ids"
+    with pytest.raises(PkiError, match=message):
+        run(ca_dir, out, **overrides)
+    assert not out.exists()
+
+
+def test_retired_devices_move_whole_beside_the_identity_directory(ca_dir, tmp_path):
+    out = tmp_path / "ids"
+    run(ca_dir, out)
+    run(ca_dir, out, staged=True, rotate=["gw-02"])
+    kept = snapshot(out / "gw-02")
+    predicted = run(ca_dir, out, check_mode=True, devices=["gw-02"], state="retired")
+    assert predicted["changed"] is True and (out / "gw-02").is_dir()
+    retired = run(ca_dir, out, devices=["gw-02", "gw-09"], state="retired")
+    entry = retired["identities"]["gw-02"]
+    assert retired["summary"] == {"retired": 1, "unchanged": 1} and entry["action"] == "retire"
+    target = tmp_path / "ids.retired" / "gw-02" / "20261126T120000Z"
+    assert entry["retired_path"] == str(target) and snapshot(target) == kept  # next/ included, nothing lost
+    assert (target.parent / "identity.cert.pem").read_bytes() == kept["identity.cert.pem"][0]
+    assert not (out / "gw-02").exists() and (out / "gw-01").is_dir()
+    assert retired["identities"]["gw-09"]["action"] == "none"
+    assert run(ca_dir, out, devices=["gw-02"], state="retired")["changed"] is False
