@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError
 
+# Where the modules read a connection string from when the option is not set.
+DPS_CONNECTION_STRING_ENV = "EDGEFLEET_DPS_CONNECTION_STRING"
+IOTHUB_CONNECTION_STRING_ENV = "EDGEFLEET_IOTHUB_CONNECTION_STRING"
 REQUIRED_FIELDS = ("HostName", "SharedAccessKeyName", "SharedAccessKey")
 # A DNS name or an IP address, with an optional port (the lab uses host:port); applied with fullmatch.
 HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?")
@@ -75,4 +78,9 @@ def parse_service_connection_string(
     return ConnectionString(host_name=host, key_name=parts["SharedAccessKeyName"], key=parts["SharedAccessKey"])
 
 
-__all__ = ("ConnectionString", "parse_service_connection_string")
+__all__ = (
+    "DPS_CONNECTION_STRING_ENV",
+    "IOTHUB_CONNECTION_STRING_ENV",
+    "ConnectionString",
+    "parse_service_connection_string",
+)

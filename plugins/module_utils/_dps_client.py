@@ -19,6 +19,7 @@ import time
 from urllib.parse import quote, quote_plus
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._connection_string import (
+    DPS_CONNECTION_STRING_ENV,
     ConnectionString,
     parse_service_connection_string,
 )
@@ -43,7 +44,7 @@ def parse_connection_string(text, *, field: str = "connection_string") -> Connec
         field=field,
         service="DPS service",
         where_to_find="Azure portal: DPS > Shared access policies > provisioningserviceowner; or set "
-        "EDGEFLEET_DPS_CONNECTION_STRING",
+        f"{DPS_CONNECTION_STRING_ENV}",
         example_host="<dps>.azure-devices-provisioning.net",
     )
 

@@ -18,6 +18,7 @@ import traceback
 from dataclasses import dataclass, field
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._connection_string import (
+    IOTHUB_CONNECTION_STRING_ENV,
     ConnectionString,
     parse_service_connection_string,
 )
@@ -32,7 +33,6 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
     TransportError,
 )
 
-IOTHUB_CONNECTION_STRING_ENV = "EDGEFLEET_IOTHUB_CONNECTION_STRING"
 QUERY_PAGE_SIZE = 100
 EDGE_AGENT = "$edgeAgent"
 # "Query expressions can have a maximum length of 8192 characters" (Microsoft Learn, "Queries for IoT Hub device and
@@ -550,7 +550,6 @@ def device_info(client, request: DeviceInfoRequest) -> dict:
 
 
 __all__ = (
-    "IOTHUB_CONNECTION_STRING_ENV",
     "DeviceInfoRequest",
     "HubConnection",
     "IoTHubRegistry",

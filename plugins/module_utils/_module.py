@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._connection_string import (
+    DPS_CONNECTION_STRING_ENV,
+    IOTHUB_CONNECTION_STRING_ENV,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import (
     DpsServiceClient,
     parse_connection_string,
@@ -26,9 +30,6 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     PkiError,
 )
 
-DPS_CONNECTION_STRING_ENV = "EDGEFLEET_DPS_CONNECTION_STRING"
-# The same as _iothub.IOTHUB_CONNECTION_STRING_ENV, which imports the SDK lazily but is not needed here.
-IOTHUB_CONNECTION_STRING_ENV = "EDGEFLEET_IOTHUB_CONNECTION_STRING"
 CA_BUNDLE_ENV = "EDGEFLEET_CA_BUNDLE"
 
 
