@@ -181,11 +181,8 @@ def _validate_rotation(request: IdentityRequest, ids: list) -> None:
             raise PkiError(f"{name}: needs staged=true (a rotation stages the new identity in next/ first)")
 
 
-def _load_identity(cert_path: str, key_path: str):
-    """(certificate, key) from the two files; None when either is missing, PkiError when unreadable."""
-    cert_pem, key_pem = read_file(cert_path), read_file(key_path)
-    if cert_pem is None or key_pem is None:
-        return None
+def _parse_identity(cert_pem: bytes, key_pem: bytes, *, cert_path: str, key_path: str):
+    """(certificate, key) from the two files' bytes; PkiError, naming the file, when one cannot be read."""
     cert = load_certificates(cert_pem, path=cert_path)[0]
     key = load_private_key(key_pem, path=key_path, passphrase=None, passphrase_field=key_path)
     return cert, key
@@ -211,18 +208,19 @@ def _identity_problems(cert, key, *, registration_id: str, request, ca) -> list:
 
 def _assess(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at: datetime.datetime) -> None:
     """Decide what one device needs, from what is on disk; fills plan.action/reasons/before."""
-    if (read_file(plan.cert_path) is None) != (read_file(plan.key_path) is None):
-        plan.action, plan.reasons = "reissue", ["certificate or key file is missing"]
+    cert_pem = read_file(plan.cert_path)
+    key_pem = read_file(plan.key_path)
+    if cert_pem is None or key_pem is None:
+        if cert_pem is not None or key_pem is not None:
+            plan.action, plan.reasons = "reissue", ["certificate or key file is missing"]
+        else:
+            plan.action, plan.reasons = "create", ["no identity yet"]
         return
     try:
-        loaded = _load_identity(plan.cert_path, plan.key_path)
+        cert, key = _parse_identity(cert_pem, key_pem, cert_path=plan.cert_path, key_path=plan.key_path)
     except PkiError as exc:
         plan.action, plan.reasons = "reissue", [f"unreadable: {exc}"]
         return
-    if loaded is None:
-        plan.action, plan.reasons = "create", ["no identity yet"]
-        return
-    cert, key = loaded
     plan.before = _identity_view(cert)
     plan.current_cert = cert
     reasons = _identity_problems(cert, key, registration_id=plan.registration_id, request=request, ca=ca)
@@ -234,7 +232,6 @@ def _assess(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at: datetime.d
         plan.reasons = [f"expires on {format_time(not_after_of(cert))}, within renew_before_days"]
         return
     repairs = []
-    cert_pem = read_file(plan.cert_path)
     expected_chain = cert_pem if cert_pem.endswith(b"\n") else cert_pem + b"\n"
     if read_file(plan.chain_path) != expected_chain + chain_tail:
         repairs.append("full chain file is missing or out of date")
@@ -249,13 +246,13 @@ def _assess(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at: datetime.d
 def _staged_identity(plan: _Plan, *, request, ca, renew_at: datetime.datetime):
     """The certificate of a usable identity waiting in next/ (issued by today's CA, not due), or None."""
     files = plan.next_files()
+    cert_pem, key_pem = read_file(files["cert_path"]), read_file(files["key_path"])
+    if cert_pem is None or key_pem is None:
+        return None
     try:
-        loaded = _load_identity(files["cert_path"], files["key_path"])
+        cert, key = _parse_identity(cert_pem, key_pem, cert_path=files["cert_path"], key_path=files["key_path"])
     except PkiError:
         return None
-    if loaded is None:
-        return None
-    cert, key = loaded
     if _identity_problems(cert, key, registration_id=plan.registration_id, request=request, ca=ca):
         return None
     return cert if not_after_of(cert) >= renew_at else None
