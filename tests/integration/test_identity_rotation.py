@@ -52,6 +52,11 @@ def edge_agent_on(fleet, host: str) -> str:
 
 def test_rotation_switches_every_host_and_a_refused_one_goes_back_then_completes(fleet_factory, ansible_playbook):
     fleet = fleet_factory(3)
+    # Settings of the enrollments that the bulk write and each rotation's own write must both send.
+    with (fleet.inventory / "group_vars" / "all.yml").open("a") as group_vars:
+        group_vars.write(
+            "edgefleet_dps_reprovision_policy: {update_hub_assignment: true, migrate_device_data: false}\n"
+        )
     first = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
     assert first.returncode == 0, first.output
     identities = fleet.state_dir / "pki" / "identities"
@@ -109,6 +114,8 @@ def test_rotation_switches_every_host_and_a_refused_one_goes_back_then_completes
     settled = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
     assert settled.returncode == 0, settled.output
     assert {host: settled.recap(host)["changed"] for host in fleet.hosts} == dict.fromkeys(fleet.hosts, 0)
+    policies = {e["registrationId"]: e.get("reprovisionPolicy") for e in fleet.state()["dps"]["enrollments"]}
+    assert policies == {host: {"updateHubAssignment": True, "migrateDeviceData": False} for host in fleet.hosts}
 
     # renew_before_days: identities issued for 3 days are due once 4 days are asked for before the end.
     short = {"edgefleet_pki_valid_days": 3, "edgefleet_pki_renew_before_days": 2}
