@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from . import IDENTITY_SERVICE_VERSION
-from .dps import ProvisioningError, common_name, register_with_dps
+from .dps import ProvisioningError, common_name, read_device_backup, register_with_dps
 from .ipc import activated_sockets, call, serve_json
 from .journal import log
 
@@ -96,16 +96,14 @@ def _fetch(socket_path: str, request: dict, what: str) -> str:
 PROVISIONING_ERRORS = (ServiceError, ProvisioningError, OSError, KeyError, ssl.SSLError, tomllib.TOMLDecodeError)
 
 
-def read_device_backup() -> dict | None:
+def usable_device_backup() -> dict | None:
     """The device of the last provisioning, when the backup is there and usable.
 
     An unusable backup is removed, as identityd does, so that it is not tried again.
     """
     path = IDENTITYD_HOME / DEVICE_BACKUP
     try:
-        device = json.loads(path.read_text())
-        if not isinstance(device, dict) or not device.get("hub") or not device.get("device_id"):
-            raise ValueError("no hub or device id")
+        device = read_device_backup(path)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:
@@ -142,7 +140,7 @@ def provision(trigger: str) -> dict:
         raise ServiceError("only X.509 attestation is implemented by the edgefleet test double")
     cert_pem = _fetch(CERTD_SOCKET, {"id": attestation["identity_cert"]}, "the identity certificate")
     key_pem = _fetch(KEYD_SOCKET, {"id": attestation["identity_pk"]}, "the identity private key")
-    device = read_device_backup() if trigger == "Startup" else None
+    device = usable_device_backup() if trigger == "Startup" else None
     if device is not None:
         log("INFO", f"Provisioned with backup for {device['device_id']}.")
     else:

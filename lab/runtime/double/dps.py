@@ -80,6 +80,17 @@ def _dps_failure(status: int, body) -> ProvisioningError:
     return ProvisioningError(f"DPS: {message} (error code {code})")
 
 
+def read_device_backup(path: Path) -> dict:
+    """A provisioning backup (identityd's device_info, 1.1's provisioning_backup.json): the device and its hub.
+
+    OSError when it cannot be read, ValueError when it is not a usable backup.
+    """
+    device = json.loads(path.read_text())
+    if not isinstance(device, dict) or not device.get("hub") or not device.get("device_id"):
+        raise ValueError(f"{path} has no hub or device id")
+    return device
+
+
 def register_with_dps(
     endpoint: str, scope: str, registration_id: str, cert_pem: str, key_pem: str, private_dir: Path
 ) -> dict:

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 from . import IOTEDGE_1_1_VERSION
-from .dps import ProvisioningError, common_name, register_with_dps
+from .dps import ProvisioningError, common_name, read_device_backup, register_with_dps
 from .edged import run_edge_runtime
 from .ipc import activated_sockets
 from .journal import log
@@ -106,12 +106,8 @@ def chain_limits(pem: str) -> list[tuple[str, datetime.datetime]]:
 
 def restore_backup() -> dict:
     """The provisioning result of the last successful registration; OSError or ValueError when there is none."""
-    text = BACKUP.read_text()
     log("INFO", "Restoring device credentials from backup")
-    device = json.loads(text)
-    if not isinstance(device, dict) or not device.get("hub") or not device.get("device_id"):
-        raise ValueError(f"{BACKUP} has no hub or device id")
-    return device
+    return read_device_backup(BACKUP)
 
 
 def provision(provisioning: dict, cert_pem: str, key_pem: str) -> dict:
