@@ -15,7 +15,7 @@ from __future__ import annotations
 import email.utils
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
     LOST_WRITE_STATUSES,
@@ -54,6 +54,10 @@ class DpsCertificateRequest:
     ca_path: str | None = None
     signer: str = "root"
     passphrase: str | None = None
+    # CA rollover: the certificate may be registered under either name, so that the old and the new CA are both
+    # registered (and referenced) while devices move, without one replacing the other.
+    alternate_name: str | None = None
+    preserve_certificate_path: str | None = None
 
     @classmethod
     def from_params(cls, params) -> DpsCertificateRequest:
@@ -140,6 +144,16 @@ def _validate(request: DpsCertificateRequest):
             f"name: {shown(request.name)} is not a DPS certificate name; use letters, digits, '-', '.' and '_' "
             "(starting with a letter or digit, at most 256)"
         )
+    if request.alternate_name is not None:
+        if not isinstance(request.alternate_name, str) or not CERTIFICATE_NAME_PATTERN.fullmatch(
+            request.alternate_name
+        ):
+            raise ConfigurationError(
+                f"alternate_name: {shown(request.alternate_name)} is not a DPS certificate name; use letters, "
+                "digits, '-', '.' and '_' (starting with a letter or digit, at most 256)"
+            )
+        if request.alternate_name == request.name:
+            raise ConfigurationError("alternate_name: must differ from name (the two names a CA rollover alternates)")
     if request.state not in ("present", "absent"):
         raise ConfigurationError(f"state: {shown(request.state)} is not known; use present or absent")
     if request.state == "absent":
@@ -190,7 +204,7 @@ def ensure_dps_certificate(client, request: DpsCertificateRequest, *, check_mode
         actions = ["create" if current is None else "replace certificate"]
         if request.verify and not request.is_verified:
             actions.append("proof of possession")
-        return _result(True, certificate_view(current), None, actions)
+        return {"name": request.name, **_result(True, certificate_view(current), None, actions)}
     cert = _validate(request)
     proof_wanted = request.state == "present" and request.verify and not request.is_verified
     ca = None
@@ -198,7 +212,41 @@ def ensure_dps_certificate(client, request: DpsCertificateRequest, *, check_mode
         # Before any request: a wrong passphrase or CA must not leave an unverified upload behind.
         ca = _load_signer(request, cert)
 
-    current = client.get_certificate(request.name)
+    alternate = None
+    if request.alternate_name and request.state == "present":
+        request, current, alternate = _choose_name(client, request, cert)
+    else:
+        current = client.get_certificate(request.name)
+    result = _ensure(client, request, cert, ca, current, proof_wanted=proof_wanted, check_mode=check_mode)
+    if request.alternate_name and request.state == "present":
+        result["alternate"] = _diff_view(certificate_view(alternate))
+    return {"name": request.name, **result}
+
+
+def _choose_name(client, request: DpsCertificateRequest, cert):
+    """Which of name and alternate_name the certificate goes under: the one that holds it already, else name unless
+    name holds the certificate to preserve (the other CA of a rollover). Returns (request, its record, the other's)."""
+    records = {name: client.get_certificate(name) for name in (request.name, request.alternate_name)}
+    thumbprints = {name: (certificate_view(record) or {}).get("thumbprint") for name, record in records.items()}
+    wanted = fingerprints(cert)["sha1"]
+    preserved = None
+    if request.preserve_certificate_path and os.path.exists(request.preserve_certificate_path):
+        preserved = fingerprints(
+            read_certificate_file(request.preserve_certificate_path, field="preserve_certificate_path")
+        )["sha1"]
+    if thumbprints[request.name] == wanted:
+        chosen = request.name
+    elif thumbprints[request.alternate_name] == wanted or (
+        preserved is not None and thumbprints[request.name] == preserved
+    ):
+        chosen = request.alternate_name
+    else:
+        chosen = request.name
+    other = request.alternate_name if chosen == request.name else request.name
+    return replace(request, name=chosen), records[chosen], records[other]
+
+
+def _ensure(client, request: DpsCertificateRequest, cert, ca, current, *, proof_wanted: bool, check_mode: bool):
     before = certificate_view(current)
 
     if request.state == "absent":

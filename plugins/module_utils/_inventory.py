@@ -78,6 +78,7 @@ PUBLISHED_FACTS = frozenset(
         "edgefleet_identities",
         "edgefleet_pki_root_cert_path",
         "edgefleet_pki_ca_chain_path",
+        "edgefleet_pki_ca_rollover",
         "edgefleet_enrollments",
         "edgefleet_refused",
         "edgefleet_registrations",
@@ -410,12 +411,19 @@ def _dps_enrollment_rules(rules: _Rules) -> None:
         problem = enrollment_group_id_problem(rules.get("edgefleet_dps_enrollment_group_id"))
         if problem:
             rules.fail("edgefleet_dps_enrollment_group_id", problem)
-    rules.pattern(
-        "edgefleet_dps_ca_certificate_name",
-        CERTIFICATE_NAME_PATTERN,
-        "is not a DPS certificate name. Use letters, digits, '-', '.' and '_' (starting with a letter or digit)",
-        allow_empty=False,
-    )
+    for name in ("edgefleet_dps_ca_certificate_name", "edgefleet_dps_ca_rollover_certificate_name"):
+        rules.pattern(
+            name,
+            CERTIFICATE_NAME_PATTERN,
+            "is not a DPS certificate name. Use letters, digits, '-', '.' and '_' (starting with a letter or digit)",
+            allow_empty=False,
+        )
+    if rules.get("edgefleet_dps_ca_rollover_certificate_name") == rules.get("edgefleet_dps_ca_certificate_name"):
+        rules.fail(
+            "edgefleet_dps_ca_rollover_certificate_name",
+            "is the same as edgefleet_dps_ca_certificate_name. A CA rollover registers the old and the new CA at once, "
+            "under these two names: give it another name (default: edgefleet_dps_ca_certificate_name + '-rollover')",
+        )
     twin = {
         "tags": rules.get("edgefleet_dps_twin_tags") or {},
         "desired_properties": rules.get("edgefleet_dps_twin_desired_properties") or {},

@@ -52,6 +52,9 @@ TEMP_PREFIX = ".tmp-"
 # Held while a PKI directory is read or changed, so two runs never both create a CA or write one identity.
 LOCK_NAME = ".edgefleet.lock"
 
+# A device identity in pki_identity's directory (<path>/<registration id>/); pki_ca reads them before a CA rollover ends.
+IDENTITY_CERT = "identity.cert.pem"
+
 # Backdate notBefore so that hosts whose clocks lag slightly behind the controller accept new certificates.
 CLOCK_SKEW_ALLOWANCE = datetime.timedelta(minutes=5)
 

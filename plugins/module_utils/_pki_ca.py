@@ -7,7 +7,9 @@
 """The fleet CA: a root and (by default) an intermediate in one directory.
 
 `ensure_ca` creates, checks and rotates it, or installs one that is handed in (`*_content`); `load_ca` reads it
-for the cores that sign with it. With `create=False` the CA is an input: no new root key is ever made, and a
+for the cores that sign with it. With `staged=True` a new root does not replace the current CA: it waits in `next/`
+(a CA rollover; pki_identity signs with it and DPS references both) until `promote` makes it the current one, once
+every identity is issued by it. With `create=False` the CA is an input: no new root key is ever made, and a
 directory that lacks the CA is an error (see `missing_ca_files`), which matters where every run starts empty
 (AWX/AAP execution environments).
 """
@@ -17,9 +19,10 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
+    IDENTITY_CERT,
     KEY_TYPES,
     LOCK_NAME,
     PkiError,
@@ -61,6 +64,8 @@ INTERMEDIATE_KEY = "intermediate.key.pem"
 # Intermediate then root: what a device or DPS needs above a leaf.
 CA_CHAIN = "ca-chain.cert.pem"
 RETIRED_DIR = "retired"
+# A CA rollover's new CA waits here, inside the CA directory, until it is promoted.
+NEXT_DIR = "next"
 # The files of a complete CA, in the order they are named in messages.
 ROOT_FILES = (ROOT_CERT, ROOT_KEY)
 INTERMEDIATE_FILES = (INTERMEDIATE_CERT, INTERMEDIATE_KEY)
@@ -91,6 +96,11 @@ class LoadedCa:
     @property
     def signer_name(self) -> str:
         return "intermediate" if self.intermediate_cert is not None else "root"
+
+    @property
+    def is_staged(self) -> bool:
+        """Whether this is a rollover's new CA, waiting in next/ (see signing_ca_path)."""
+        return os.path.basename(os.path.normpath(self.path)) == NEXT_DIR
 
 
 def _load_pair(path: str, cert_name: str, key_name: str, *, read_key, ca_path_field: str):
@@ -142,6 +152,17 @@ def _key_reader(passphrase: str | None, previous_passphrase: str | None = None):
 
 def ca_exists(path: str) -> bool:
     return os.path.exists(os.path.join(path, ROOT_CERT))
+
+
+def next_ca_path(path: str) -> str:
+    """Where a CA rollover's new CA waits (see `staged`); a CA in its own right, for pki_identity and DPS proofs."""
+    return os.path.join(path, NEXT_DIR)
+
+
+def signing_ca_path(path: str) -> str:
+    """The CA that issues identities now: the one a rollover staged, else the current one."""
+    staged = next_ca_path(path)
+    return staged if ca_exists(staged) else path
 
 
 def load_ca(path: str, *, passphrase: str | None, ca_path_field: str = "ca_path") -> LoadedCa:
@@ -442,6 +463,11 @@ class CaRequest:
     root_key_content: str | None = None
     intermediate_cert_content: str | None = None
     intermediate_key_content: str | None = None
+    # CA rollover: a new root waits in next/ beside the current CA; promote ends the rollover once every identity in
+    # identity_path is issued by it.
+    staged: bool = False
+    promote: bool = False
+    identity_path: str | None = None
 
     def contents(self) -> dict:
         return {option: getattr(self, option) for option in CONTENT_OPTIONS.values()}
@@ -463,6 +489,13 @@ def _validate(request: CaRequest, now: datetime.datetime) -> datetime.datetime |
         problem = common_name_problem(getattr(request, field))
         if problem:
             raise PkiError(f"{field}: {problem}")
+    if request.promote and not request.staged:
+        raise PkiError("promote: ends a CA rollover, which needs staged=true")
+    if request.promote and not request.identity_path:
+        raise PkiError(
+            "identity_path: needed with promote (the pki_identity directory whose identities must all be issued by "
+            "the new CA before it replaces the current one)"
+        )
     if request.intermediate and request.root_common_name == request.intermediate_common_name:
         raise PkiError("intermediate_common_name: must differ from root_common_name so that chains can be told apart")
     cap = parse_time(request.not_after, field="not_after") if request.not_after else None
@@ -573,9 +606,176 @@ def ensure_ca(request: CaRequest, *, check_mode: bool, now: datetime.datetime | 
     handed = _validate_handed_in(request, cap, now)
     _check_create(request, handed)  # before the lock: a refused run leaves not even a lock file behind
     if check_mode or (request.state == "absent" and not os.path.isdir(request.path)):
+        result = _ensure_with_rollover(request, cap, now, check_mode=check_mode, handed=handed)
+    else:
+        with locked_directory(request.path):
+            result = _ensure_with_rollover(request, cap, now, check_mode=False, handed=handed)
+    return {"next": None, "waiting": [], "promoted": False, **result}
+
+
+# --- CA rollover (staged) ------------------------------------------------------------------------------------------
+
+
+def _ensure_with_rollover(request: CaRequest, cap, now: datetime.datetime, *, check_mode: bool, handed) -> dict:
+    """With staged=true a new root waits in next/ beside the current CA instead of replacing it.
+
+    Devices chained to the current CA keep working while their identities are reissued under the new one (DPS
+    references both); promote then makes the new CA the current one. A CA handed in is the truth and never staged.
+    """
+    if not request.staged or handed is not None or request.state == "absent":
         return _ensure(request, cap, now, check_mode=check_mode, handed=handed)
-    with locked_directory(request.path):
-        return _ensure(request, cap, now, check_mode=False, handed=handed)
+    next_path = next_ca_path(request.path)
+    if ca_exists(next_path):
+        return _continue_rollover(request, cap, now, check_mode=check_mode)
+    preview = _ensure(request, cap, now, check_mode=True)
+    root_reasons = [action for action in preview["actions"] if action.startswith("reissue root")]
+    if not root_reasons:
+        return _ensure(request, cap, now, check_mode=check_mode)
+    # The current CA stays as it is; the new one is made from nothing in next/.
+    staged = _ensure(replace(request, path=next_path, force=False), cap, now, check_mode=check_mode)
+    current = _current_view(request)
+    actions = [
+        f"stage a new CA in {NEXT_DIR}/ (CA rollover; the current CA stays until every identity is issued by the new "
+        f"one): {root_reasons[0]}"
+    ]
+    return {
+        **current,
+        "changed": True,
+        "actions": actions,
+        "next": _next_view(staged),
+        "diff": {
+            "before": {**current["diff"]["after"], "next": None},
+            "after": {**current["diff"]["after"], "next": staged["diff"]["after"]},
+        },
+    }
+
+
+def _continue_rollover(request: CaRequest, cap, now: datetime.datetime, *, check_mode: bool) -> dict:
+    """A rollover is under way: keep the staged CA as requested, and promote it once no identity needs the old one."""
+    next_path = next_ca_path(request.path)
+    # force asked for the rollover that is already under way; it is not asked again.
+    staged = _ensure(replace(request, path=next_path, force=False), cap, now, check_mode=check_mode)
+    current = _current_view(request)
+    before = {**current["diff"]["after"], "next": staged["diff"]["before"]}
+    actions = [f"{NEXT_DIR}/: {action}" for action in staged["actions"]]
+    waiting = identities_not_issued_by(request.identity_path, _signer_cert_of(staged)) if request.promote else []
+    if not request.promote or waiting:
+        return {
+            **current,
+            "changed": bool(actions),
+            "actions": actions,
+            "next": _next_view(staged),
+            "waiting": waiting,
+            "diff": {"before": before, "after": {**current["diff"]["after"], "next": staged["diff"]["after"]}},
+        }
+    actions.append(
+        f"promote the CA in {NEXT_DIR}/: every identity in identity_path is issued by it; the current CA moves to "
+        f"{RETIRED_DIR}/"
+    )
+    retired_path = None
+    if not check_mode:
+        retired_path = _promote_next(request.path, now)
+    promoted = {
+        "root": _summary_of_staged(staged["root"], request.path),
+        "intermediate": _summary_of_staged(staged["intermediate"], request.path),
+        "chain_path": os.path.join(request.path, CA_CHAIN),
+        "signer": staged["signer"],
+    }
+    return {
+        "changed": True,
+        "actions": actions,
+        "path": request.path,
+        **promoted,
+        "retired_path": retired_path,
+        "promoted": True,
+        "diff": {"before": before, "after": {**staged["diff"]["after"], "next": None}},
+    }
+
+
+def _current_view(request: CaRequest) -> dict:
+    """The current CA, read and left as it is while a rollover is staged."""
+    ca = load_ca(request.path, passphrase=request.passphrase, ca_path_field="path")
+    view = {
+        "root": certificate_summary(ca.root_cert),
+        "intermediate": certificate_summary(ca.intermediate_cert) if ca.intermediate_cert is not None else None,
+    }
+    return {
+        "changed": False,
+        "actions": [],
+        "path": request.path,
+        "root": _summary(ca.root_cert, request.path, ROOT_CERT, ROOT_KEY),
+        "intermediate": (
+            _summary(ca.intermediate_cert, request.path, INTERMEDIATE_CERT, INTERMEDIATE_KEY)
+            if ca.intermediate_cert is not None
+            else None
+        ),
+        "chain_path": os.path.join(request.path, CA_CHAIN),
+        "signer": ca.signer_name,
+        "retired_path": None,
+        "diff": {"before": view, "after": view},
+    }
+
+
+def _next_view(staged: dict) -> dict:
+    return {key: staged[key] for key in ("path", "root", "intermediate", "chain_path", "signer")}
+
+
+def _signer_cert_of(staged: dict):
+    """The certificate that signs identities in the staged CA, as written (None when check mode has not written it)."""
+    cert_path = (staged["intermediate"] or staged["root"])["cert_path"]
+    pem = read_file(cert_path)
+    return load_certificates(pem, path=cert_path)[0] if pem is not None else None
+
+
+def _summary_of_staged(summary: dict | None, path: str) -> dict | None:
+    """A staged certificate's summary, with the paths it has once promoted into ``path``."""
+    if summary is None:
+        return None
+    return {
+        **summary,
+        "cert_path": os.path.join(path, os.path.basename(summary["cert_path"])),
+        "key_path": os.path.join(path, os.path.basename(summary["key_path"])),
+    }
+
+
+def identities_not_issued_by(identity_path: str, signer_cert) -> list[str]:
+    """The devices in a pki_identity directory whose current identity the given CA did not issue (sorted).
+
+    A device without an identity file is left out (nothing of it depends on a CA); an unreadable one counts, so that
+    a rollover never ends while a device may still need the old CA.
+    """
+    if not identity_path or not os.path.isdir(identity_path):
+        return []
+    waiting = []
+    for device in sorted(os.listdir(identity_path)):
+        if device.startswith(".") or not os.path.isdir(os.path.join(identity_path, device)):
+            continue  # the directory's lock file, an interrupted run's temporaries
+        cert_path = os.path.join(identity_path, device, IDENTITY_CERT)
+        pem = read_file(cert_path)
+        if pem is None:
+            continue
+        try:
+            issued = signer_cert is not None and signed_by(load_certificates(pem, path=cert_path)[0], signer_cert)
+        except PkiError:
+            issued = False
+        if not issued:
+            waiting.append(device)
+    return waiting
+
+
+def _promote_next(path: str, now: datetime.datetime) -> str | None:
+    """The current CA's files move to retired/<time>/ (never deleted), then next/'s files take their place."""
+    names = [*ROOT_FILES, *INTERMEDIATE_FILES, CA_CHAIN]
+    next_path = next_ca_path(path)
+    retired_path = _retire(path, names, now)
+    for name in names:
+        staged = os.path.join(next_path, name)
+        if os.path.exists(staged):
+            os.replace(staged, os.path.join(path, name))
+    remove_paths([os.path.join(next_path, LOCK_NAME), *stale_temporaries(next_path)])
+    if not os.listdir(next_path):
+        os.rmdir(next_path)
+    return retired_path
 
 
 def _check_create(request: CaRequest, handed: HandedInCa | None) -> None:
@@ -867,6 +1067,7 @@ __all__ = (
     "INTERMEDIATE_CERT",
     "INTERMEDIATE_FILES",
     "INTERMEDIATE_KEY",
+    "NEXT_DIR",
     "ROOT_CERT",
     "ROOT_FILES",
     "ROOT_KEY",
@@ -877,6 +1078,9 @@ __all__ = (
     "ensure_ca",
     "handed_in_ca",
     "handed_in_problems",
+    "identities_not_issued_by",
     "load_ca",
     "missing_ca_files",
+    "next_ca_path",
+    "signing_ca_path",
 )

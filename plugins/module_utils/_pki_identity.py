@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     GENERATION_1_1_LIMIT,
+    IDENTITY_CERT,
     KEY_TYPES,
     CertificateIssuer,
     PkiError,
@@ -47,10 +48,15 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     write_directory_atomically,
     write_files_atomically,
 )
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import CA_CHAIN, ROOT_CERT, ca_exists, load_ca
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import (
+    CA_CHAIN,
+    ROOT_CERT,
+    ca_exists,
+    load_ca,
+    signing_ca_path,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
-IDENTITY_CERT = "identity.cert.pem"
 IDENTITY_KEY = "identity.key.pem"
 IDENTITY_CHAIN = "identity.full-chain.cert.pem"
 GENERATIONS = ("1.1", "1.2+")
@@ -195,7 +201,8 @@ def _identity_problems(cert, key, *, registration_id: str, request, ca) -> list:
     if common_name != registration_id:
         problems.append(f"CN is {common_name!r}")
     if not signed_by(cert, ca.signer_cert):
-        problems.append("not issued by the current CA")
+        signer = "the new CA of the rollover (ca_path/next/)" if ca.is_staged else "the current CA"
+        problems.append(f"not issued by {signer}")
     current_type = key_type_of(cert.public_key())
     if current_type != request.key_type:
         problems.append(f"key type is {current_type}, wanted {request.key_type}")
@@ -342,7 +349,8 @@ def _ensure(request: IdentityRequest, plans: list, now: datetime.datetime, *, ch
             plan.action, plan.reasons = "create", ["no identity yet; the CA in ca_path does not exist yet either"]
         return _with_debris(_result(plans, ca=None, ca_path=request.ca_path, predicted_not_after=not_after), debris)
 
-    ca = load_ca(request.ca_path, passphrase=request.passphrase)
+    # During a CA rollover (pki_ca staged=true) the new CA in ca_path/next/ issues every identity.
+    ca = load_ca(signing_ca_path(request.ca_path), passphrase=request.passphrase)
     for certificate, label in ((ca.root_cert, "root"), (ca.intermediate_cert, "intermediate")):
         if certificate is not None:
             check_expiry_limits(
@@ -432,8 +440,9 @@ def _result(plans, *, ca, ca_path: str, predicted_not_after: datetime.datetime) 
         },
         "ca": {
             "signer": ca.signer_name if ca is not None else None,
-            "root_cert_path": os.path.join(ca_path, ROOT_CERT),
-            "chain_path": os.path.join(ca_path, CA_CHAIN) if ca is not None else None,
+            # The CA that signed: during a rollover, the new one in ca_path/next/.
+            "root_cert_path": os.path.join(ca.path if ca is not None else ca_path, ROOT_CERT),
+            "chain_path": os.path.join(ca.path, CA_CHAIN) if ca is not None else None,
         },
         "diff": {"before": {"identities": diff_before}, "after": {"identities": diff_after}},
     }

@@ -80,6 +80,21 @@ options:
   passphrase:
     description: Passphrase of the CA keys in O(ca_path), when M(edgefleet.iotedge.pki_ca) encrypted them.
     type: raw
+  alternate_name:
+    description:
+      - A second name the certificate may be registered under, for a CA rollover - the old and the new CA are
+        registered (and referenced by an enrollment group) at the same time, so each needs a name of its own, and
+        after the rollover the new CA keeps the name it got.
+      - The certificate stays under whichever of O(name) and O(alternate_name) holds it already. Otherwise it goes under
+        O(name), unless O(name) holds the certificate of O(preserve_certificate_path) (the other CA of the rollover);
+        then under O(alternate_name), replacing what is there.
+      - RV(name) says which name was used; RV(alternate) what the other name holds.
+    type: str
+  preserve_certificate_path:
+    description:
+      - With O(alternate_name), a PEM file of a certificate that must stay registered (the other CA of a rollover).
+        The name that holds it is never overwritten. A path that does not exist is ignored.
+    type: path
   management_url:
     description: Base URL of the Azure resource-manager API. The lab prints its own.
     type: str
@@ -191,6 +206,17 @@ certificate:
     is_verified: true
     expiry: Sat, 31 Dec 2039 23:59:59 GMT
     etag: AAAAAAExpNs=
+name:
+  description: The name the certificate is (or would be) registered under - O(name), or O(alternate_name) when it goes there.
+  returned: always
+  type: str
+alternate:
+  description:
+    - With O(alternate_name), what the other of the two names holds (RV(certificate)'s keys without the etag), or
+      V(null) when it holds nothing. After a CA rollover ended, this is the old CA - delete it once no enrollment
+      group references it.
+  returned: when O(alternate_name) is given and O(state=present)
+  type: dict
 actions:
   description: What was (or would be) done, among V(create), V(replace certificate), V(mark verified), V(proof of possession) and V(delete).
   returned: always
@@ -230,6 +256,8 @@ def main():
             "ca_path": {"type": "path"},
             "signer": {"type": "str", "choices": ["root", "intermediate"], "default": "root"},
             "passphrase": secret_option(),
+            "alternate_name": {"type": "str"},
+            "preserve_certificate_path": {"type": "path"},
             "management_url": {"type": "str", "default": DEFAULT_MANAGEMENT_URL},
             "subscription_id": {"type": "str"},
             "resource_group": {"type": "str"},
@@ -246,6 +274,7 @@ def main():
             ["resource_id", "resource_group"],
             ["resource_id", "dps_name"],
         ],
+        required_by={"preserve_certificate_path": "alternate_name"},
         required_one_of=[["resource_id", "subscription_id"]],
         required_together=[["subscription_id", "resource_group", "dps_name"]],
         required_if=[["state", "present", ["certificate", "certificate_path"], True]],

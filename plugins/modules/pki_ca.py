@@ -146,6 +146,32 @@ options:
   intermediate_key_content:
     description: The intermediate CA key as PEM text; installed as C(intermediate.key.pem), mode C(0600), exactly as given.
     type: raw
+  staged:
+    description:
+      - CA rollover. When the root would be issued again (O(force=true), expired, another common name or key type,
+        after O(not_after) or past O(generation)'s limit), the new root and intermediate are written to C(next/) inside
+        O(path) and the current CA stays as it is - devices chained to it keep working while their identities are
+        reissued under the new one.
+      - While C(next/) holds a CA, M(edgefleet.iotedge.pki_identity) issues every identity with it, and O(force) does
+        not stage another one. The current CA is read and left alone; C(next/) is kept as requested.
+      - An intermediate reissued under the same root needs no rollover and is replaced in place as without this option.
+        A CA handed in (O(root_cert_content)) is never staged.
+    type: bool
+    default: false
+  promote:
+    description:
+      - End a CA rollover. The CA in C(next/) becomes the current one (the current files move to
+        C(retired/<UTC time>/), never deleted) once every identity in O(identity_path) is issued by it; until then
+        nothing is promoted and RV(waiting) lists the devices still on the old CA.
+      - Needs O(staged=true) and O(identity_path). Without a CA in C(next/) it does nothing.
+    type: bool
+    default: false
+  identity_path:
+    description:
+      - The M(edgefleet.iotedge.pki_identity) directory (its O(edgefleet.iotedge.pki_identity#module:path)) whose
+        identities decide whether O(promote) may end the rollover. A device directory without an identity file does
+        not count; one that cannot be read counts as still on the old CA.
+    type: path
   state:
     description: V(absent) removes the CA files (not the C(retired/) directory).
     type: str
@@ -153,7 +179,8 @@ options:
     default: present
 notes:
   - Rotating the CA makes every identity it signed invalid; run M(edgefleet.iotedge.pki_identity) afterwards and it
-    reissues them.
+    reissues them. With O(staged=true) the old CA stays valid meanwhile (a rollover), which is what a fleet enrolled
+    through DPS needs - see the rollover example.
   - O(path) must be writable even when nothing changes (the run's lock file). A CA on a read-only mount is handed in
     as content instead (V({{ lookup('ansible.builtin.file', '/mnt/ca/root.key.pem'\) }})) with O(path) on a
     writable directory.
@@ -188,6 +215,23 @@ EXAMPLES = r"""
     intermediate_cert_content: "{{ lookup('ansible.builtin.file', 'files/ca/intermediate.cert.pem') }}"
     intermediate_key_content: "{{ lookup('ansible.builtin.file', 'files/ca/intermediate.key.pem') }}"
     passphrase: "{{ vault_pki_passphrase }}"
+  delegate_to: localhost
+  run_once: true
+
+- name: Roll the fleet CA over - stage a new one beside the current one (identities are then reissued under it)
+  edgefleet.iotedge.pki_ca:
+    path: "{{ playbook_dir }}/pki/ca"
+    staged: true
+    force: true
+  delegate_to: localhost
+  run_once: true
+
+- name: End the rollover once every identity is issued by the new CA
+  edgefleet.iotedge.pki_ca:
+    path: "{{ playbook_dir }}/pki/ca"
+    staged: true
+    promote: true
+    identity_path: "{{ playbook_dir }}/pki/identities"
   delegate_to: localhost
   run_once: true
 
@@ -261,6 +305,21 @@ retired_path:
   description: Directory the replaced CA files were moved to, when the CA was rotated.
   returned: always
   type: str
+next:
+  description:
+    - The CA a rollover staged in C(next/) (O(staged=true)), with the same keys as the result's RV(root),
+      RV(intermediate), RV(chain_path), RV(signer) and RV(path); V(null) when no rollover is under way.
+  returned: always
+  type: dict
+waiting:
+  description: With O(promote=true), the devices of O(identity_path) whose identity the new CA has not issued yet.
+  returned: always
+  type: list
+  elements: str
+promoted:
+  description: Whether this run made the staged CA the current one.
+  returned: always
+  type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -293,6 +352,9 @@ def main():
             "root_key_content": secret_option(),
             "intermediate_cert_content": {"type": "str"},
             "intermediate_key_content": secret_option(),
+            "staged": {"type": "bool", "default": False},
+            "promote": {"type": "bool", "default": False},
+            "identity_path": {"type": "path"},
             "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
         },
         supports_check_mode=True,

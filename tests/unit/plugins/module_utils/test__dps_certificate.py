@@ -96,6 +96,7 @@ def pki(tmp_path_factory):
     base = tmp_path_factory.mktemp("pki")
     ensure_ca(ca_request(base / "ca"), check_mode=False)
     ensure_ca(ca_request(base / "other", root_common_name="Other Root CA"), check_mode=False)
+    ensure_ca(ca_request(base / "third", root_common_name="Third Root CA"), check_mode=False)
     return base
 
 
@@ -252,3 +253,86 @@ def test_check_mode_predicts_a_certificate_that_pki_ca_has_not_written_yet(pki, 
     # A real run still refuses the missing file before any request.
     with pytest.raises(ConfigurationError, match=r"^certificate_path: .* does not exist; create it first"):
         ensure_dps_certificate(FakeManagement(), missing, check_mode=False)
+
+
+# ---- a CA rollover: two names, the old and the new CA registered side by side --------------------------------------
+
+
+def rollover(pki, ca, other, **overrides):
+    """The request for CA ``ca`` during a rollover whose other CA is ``other`` (None: no rollover under way)."""
+    values = {
+        "certificate_path": str(pki / ca / "root.cert.pem"),
+        "ca_path": str(pki / ca),
+        "alternate_name": "fleet-root-rollover",
+        "preserve_certificate_path": str(pki / other / "root.cert.pem") if other else None,
+    }
+    return request(pki, **{**values, **overrides})
+
+
+def test_the_new_ca_of_a_rollover_goes_under_the_alternate_name_and_the_current_one_stays(pki):
+    client = FakeManagement()
+    current = ensure_dps_certificate(client, rollover(pki, "ca", "other"), check_mode=False)
+    assert current["name"] == "fleet-root" and current["alternate"] is None
+    staged = ensure_dps_certificate(client, rollover(pki, "other", "ca"), check_mode=False)
+    assert staged["name"] == "fleet-root-rollover" and staged["certificate"]["is_verified"] is True
+    assert staged["alternate"]["thumbprint"] == fingerprints(root(pki))["sha1"]
+    assert client.records["fleet-root"]["properties"]["cert"] == root(pki), "the current CA was not replaced"
+    writes = len(client.writes)
+    # Both stay where they are on the next run, in either order.
+    assert ensure_dps_certificate(client, rollover(pki, "other", "ca"), check_mode=False)["changed"] is False
+    again = ensure_dps_certificate(client, rollover(pki, "ca", "other"), check_mode=False)
+    assert again["changed"] is False and again["name"] == "fleet-root"
+    assert len(client.writes) == writes
+
+
+def test_after_the_rollover_the_new_ca_keeps_its_name_and_reports_the_old_one(pki):
+    client = FakeManagement()
+    client.seed("fleet-root", root(pki), True)
+    client.seed("fleet-root-rollover", root(pki, "other"), True)
+    promoted = ensure_dps_certificate(client, rollover(pki, "other", None), check_mode=False)
+    assert promoted["changed"] is False and promoted["name"] == "fleet-root-rollover"
+    assert promoted["alternate"]["thumbprint"] == fingerprints(root(pki))["sha1"]
+    assert "etag" not in promoted["alternate"]
+    assert client.writes == []
+
+
+def test_the_next_rollover_uses_the_free_name_and_replaces_a_stale_one(pki):
+    client = FakeManagement()
+    client.seed("fleet-root-rollover", root(pki, "other"), True)
+    # The current CA is under the alternate name; the new one takes the free name.
+    staged = ensure_dps_certificate(client, rollover(pki, "ca", "other"), check_mode=False)
+    assert staged["name"] == "fleet-root" and client.writes[0] == ("put", "fleet-root", None, False)
+    # A stale CA (from the rollover before) under the name the new one needs is replaced with its etag; the name that
+    # holds the CA to preserve is never written.
+    client = FakeManagement()
+    client.seed("fleet-root", root(pki, "other"), True)
+    stale = client.seed("fleet-root-rollover", root(pki, "third"), True)
+    replaced = ensure_dps_certificate(client, rollover(pki, "ca", "other"), check_mode=False)
+    assert replaced["name"] == "fleet-root-rollover" and replaced["actions"] == [
+        "replace certificate",
+        "proof of possession",
+    ]
+    assert client.writes[0] == ("put", "fleet-root-rollover", stale["etag"], False)
+    assert client.records["fleet-root"]["properties"]["cert"] == root(pki, "other")
+
+
+def test_check_mode_names_the_name_it_would_use(pki):
+    client = FakeManagement()
+    client.seed("fleet-root", root(pki), True)
+    predicted = ensure_dps_certificate(client, rollover(pki, "other", "ca"), check_mode=True)
+    assert predicted["name"] == "fleet-root-rollover" and predicted["actions"] == ["create", "proof of possession"]
+    assert client.writes == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"alternate_name": "fleet-root"}, "alternate_name: must differ from name"),
+        ({"alternate_name": "bad name"}, "alternate_name: 'bad name' is not a DPS certificate name"),
+    ],
+)
+def test_bad_alternate_name_raises_before_any_request(pki, overrides, message):
+    client = FakeManagement()
+    with pytest.raises(ConfigurationError, match=r"^" + message):
+        ensure_dps_certificate(client, rollover(pki, "ca", "other", **overrides), check_mode=False)
+    assert client.calls == []

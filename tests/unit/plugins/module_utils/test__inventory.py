@@ -48,6 +48,7 @@ def defaults(role: str) -> dict:
         "edgefleet_iotedge_hostname": "edge-01",
         "edgefleet_dps_connection_string": CONNECTION,
         "edgefleet_dps_resource_id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Devices/provisioningServices/d",
+        "edgefleet_dps_ca_rollover_certificate_name": "edgefleet-root-rollover",
     }
     return {name: resolved.get(name, value) for name, value in values.items()}
 
@@ -142,6 +143,7 @@ NEWLINE_CASES = [
     ("edge_pki", "edgefleet_pki_identity_dir", "/srv/pki/ids\n"),
     ("dps_enrollment", "edgefleet_dps_enrollment_group_id", "fleet\n"),
     ("dps_enrollment", "edgefleet_dps_ca_certificate_name", "edgefleet-root\n"),
+    ("dps_enrollment", "edgefleet_dps_ca_rollover_certificate_name", "edgefleet-root-rollover\n"),
     ("dps_enrollment", "edgefleet_dps_connection_string", CONNECTION.replace(".net", ".net\nx")),
     ("dps_enrollment", "edgefleet_iothub_connection_string", HUB_CONNECTION.replace(".net", ".net\nx")),
     ("dps_enrollment", "edgefleet_dps_management_url", "https://management.azure.com\n"),
@@ -214,6 +216,15 @@ def test_twin_rules_name_the_variable_and_the_place():
     assert problem.startswith("edgefleet_dps_twin_tags.site: key 'floor.2'")
     (problem,) = problems("dps_enrollment", edgefleet_dps_twin_desired_properties={"$version": 1})
     assert problem.startswith("edgefleet_dps_twin_desired_properties: key '$version'")
+
+
+def test_the_two_names_of_the_fleet_ca_in_dps_differ():
+    (problem,) = problems("dps_enrollment", edgefleet_dps_ca_rollover_certificate_name="edgefleet-root")
+    assert problem.startswith(
+        "edgefleet_dps_ca_rollover_certificate_name: is the same as edgefleet_dps_ca_certificate_name"
+    )
+    (problem,) = problems("dps_enrollment", edgefleet_dps_ca_rollover_certificate_name="fleet root/next")
+    assert problem.startswith("edgefleet_dps_ca_rollover_certificate_name: 'fleet root/next' is not a DPS certificate")
 
 
 def test_a_connection_string_in_the_wrong_place_is_never_echoed():
