@@ -253,6 +253,7 @@ def _resolved(role: str, values: dict) -> dict:
     if role == "edge_pki":
         resolved["rotate"] = bool(values.get("edgefleet_identity_rotate"))
         resolved["retired"] = bool(values.get("edgefleet_retired"))
+        resolved["edge_ca"] = values.get("edgefleet_edge_ca") == "fleet"
     if role == "dps_enrollment":
         # Both twin parts are always sent: a tag or property removed from inventory is removed from the enrollment.
         resolved["twin"] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: identity_files
-short_description: Where edgefleet.iotedge.pki_identity keeps one device's identity files
+short_description: Where edgefleet.iotedge.pki_identity keeps one device's identity (and Edge CA) files
 version_added: 0.1.0
 description:
   - Returns the paths of the key, the leaf certificate and the full chain that M(edgefleet.iotedge.pki_identity)
@@ -40,18 +40,21 @@ _value:
     - C(next), the same three paths of a rotation's new identity, which waits there until the device registered with
       it (M(edgefleet.iotedge.pki_identity) with O(edgefleet.iotedge.pki_identity#module:staged=true)). The files
       exist only while a rotation is under way.
+    - C(edge_ca), the same three paths of the device's Edge CA (M(edgefleet.iotedge.pki_edge_ca); C(chain_path) is
+      the Edge CA then the fleet root).
   type: dict
 """
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_edge_ca import edge_ca_files
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity import identity_files as paths_of
 
 
 def identity_files(identity_dir, registration_id) -> dict:
     if not isinstance(identity_dir, str) or not isinstance(registration_id, str):
         raise AnsibleFilterError("edgefleet.iotedge.identity_files: the directory and the registration id are text")
-    return paths_of(identity_dir, registration_id)
+    return {**paths_of(identity_dir, registration_id), "edge_ca": edge_ca_files(identity_dir, registration_id)}
 
 
 class FilterModule:

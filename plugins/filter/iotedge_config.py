@@ -135,6 +135,34 @@ options:
       iotedge_trust_bundle_cert_path:
         description: 1.2+ only. Absolute path on the device of extra trusted CA certificates (C(trust_bundle_cert)).
         type: str
+      edge_ca:
+        description:
+          - V(quickstart) (default) - the runtime's own Edge CA. Nothing is written unless its lifetime or renewal
+            differ from the runtime's defaults.
+          - V(fleet) - the Edge CA the fleet PKI issued, at C(iotedge_edge_ca_cert_path) and C(iotedge_edge_ca_key_path) -
+            C([edge_ca] cert)/C(pk) as file URIs (1.2+), C(certificates.device_ca_cert)/C(device_ca_pk)/C(trusted_ca_certs)
+            (1.1; the full chain is also the trusted CAs).
+        type: str
+        choices: [quickstart, fleet]
+      iotedge_edge_ca_cert_path:
+        description: With O(_input.edge_ca=fleet), absolute path on the device of the Edge CA's full chain.
+        type: str
+      iotedge_edge_ca_key_path:
+        description: With O(_input.edge_ca=fleet), absolute path on the device of the Edge CA's key.
+        type: str
+      iotedge_edge_ca_expiry_days:
+        description:
+          - The runtime's own Edge CA's lifetime in days (1.2+ C(auto_generated_edge_ca_expiry_days), 1 to 4294967295;
+            1.1 C(auto_generated_ca_lifetime_days), 1 to 65535). Default 90, which writes nothing.
+        type: int
+      iotedge_edge_ca_renew_threshold:
+        description:
+          - 1.2+ C([edge_ca.auto_renew] threshold) of the runtime's own Edge CA - V(N%) (below 100), V(Nmin) or V(Nday).
+            Default C(80%). Refused with 1.1, which does not renew it.
+        type: str
+      iotedge_edge_ca_renew_retry:
+        description: 1.2+ C([edge_ca.auto_renew] retry), in the same units. Default C(4%).
+        type: str
 seealso:
   - name: Configure IoT Edge device settings
     link: https://learn.microsoft.com/azure/iot-edge/configure-device

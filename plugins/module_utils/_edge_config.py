@@ -56,6 +56,11 @@ REPROVISIONING_MODES = ("Dynamic", "AlwaysOnStartup", "OnErrorOnly")
 DEFAULT_REPROVISIONING_MODE = "Dynamic"
 # ``[provisioning.attestation.identity_cert.auto_renew]`` as the 1.4+ template writes it.
 AUTO_RENEW = {"rotate_key": True, "threshold": "80%", "retry": "4%"}
+EDGE_CA_SOURCES = ("quickstart", "fleet")
+# The runtime's own Edge CA when config.toml has no [edge_ca] (1.2+ apply.rs; 1.1's auto_generated_ca_lifetime_days).
+QUICKSTART_EDGE_CA_DAYS = 90
+# A renewal policy (cert_renewal's Policy): N% of the lifetime (0 < N < 100), or N minutes or days before the end.
+RENEWAL_POLICY = re.compile(r"([0-9]+)(%|min|day)")
 
 # Every setting the renderer knows (the role variable name minus ``edgefleet_``).
 SETTINGS = (
@@ -84,6 +89,12 @@ SETTINGS = (
     "iotedge_dynamic_reprovisioning",
     "iotedge_agent_image",
     "iotedge_trust_bundle_cert_path",
+    "edge_ca",
+    "iotedge_edge_ca_cert_path",
+    "iotedge_edge_ca_key_path",
+    "iotedge_edge_ca_expiry_days",
+    "iotedge_edge_ca_renew_threshold",
+    "iotedge_edge_ca_renew_retry",
 )
 # Each setting is the inventory variable of the same name with this prefix (the iotedge_settings lookup reads them).
 VARIABLE_PREFIX = "edgefleet_"
@@ -91,6 +102,8 @@ VARIABLE_PREFIX = "edgefleet_"
 SETTING_VARIABLES = {
     "iotedge_identity_cert_path": "edgefleet_iotedge_cert_dir",
     "iotedge_identity_key_path": "edgefleet_iotedge_secrets_dir",
+    "iotedge_edge_ca_cert_path": "edgefleet_iotedge_cert_dir",
+    "iotedge_edge_ca_key_path": "edgefleet_iotedge_secrets_dir",
 }
 # Never repeated in an error message.
 SECRET_SETTINGS = frozenset(
@@ -469,6 +482,9 @@ def _render_1_2(settings: _Settings) -> str:
     if key_method == "pkcs11":
         document["aziot_keys"] = _aziot_keys(settings)
     document["agent"] = {"name": "edgeAgent", "type": "docker", "config": {"image": common["agent_image"]}}
+    edge_ca = _edge_ca_1_2(settings)
+    if edge_ca is not None:
+        document["edge_ca"] = edge_ca
 
     if not HAS_TOMLI_W:
         raise EdgeConfigLibraryError(
@@ -477,6 +493,81 @@ def _render_1_2(settings: _Settings) -> str:
             + str(TOMLI_W_IMPORT_ERROR).strip().splitlines()[-1]
         )
     return HEADER + "\n" + tomli_w.dumps(document)
+
+
+def _edge_ca_paths(settings: _Settings) -> tuple[str, str]:
+    """Where the role puts the fleet-issued Edge CA's full chain and key on the device."""
+    fix = "Set it to an absolute directory on the device, or leave it empty for the runtime's default"
+    return (
+        _absolute_path(settings, "iotedge_edge_ca_cert_path", fix, required=True),
+        _absolute_path(settings, "iotedge_edge_ca_key_path", fix, required=True),
+    )
+
+
+def _quickstart_days(settings: _Settings, limit: int) -> int:
+    key = "iotedge_edge_ca_expiry_days"
+    value = settings.raw(key)
+    if value is None or value == "":
+        return QUICKSTART_EDGE_CA_DAYS
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+\s*", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
+        raise EdgeConfigError(
+            key,
+            f"is {shown(value)}; the runtime's own Edge CA lasts a whole number of days from 1 to {limit}. Use one, "
+            f"or leave it empty for {QUICKSTART_EDGE_CA_DAYS}",
+        )
+    return value
+
+
+def _renewal_policy(settings: _Settings, key: str, default: str) -> str:
+    value = settings.text(key) or default
+    found = RENEWAL_POLICY.fullmatch(value)
+    if found is None or int(found.group(1)) <= 0 or (found.group(2) == "%" and int(found.group(1)) >= 100):
+        raise EdgeConfigError(
+            key,
+            f"{shown(value)} is not a renewal policy the runtime reads. Use a share of the lifetime below 100% "
+            f"(e.g. {default}), or a time before the end in minutes or days (e.g. 90min, 7day)",
+        )
+    return value
+
+
+def _edge_ca_1_2(settings: _Settings) -> dict | None:
+    """[edge_ca]: the fleet's certificate and key as file URIs, or the runtime's own (quickstart) with its lifetime
+    and renewal when they differ from the runtime's defaults (none written then, so the file stays as it was)."""
+    if settings.choice("edge_ca", EDGE_CA_SOURCES, "quickstart") == "fleet":
+        cert, key = _edge_ca_paths(settings)
+        return {"cert": file_uri(cert), "pk": file_uri(key)}
+    days = _quickstart_days(settings, 2**32 - 1)
+    renewal = {
+        "rotate_key": True,  # the runtime's own Edge CA is renewed with a new key (its template says it must)
+        "threshold": _renewal_policy(settings, "iotedge_edge_ca_renew_threshold", AUTO_RENEW["threshold"]),
+        "retry": _renewal_policy(settings, "iotedge_edge_ca_renew_retry", AUTO_RENEW["retry"]),
+    }
+    if days == QUICKSTART_EDGE_CA_DAYS and renewal == AUTO_RENEW:
+        return None
+    edge_ca: dict = {"auto_generated_edge_ca_expiry_days": days}
+    if renewal != AUTO_RENEW:
+        edge_ca["auto_renew"] = renewal
+    return edge_ca
+
+
+def _edge_ca_1_1(settings: _Settings) -> dict | None:
+    """1.1's ``certificates``: the fleet's device CA (its full chain also as the trusted CAs), or the quickstart one's
+    lifetime when it differs from 90 days. 1.1 cannot renew its own: a renewal policy is an error, not dropped."""
+    for key, default in (("iotedge_edge_ca_renew_threshold", "80%"), ("iotedge_edge_ca_renew_retry", "4%")):
+        value = settings.text(key)
+        if value not in (None, default):
+            raise EdgeConfigError(
+                key,
+                f"is {shown(value)}, and IoT Edge 1.1 does not renew its Edge CA (edgefleet_generation is 1.1). "
+                f"Leave it at {default}, or move the device to 1.2+",
+            )
+    if settings.choice("edge_ca", EDGE_CA_SOURCES, "quickstart") == "fleet":
+        cert, key = _edge_ca_paths(settings)
+        return {"device_ca_cert": cert, "device_ca_pk": key, "trusted_ca_certs": cert}
+    days = _quickstart_days(settings, 65535)
+    return None if days == QUICKSTART_EDGE_CA_DAYS else {"auto_generated_ca_lifetime_days": days}
 
 
 def _aziot_keys(settings: _Settings) -> dict:
@@ -621,6 +712,9 @@ def _render_1_1(settings: _Settings) -> str:
         "homedir": "/var/lib/iotedge",
         "moby_runtime": {"uri": "unix:///var/run/docker.sock", "network": "azure-iot-edge"},
     }
+    certificates = _edge_ca_1_1(settings)
+    if certificates is not None:
+        document["certificates"] = certificates
     if not HAS_YAML:
         raise EdgeConfigLibraryError(
             "Rendering /etc/iotedge/config.yaml needs PyYAML on the controller: install it with `pip install pyyaml`. "

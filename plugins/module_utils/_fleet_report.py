@@ -34,6 +34,8 @@ COLUMNS = (
     "registration_id",
     "not_after",
     "days_left",
+    "edge_ca_not_after",
+    "edge_ca_days_left",
     "issued_here",
     "dps_certificate",
     "dps_status",
@@ -42,7 +44,20 @@ COLUMNS = (
     "check_errors",
     "problems",
 )
-HEADERS = ("HOST", "REGISTRATION ID", "NOT AFTER", "DAYS", "ISSUED", "DPS CERT", "DPS", "HUB", "EDGEAGENT", "CHECK")
+HEADERS = (
+    "HOST",
+    "REGISTRATION ID",
+    "NOT AFTER",
+    "DAYS",
+    "EDGE CA NOT AFTER",
+    "EDGE CA DAYS",
+    "ISSUED",
+    "DPS CERT",
+    "DPS",
+    "HUB",
+    "EDGEAGENT",
+    "CHECK",
+)
 
 
 def leaf_of(chain_pem: str, path: str = "the host's chain"):
@@ -84,8 +99,9 @@ def _dps_certificate(enrollment, thumbprint: str | None) -> str:
 
 def host_row(host: str, facts: dict, now: datetime.datetime, min_days: int) -> dict:
     """One row: ``facts`` holds registration_id, chain_pem (or read_error), issued_cert_path (the leaf the fleet PKI
-    issued, on the controller), enrollment (dps_enrollment_info's, "group", or None), hub_device (iothub_device_info's,
-    or None when not checked), edge_agent and check_errors (ids)."""
+    issued, on the controller), edge_ca_pem (the runtime's trust bundle, Edge CA first; optional), enrollment
+    (dps_enrollment_info's, "group", or None), hub_device (iothub_device_info's, or None when not checked),
+    edge_agent and check_errors (ids)."""
     problems = []
     row = dict.fromkeys(COLUMNS, "")
     row.update(host=host, registration_id=facts.get("registration_id") or "-", problems=problems)
@@ -115,6 +131,7 @@ def host_row(host: str, facts: dict, now: datetime.datetime, min_days: int) -> d
         row["issued_here"] = "yes" if thumbprint == issued else "NO"
         if thumbprint != issued:
             problems.append("the chain on the host is not the one the fleet PKI issued (replaced by hand?)")
+    _edge_ca_columns(row, facts, now, min_days)
     row["dps_certificate"] = _dps_certificate(facts.get("enrollment"), thumbprint)
     if row["dps_certificate"] == "differs":
         problems.append("DPS holds another certificate for this registration id: the device cannot register")
@@ -134,6 +151,24 @@ def host_row(host: str, facts: dict, now: datetime.datetime, min_days: int) -> d
     if facts.get("check_errors"):
         problems.append(f"iotedge check errors: {row['check_errors']}")
     return row
+
+
+def _edge_ca_columns(row: dict, facts: dict, now: datetime.datetime, min_days: int) -> None:
+    """The Edge CA the runtime uses: the first certificate of its workload API's trust bundle (``edge_ca_pem``).
+    Not read (an older runtime, a host not reached): the columns stay empty and nothing is flagged."""
+    pem = facts.get("edge_ca_pem")
+    if not pem:
+        return
+    try:
+        edge_ca = leaf_of(pem, path="the runtime's trust bundle")
+    except PkiError as error:
+        row["problems"].append(f"the Edge CA cannot be read: {error}")
+        return
+    end = not_after_of(edge_ca)
+    row["edge_ca_not_after"] = end.strftime("%Y-%m-%dT%H:%M:%SZ")
+    row["edge_ca_days_left"] = days_left(end, now)
+    if row["edge_ca_days_left"] < min_days:
+        row["problems"].append(f"the Edge CA ends in {row['edge_ca_days_left']} days (threshold {min_days})")
 
 
 def _issuers(enrollment) -> set:

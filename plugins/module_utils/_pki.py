@@ -223,6 +223,15 @@ def basic_constraints_ca(cert) -> bool:
         return False
 
 
+def path_length_of(cert):
+    """A CA certificate's path length constraint (None when it has none, or is no CA)."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+    return constraints.path_length if constraints.ca else None
+
+
 def certificate_pem(cert) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -259,6 +268,21 @@ def _ca_usage():
     )
 
 
+def _edge_ca_usage():
+    """As the runtime's own Edge CA (edge_ca.rs extensions): digitalSignature and keyCertSign."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _leaf_usage(is_rsa: bool):
     return x509.KeyUsage(
         digital_signature=True,
@@ -279,6 +303,8 @@ def _profile_extensions(profile: str, *, rsa_key: bool) -> list:
         return [(x509.BasicConstraints(ca=True, path_length=None), True), (_ca_usage(), True)]
     if profile == "intermediate":
         return [(x509.BasicConstraints(ca=True, path_length=0), True), (_ca_usage(), True)]
+    if profile in ("edge-ca-0", "edge-ca-1"):
+        return [(x509.BasicConstraints(ca=True, path_length=int(profile[-1])), True), (_edge_ca_usage(), True)]
     if profile == "client":
         return [
             (x509.BasicConstraints(ca=False, path_length=None), True),
@@ -294,6 +320,7 @@ class CertificateIssuer:
     What is the same for every certificate of a batch (issuer name, authority key id, profile extensions) is
     computed once, which matters when one call issues a whole fleet. `issuer_cert=None` means self-signed.
     Profiles: `root` (CA:true, critical, no path length), `intermediate` (CA:true, pathlen 0),
+    `edge-ca-0` / `edge-ca-1` (a device's Edge CA, CA:true with that path length, digitalSignature and keyCertSign),
     `client` (CA:false, clientAuth; device identities and proof-of-possession certificates).
     """
 

@@ -97,12 +97,7 @@ def device(dps_lab, tmp_path, monkeypatch) -> IdentityHost:
     host.secrets.mkdir()
     monkeypatch.setattr(aziotd, "ETC", host.etc)
     monkeypatch.setattr(aziotd, "IDENTITYD_HOME", host.home)
-    host.daemons.update(
-        {
-            aziotd.CERTD_SOCKET: aziotd.preloaded_reader("preloaded_certs", "certificate"),
-            aziotd.KEYD_SOCKET: aziotd.preloaded_reader("preloaded_keys", "key pair"),
-        }
-    )
+    host.daemons.update({aziotd.CERTD_SOCKET: aziotd.certd, aziotd.KEYD_SOCKET: aziotd.keyd})
 
     def call(path: str, request: dict, timeout: float = 300) -> dict:
         # One JSON line each way, as over the daemons' sockets.

@@ -1,8 +1,10 @@
 """``aziotd <service>``: the identity-service daemons of the double, each as its own user (systemd units).
 
-- aziot-keyd (aziotks) hands out the preloaded private keys it can read; a key aziotks cannot read fails here, as
-  on a real device.
-- aziot-certd (aziotcs) hands out the preloaded certificates it can read.
+- aziot-keyd (aziotks) hands out the preloaded private keys it can read (a key aziotks cannot read fails here, as
+  on a real device), and creates the keys the edge daemon asks for (the Edge CA's) in its home.
+- aziot-certd (aziotcs) hands out the preloaded certificates it can read (a list of ids is their concatenation, as
+  the trust bundle), and issues what its [cert_issuance] says: a self-signed Edge CA, or a certificate signed by an
+  issuer the caller names (module server certificates), keeping them in its home.
 - aziot-identityd (aziotid) provisions at startup: it gets the identity certificate and key from certd and keyd,
   then uses its backup of the last provisioning when there is one, or else registers with DPS over mutual TLS
   (trusting only the system store), polling every 5 s until assigned; it keeps the backups and tells the edge daemon
@@ -13,13 +15,14 @@
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import sys
 import tomllib
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from . import IDENTITY_SERVICE_VERSION
+from . import IDENTITY_SERVICE_VERSION, x509
 from .dps import ProvisioningError, common_name, read_device_backup, register_with_dps
 from .ipc import activated_sockets, call, serve_json
 from .journal import log
@@ -29,6 +32,9 @@ KEYD_SOCKET = "/run/aziot/keyd.sock"
 CERTD_SOCKET = "/run/aziot/certd.sock"
 IDENTITYD_SOCKET = "/run/aziot/identityd.sock"
 IDENTITYD_HOME = Path("/var/lib/aziot/identityd")
+# Where keyd keeps the keys it creates and certd the certificates it issues (one PEM file per id, the id URL-quoted).
+KEYD_KEYS = Path("/var/lib/aziot/keyd/keys")
+CERTD_CERTS = Path("/var/lib/aziot/certd/certs")
 # identityd's backups in its home (identity.rs): the device of the last provisioning, and the settings in force then.
 DEVICE_BACKUP = "device_info"
 SETTINGS_BACKUP = "prev_state"
@@ -62,24 +68,125 @@ def file_of(uri: str) -> Path:
 # ---- keyd and certd ---------------------------------------------------------------------------------------
 
 
-def preloaded_reader(table: str, what: str):
-    def handle(request: dict) -> dict:
-        config = load_config("keyd" if table == "preloaded_keys" else "certd")
-        item_id = request.get("id", "")
-        location = (config.get(table) or {}).get(item_id)
-        if location is None:
-            return {"error": f"{what} {item_id!r} not found"}
-        if isinstance(location, str) and location.startswith("pkcs11:"):
-            return {"error": f"{what} {item_id!r}: PKCS#11 keys are not implemented by the edgefleet test double"}
-        path = file_of(location)
-        try:
-            return {"pem": path.read_text()}
-        except OSError as error:
-            message = f"could not load {what} {item_id!r} from {path}: {error.strerror} (os error {error.errno})"
-            log("ERROR", message)
-            return {"error": message}
+def _preloaded(table: dict, item_id: str, what: str, seen: set) -> dict:
+    """A preloaded item's PEM: a file URI, or (certd) a list of ids whose PEMs are concatenated."""
+    location = table.get(item_id)
+    if location is None:
+        return {"error": f"{what} {item_id!r} not found"}
+    if isinstance(location, list):
+        if item_id in seen:
+            return {"error": f"preloaded cert {item_id!r} refers to itself"}
+        parts = []
+        for member in location:
+            found = _preloaded(table, member, what, {*seen, item_id})
+            if "pem" not in found:
+                found = _issued_certificate(member)
+            if "pem" not in found:
+                return found
+            parts.append(found["pem"] if found["pem"].endswith("\n") else found["pem"] + "\n")
+        return {"pem": "".join(parts)}
+    if isinstance(location, str) and location.startswith("pkcs11:"):
+        return {"error": f"{what} {item_id!r}: PKCS#11 keys are not implemented by the edgefleet test double"}
+    path = file_of(location)
+    try:
+        return {"pem": path.read_text()}
+    except OSError as error:
+        message = f"could not load {what} {item_id!r} from {path}: {error.strerror} (os error {error.errno})"
+        log("ERROR", message)
+        return {"error": message}
 
-    return handle
+
+def _stored(directory: Path, item_id: str) -> Path:
+    return directory / f"{quote(item_id, safe='')}.pem"
+
+
+def keyd(request: dict) -> dict:
+    """Preloaded keys first; then the keys keyd created. Ops: create_key_pair_if_not_exists, move_key_pair,
+    delete_key_pair (the edge daemon's Edge CA and its renewal)."""
+    config = load_config("keyd")
+    preloaded = config.get("preloaded_keys") or {}
+    op, item_id = request.get("op", "get"), request.get("id", "")
+    created = _stored(KEYD_KEYS, item_id)
+    if op == "get":
+        if item_id in preloaded:
+            return _preloaded(preloaded, item_id, "key pair", set())
+        return {"pem": created.read_text()} if created.is_file() else {"error": f"key pair {item_id!r} not found"}
+    if item_id in preloaded:
+        return {"ok": True} if op == "create_key_pair_if_not_exists" else {"error": f"{item_id!r} is preloaded"}
+    if op == "create_key_pair_if_not_exists":
+        if not created.is_file():
+            KEYD_KEYS.mkdir(mode=0o700, exist_ok=True)
+            x509.new_key(created)
+        return {"ok": True}
+    if op == "move_key_pair":
+        os.replace(_stored(KEYD_KEYS, request["from"]), created)
+        return {"ok": True}
+    if op == "delete_key_pair":
+        created.unlink(missing_ok=True)
+        return {"ok": True}
+    return {"error": f"unknown operation {op!r}"}
+
+
+def _issued_certificate(item_id: str) -> dict:
+    path = _stored(CERTD_CERTS, item_id)
+    return {"pem": path.read_text()} if path.is_file() else {"error": f"certificate {item_id!r} not found"}
+
+
+def certd(request: dict) -> dict:
+    """Preloaded certificates first; then those certd issued. Ops: create_cert (self-signed by its [cert_issuance]
+    options, or signed by the ``issuer`` the caller names), move_cert, delete_cert."""
+    config = load_config("certd")
+    preloaded = config.get("preloaded_certs") or {}
+    op, item_id = request.get("op", "get"), request.get("id", "")
+    if op == "get":
+        return (
+            _preloaded(preloaded, item_id, "certificate", set())
+            if item_id in preloaded
+            else _issued_certificate(item_id)
+        )
+    if item_id in preloaded:
+        return {"error": f"certificate {item_id!r} is preloaded"}
+    target = _stored(CERTD_CERTS, item_id)
+    if op == "create_cert":
+        issuer = request.get("issuer")
+        try:
+            if issuer is None:
+                options = (config.get("cert_issuance") or {}).get(item_id)
+                if not options or options.get("method") != "self_signed":
+                    return {"error": f"no issuance options for {item_id!r} (the double issues self_signed only)"}
+                key = _fetch(KEYD_SOCKET, {"id": item_id}, f"the key of {item_id!r}")
+                pem = x509.issue(
+                    request["csr"],
+                    signer_key_pem=key,
+                    issuer_cert_pem=None,
+                    days=int(options.get("expiry_days") or x509.DEFAULT_EXPIRY_DAYS),
+                    common_name=options.get("common_name"),
+                )
+            else:
+                issuer_pem = certd({"id": issuer["cert_id"]})
+                if "pem" not in issuer_pem:
+                    return issuer_pem
+                key = _fetch(KEYD_SOCKET, {"id": issuer["key_id"]}, f"the key of {issuer['key_id']!r}")
+                leaf = x509.issue(
+                    request["csr"],
+                    signer_key_pem=key,
+                    issuer_cert_pem=x509.first_certificate(issuer_pem["pem"]),
+                    days=x509.DEFAULT_EXPIRY_DAYS,
+                )
+                # The new certificate, then its issuer's chain.
+                pem = leaf + issuer_pem["pem"]
+        except (ServiceError, x509.X509Error, KeyError) as error:
+            return {"error": f"could not create certificate {item_id!r}: {error}"}
+        CERTD_CERTS.mkdir(mode=0o700, exist_ok=True)
+        target.write_text(pem)
+        return {"pem": pem}
+    if op == "move_cert":
+        os.replace(_stored(CERTD_CERTS, request["from"]), target)
+        return {"ok": True}
+    if op == "delete_cert":
+        target.unlink(missing_ok=True)
+        return {"ok": True}
+    return {"error": f"unknown operation {op!r}"}
 
 
 # ---- identityd --------------------------------------------------------------------------------------------
@@ -248,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     if service == "aziot-identityd":
         return identityd(listener)
     handlers = {
-        "aziot-keyd": preloaded_reader("preloaded_keys", "key pair"),
-        "aziot-certd": preloaded_reader("preloaded_certs", "certificate"),
+        "aziot-keyd": keyd,
+        "aziot-certd": certd,
         "aziot-tpmd": lambda request: {"error": "no TPM in the edgefleet test double"},
     }
     if service not in handlers:

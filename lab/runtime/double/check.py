@@ -190,13 +190,61 @@ def _preloaded(device: Device, service: str, table: str) -> dict[str, str]:
     }
 
 
+def _utc(moment: datetime.datetime) -> str:
+    """A time as chrono's DateTime<Utc> prints it."""
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def certificate_validity(path: str, name: str, cert_id: str) -> Outcome:
+    """aziotctl's CertificateValidity::to_check_result: not yet valid or expired is an error, under 7 days a warning."""
+    not_after, not_before = _not_after(path), _not_before(path)
+    if not_after is None or not_before is None:
+        return error(f"could not parse {path} as a valid .pem")
+    now = datetime.datetime.now(datetime.UTC)
+    if not_before > now:
+        return error(f"{name} '{cert_id}' has not-before time {_utc(not_before)} which is in the future")
+    if not_after < now:
+        return error(f"{name} '{cert_id}' expired at {_utc(not_after)}")
+    if not_after < now + datetime.timedelta(days=EXPIRY_WARNING_DAYS):
+        days = (not_after - now).days
+        return warning(f"{name} '{cert_id}' will expire soon ({_utc(not_after)}, in {days} days)")
+    return ok()
+
+
 def certs_preloaded(device: Device) -> Outcome:
-    for name, uri in _preloaded(device, "certd", "preloaded_certs").items():
-        path = _file_path(uri)
-        if not Path(path).is_file():
-            return error(f"preloaded cert {name!r} does not exist at {path}")
-        if _not_after(path) is None:
-            return error(f"preloaded cert {name!r} at {path} is not a PEM certificate")
+    """Every preloaded certificate certd would load - the identity, a preloaded Edge CA, the trust bundle's members -
+    readable and within its validity (aziotctl certs_preloaded.rs walks the ids in order; the first problem wins)."""
+    preloaded = device.service_config("certd").get("preloaded_certs") or {}
+    visited: dict[str, str] = {}
+
+    def walk(cert_id: str) -> Outcome:
+        location = preloaded.get(cert_id)
+        if isinstance(location, list):
+            for member in location:
+                outcome = walk(member)
+                if outcome.result != "ok":
+                    return outcome
+            return ok()
+        if not isinstance(location, str):
+            return ok()
+        previous = visited.setdefault(cert_id, location)
+        if previous != location:
+            return error(f'preloaded cert "{cert_id}" has been defined more than once')
+        if urlsplit(location).scheme != "file":
+            return error(f'preloaded cert "{cert_id}" has a scheme other than `file://`')
+        path = _file_path(location)
+        if not device.readable_by("aziotcs", path):
+            return error(
+                f"{path} is not readable by user aziotcs ({device.user_ids('aziotcs')}), "
+                "see https://aka.ms/iotedge/cert-permissions"
+            )
+        # The certificate's name is empty in this check (certs_preloaded.rs), hence the message's leading space.
+        return certificate_validity(path, "", cert_id)
+
+    for cert_id in sorted(preloaded):
+        outcome = walk(cert_id)
+        if outcome.result != "ok":
+            return outcome
     return ok()
 
 
@@ -231,18 +279,9 @@ def identity_certificate_expiry(device: Device) -> Outcome:
     if not cert:
         return skipped()
     path = _file_path(cert)
-    not_after, not_before = _not_after(path), _not_before(path)
-    if not_after is None:
+    if _not_after(path) is None:
         return error(f"device identity certificate at {path} cannot be read")
-    now = datetime.datetime.now(datetime.UTC)
-    if not_before and not_before > now:
-        return error(f"device identity certificate 'device-id' has not-before time {not_before} which is in the future")
-    if not_after <= now:
-        return error(f"device identity certificate 'device-id' expired at {not_after}")
-    days = (not_after - now).days
-    if days < EXPIRY_WARNING_DAYS:
-        return warning(f"device identity certificate 'device-id' will expire soon ({not_after}, in {days} days)")
-    return ok()
+    return certificate_validity(path, "device identity certificate", "device-id")
 
 
 def running(service: str):

@@ -9,6 +9,7 @@ import datetime
 import os
 import socket
 import sys
+from pathlib import Path
 
 from .check import (
     EDGE_CONFIG,
@@ -16,6 +17,8 @@ from .check import (
     EXPIRY_WARNING_DAYS,
     Outcome,
     _not_after,
+    _not_before,
+    _utc,
     container_engine,
     endpoint_reachable,
     error,
@@ -29,9 +32,19 @@ from .check import (
     skipped,
     warning,
 )
-from .iotedged import BACKUP, DEFAULT_CONFIG, SettingsError, file_uri, load_settings
+from .iotedged import (
+    BACKUP,
+    DEFAULT_CONFIG,
+    DEVICE_CA_ALIAS,
+    HSM_CERTS,
+    LegacyCa,
+    SettingsError,
+    file_uri,
+    load_settings,
+)
 
-QUICKSTART_DAYS = 90
+# certificates_quickstart.rs warns this long before a configured device CA expires.
+CA_EXPIRY_WARNING_DAYS = 90
 
 
 class LegacyDevice:
@@ -69,34 +82,80 @@ def management_uri(device: LegacyDevice) -> Outcome:
     return management_socket_answers(((device.config or {}).get("connect") or {}).get("management_uri", ""))
 
 
+def _validity(path: Path) -> tuple[datetime.datetime, datetime.datetime] | None:
+    not_after, not_before = _not_after(str(path)), _not_before(str(path))
+    return None if not_after is None or not_before is None else (not_before, not_after)
+
+
 def identity_certificate_expiry(device: LegacyDevice) -> Outcome:
+    """1.1's CertificateValidity::to_check_result for the DPS identity certificate (identity_certificate_expiry.rs)."""
     if device.config is None:
         return skipped()
-    path = str(file_uri("identity_cert", device.config["provisioning"]["attestation"]["identity_cert"]))
-    not_after = _not_after(path)
-    if not_after is None:
-        return error(f"device identity certificate at {path} cannot be read")
+    path = file_uri("identity_cert", device.config["provisioning"]["attestation"]["identity_cert"])
+    dates = _validity(path)
+    if dates is None:
+        return error(f"Could not parse {path} as a valid certificate file")
+    not_before, not_after = dates
     now = datetime.datetime.now(datetime.UTC)
-    if not_after <= now:
-        return error(f"device identity certificate expired at {not_after}")
-    if (not_after - now).days < EXPIRY_WARNING_DAYS:
-        return warning(f"device identity certificate will expire soon ({not_after}, in {(not_after - now).days} days)")
+    name = "DPS identity certificate"
+    if not_before > now:
+        return error(f"{name} at {path} has not-before time {_utc(not_before)} which is in the future")
+    if not_after < now:
+        return error(f"{name} at {path} expired at {_utc(not_after)}")
+    if not_after < now + datetime.timedelta(days=EXPIRY_WARNING_DAYS):
+        return warning(f"{name} at {path} will expire soon ({_utc(not_after)}, in {(not_after - now).days} days)")
     return ok()
 
 
 def certificates_quickstart(device: LegacyDevice) -> Outcome:
-    if (device.config or {}).get("certificates"):
-        return ok()
-    days = int(
-        ((device.config or {}).get("certificates") or {}).get("auto_generated_ca_lifetime_days", QUICKSTART_DAYS)
-    )
-    return warning(
-        "The Edge device is using self-signed automatically-generated development certificates.",
-        f"They will expire in {days} days causing module-to-module and downstream device communication to fail on "
-        "an active deployment.",
-        "Please consider using production certificates instead. See https://aka.ms/iotedge-prod-checklist-certs "
-        "for best practices.",
-    )
+    """certificates_quickstart.rs: the device CA from config.yaml (an error once expired, a warning within 90 days),
+    or the quickstart one under the home directory (a warning, an error once expired)."""
+    if device.config is None:
+        return skipped()
+    ca = LegacyCa(device.config)
+    if ca.configured:
+        path = ca.paths["device_ca_cert"]
+    else:
+        found = sorted(HSM_CERTS.glob(f"{DEVICE_CA_ALIAS}*.cert.pem")) if HSM_CERTS.is_dir() else []
+        if not found:
+            return error(f"Could not find device CA certificate under {HSM_CERTS}")
+        path = found[0]
+    dates = _validity(path)
+    if dates is None:
+        return error(f"Could not parse {path} as a valid certificate file")
+    not_after = dates[1]
+    now = datetime.datetime.now(datetime.UTC)
+    guide = "See https://aka.ms/iotedge-prod-checklist-certs for best practices."
+    if not ca.configured:
+        lead = "The Edge device is using self-signed automatically-generated development certificates."
+        advice = f"Please consider using production certificates instead. {guide}"
+        if not_after < now:
+            return error(
+                lead,
+                f"The certs expired at {_utc(not_after)}. Restart the IoT Edge daemon to generate new development "
+                "certs.",
+                advice,
+            )
+        return warning(
+            lead,
+            f"They will expire in {(not_after - now).days} days (at {_utc(not_after)}) causing module-to-module and "
+            "downstream device communication to fail on an active deployment.",
+            "After the certs have expired, restarting the IoT Edge daemon will trigger it to generate new development "
+            "certs.",
+            advice,
+        )
+    if not_after < now:
+        return error(
+            f"The device CA cert has expired at {_utc(not_after)}. Renew the certificate to restore functionality.",
+            guide,
+        )
+    if not_after < now + datetime.timedelta(days=CA_EXPIRY_WARNING_DAYS):
+        return warning(
+            f"The device CA cert will expire within the next {CA_EXPIRY_WARNING_DAYS} days, at {_utc(not_after)}. "
+            "Renew the certificate before this date to retain functionality.",
+            guide,
+        )
+    return ok()
 
 
 def dps_endpoint(device: LegacyDevice) -> Outcome:

@@ -148,6 +148,40 @@ def file_path(uri: str) -> str:
     return unquote(parts.path)
 
 
+# The Edge CA's alias in keyd and certd (edgelet_settings::AZIOT_EDGED_CA_ALIAS), its renewal's, and the trust bundle's.
+EDGE_CA = "aziot-edged-ca"
+EDGE_CA_TEMP = "aziot-edged-ca-temp"
+TRUST_BUNDLE = "aziot-edged-trust-bundle"
+TRUST_BUNDLE_USER = "trust-bundle-user"
+QUICKSTART_EXPIRY_DAYS = 90
+ISSUANCE_METHODS = ("est", "local_ca", "self_signed")
+
+
+@dataclass
+class AutoRenew:
+    """[edge_ca.auto_renew] (cert_renewal::AutoRenewConfig): written back normalised, as the policy serialises."""
+
+    rotate_key: bool = True
+    threshold: str = "80%"
+    retry: str = "4%"
+
+    def table(self) -> dict:
+        return {"rotate_key": self.rotate_key, "threshold": self.threshold, "retry": self.retry}
+
+
+@dataclass
+class EdgeCa:
+    """The untagged enum EdgeCa: ``quickstart`` (auto_generated_edge_ca_expiry_days), ``preloaded`` (cert + pk) or
+    ``self_signed`` (an issuance ``method``; the only one the double issues)."""
+
+    kind: str
+    expiry_days: int | None = None
+    common_name: str | None = None
+    cert: str | None = None
+    pk: str | None = None
+    auto_renew: AutoRenew | None = None
+
+
 @dataclass
 class Settings:
     hostname: str
@@ -161,6 +195,12 @@ class Settings:
     auto_reprovisioning_mode: str
     aziot_keys: dict
     agent_image: str
+    # The empty sub-tables of [agent] that the file had (createOptions, auth, env): written back as sent.
+    agent_tables: tuple = ()
+    allow_elevated_docker_permissions: bool = True
+    prefer_module_identity_cache: bool = False
+    trust_bundle_cert: str | None = None
+    edge_ca: EdgeCa | None = None
 
 
 def validate(source: str, config: dict, machine_hostname: str) -> Settings:
@@ -197,6 +237,7 @@ def validate(source: str, config: dict, machine_hostname: str) -> Settings:
             settings.registration_id = attestation.get("registration_id")
             if settings.method == "x509":
                 _x509_identity(source, attestation, settings)
+        _edge_settings(source, config, settings)
     except Located as error:
         raise ApplyError(
             "could not parse config file: " + toml_error_layout(source, error.line, error.column, error.message)
@@ -204,6 +245,121 @@ def validate(source: str, config: dict, machine_hostname: str) -> Settings:
     if kind == "dps" and (config.get("parent_hostname") or config.get("local_gateway_hostname")):
         raise ApplyError("DPS provisioning is not supported in nested mode")
     return settings
+
+
+def _edge_settings(source: str, config: dict, settings: Settings) -> None:
+    """trust_bundle_cert, allow_elevated_docker_permissions, [edge_ca] and the [agent] sub-tables (super_config.rs)."""
+    trust_bundle = config.get("trust_bundle_cert")
+    if trust_bundle is not None:
+        try:
+            settings.trust_bundle_cert = check_url(trust_bundle)
+        except ValueError as error:
+            line, column = _key_position(source, "trust_bundle_cert")
+            raise Located(str(error), line, column) from None
+    elevated = config.get("allow_elevated_docker_permissions", True)
+    if not isinstance(elevated, bool):
+        line, column = _key_position(source, "allow_elevated_docker_permissions")
+        raise Located(f"invalid type: {_toml_type(elevated)}, expected a boolean", line, column)
+    settings.allow_elevated_docker_permissions = elevated
+    prefer_cache = config.get("prefer_module_identity_cache", False)
+    if not isinstance(prefer_cache, bool):
+        line, column = _key_position(source, "prefer_module_identity_cache")
+        raise Located(f"invalid type: {_toml_type(prefer_cache)}, expected a boolean", line, column)
+    settings.prefer_module_identity_cache = prefer_cache
+    settings.edge_ca = _edge_ca(source, config.get("edge_ca"))
+    agent_config = (config.get("agent") or {}).get("config") or {}
+    settings.agent_tables = tuple(
+        name
+        for name, present in (
+            ("agent.config.createOptions", "createOptions" in agent_config),
+            ("agent.config.auth", "auth" in agent_config),
+            ("agent.env", "env" in (config.get("agent") or {})),
+        )
+        if present
+    )
+    for name in settings.agent_tables:
+        table = agent_config.get(name.rsplit(".", 1)[1]) if name != "agent.env" else config["agent"]["env"]
+        if table:
+            raise Located(
+                f"{name}: only an empty table is written back by the edgefleet test double",
+                _header_line(source, name),
+                1,
+            )
+
+
+def _toml_type(value) -> str:
+    if isinstance(value, str):
+        return f'string "{value}"'
+    if isinstance(value, bool):
+        return f"boolean `{str(value).lower()}`"
+    if isinstance(value, int):
+        return f"integer `{value}`"
+    return type(value).__name__
+
+
+def _edge_ca(source: str, table) -> EdgeCa:
+    """The untagged enum EdgeCa, tried in the real order: issued (method), preloaded (cert + pk), quickstart."""
+    if table is None:
+        return EdgeCa("quickstart", expiry_days=QUICKSTART_EXPIRY_DAYS, auto_renew=AutoRenew())
+    line = _header_line(source, "edge_ca")
+    mismatch = Located("data did not match any variant of untagged enum EdgeCa", line, 1)
+    if not isinstance(table, dict):
+        raise mismatch
+    if "subject" in table:
+        raise Located("edge_ca.subject (a full subject) is not implemented by the edgefleet test double", line, 1)
+    common_name = table.get("common_name")
+    if common_name is not None and not isinstance(common_name, str):
+        raise mismatch
+    auto_renew = _auto_renew(table.get("auto_renew"), mismatch) if "auto_renew" in table else None
+    method = table.get("method")
+    if method in ISSUANCE_METHODS:
+        if method != "self_signed":
+            raise Located(
+                f'edge_ca: method = "{method}" (Edge CA issued by EST or a local CA) is not implemented by the '
+                "edgefleet test double",
+                line,
+                1,
+            )
+        expiry_days = table.get("expiry_days")
+        if expiry_days is not None and not (isinstance(expiry_days, int) and 0 < expiry_days < 2**32):
+            raise mismatch
+        return EdgeCa(
+            "self_signed", expiry_days=expiry_days, common_name=common_name, auto_renew=auto_renew or AutoRenew()
+        )
+    cert, pk = table.get("cert"), table.get("pk")
+    if isinstance(cert, str) and isinstance(pk, str):
+        try:
+            check_url(cert)
+            check_key_location(pk)
+        except ValueError:
+            raise mismatch from None
+        return EdgeCa("preloaded", cert=cert, pk=pk)
+    days = table.get("auto_generated_edge_ca_expiry_days")
+    if isinstance(days, int) and not isinstance(days, bool) and 0 <= days < 2**32:
+        return EdgeCa("quickstart", expiry_days=days, common_name=common_name, auto_renew=auto_renew or AutoRenew())
+    raise mismatch
+
+
+def _auto_renew(table, mismatch: Located) -> AutoRenew:
+    """cert_renewal::AutoRenewConfig: rotate_key, threshold and retry are all required; a policy is N% (0 < N < 100),
+    Nmin or Nday, and is written back as the policy serialises it."""
+    if not isinstance(table, dict) or not isinstance(table.get("rotate_key"), bool):
+        raise mismatch
+    policies = []
+    for name in ("threshold", "retry"):
+        found = (
+            re.fullmatch(r"(-?[0-9]+)(%|min|day)", str(table.get(name))) if isinstance(table.get(name), str) else None
+        )
+        if found is None or int(found.group(1)) <= 0 or (found.group(2) == "%" and int(found.group(1)) >= 100):
+            raise mismatch
+        value, unit = int(found.group(1)), found.group(2)
+        seconds = value * (60 if unit == "min" else 86400)
+        policies.append(
+            f"{value}%"
+            if unit == "%"
+            else (f"{seconds // 86400}day" if seconds % 86400 == 0 else f"{seconds // 60}min")
+        )
+    return AutoRenew(table["rotate_key"], *policies)
 
 
 def _x509_identity(source: str, attestation: dict, settings: Settings) -> None:
@@ -240,57 +396,94 @@ def toml_value(value) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
-def toml_document(tables: list[tuple[str | None, dict]]) -> str:
-    """Top-level keys (table None) first, then ``[table]`` sections; ``[[name]]`` for a list of dicts."""
-    out = [HEADER]
-    for name, values in tables:
+def toml_document(tables: list[tuple]) -> str:
+    """The header, a blank line, then top-level keys (table None) and ``[table]`` sections, a blank line between each;
+    ``[[name]]`` for a list of dicts. An entry ``(name, values, "tight")`` follows the one before without a blank line:
+    the toml crate writes certd's first ``[cert_issuance.<id>]`` so (its parent is a flattened map)."""
+    blocks: list[str] = []
+    for name, values, *how in tables:
+        tight = "tight" in how
         if name is None:
-            out.extend(f"{key} = {toml_value(value)}\n" for key, value in values.items())
+            blocks.append("".join(f"{key} = {toml_value(value)}\n" for key, value in values.items()))
             continue
-        if isinstance(values, list):
-            for item in values:
-                out.append(f"\n[[{name}]]\n")
-                out.extend(f"{key} = {toml_value(value)}\n" for key, value in item.items())
-            continue
-        out.append(f"\n[{name}]\n")
-        out.extend(f"{toml_key(key)} = {toml_value(value)}\n" for key, value in values.items())
-    return "".join(out)
+        items = values if isinstance(values, list) else [values]
+        header = f"[[{name}]]" if isinstance(values, list) else f"[{name}]"
+        for item in items:
+            text = header + "\n" + "".join(f"{toml_key(key)} = {toml_value(value)}\n" for key, value in item.items())
+            if tight and blocks:
+                blocks[-1] += text
+            else:
+                blocks.append(text)
+    return HEADER + "\n" + "\n".join(blocks)
 
 
 def toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_value(key)
 
 
+def _issuance(edge_ca: EdgeCa) -> dict:
+    """certd's [cert_issuance.<id>] for a self-signed Edge CA (quickstart or method = "self_signed")."""
+    issuance: dict = {"method": "self_signed"}
+    if edge_ca.expiry_days is not None:
+        issuance["expiry_days"] = edge_ca.expiry_days
+    if edge_ca.common_name is not None:
+        issuance["common_name"] = edge_ca.common_name
+    return issuance
+
+
 def service_files(settings: Settings, uids: dict[str, int]) -> dict[str, str]:
-    """The five ``00-super.toml`` documents (contents as in aziotctl's test-files/config/dps-x509)."""
-    preloaded_keys = {"device-id": settings.identity_pk} if settings.identity_pk else {}
-    keyd = toml_document(
-        [
-            ("aziot_keys", {"homedir_path": "/var/lib/aziot/keyd", **settings.aziot_keys}),
-            ("preloaded_keys", preloaded_keys),
-            (
-                "principal",
-                [
-                    {"uid": uids["aziotid"], "keys": ["aziot_identityd_master_id", "device-id"]},
-                    {"uid": uids["aziotcs"], "keys": ["aziot-edged-ca", "aziot-edged-ca-temp"]},
-                    {
-                        "uid": uids["iotedge"],
-                        "keys": ["aziot-edged-ca", "iotedge_master_encryption_id", "aziot-edged-ca-temp"],
-                    },
-                ],
-            ),
-        ]
-    )
-    preloaded_certs = {"aziot-edged-trust-bundle": ["aziot-edged-ca"]}
+    """The five ``00-super.toml`` documents, as aziot-edge 1.5.44's apply.rs writes them (its test-files/config:
+    dps-x509, ca-certs, ca-quickstart, ca-quickstart-custom). Maps are written sorted (BTreeMap)."""
+    edge_ca = settings.edge_ca or _edge_ca("", None)
+    issued = edge_ca.kind in ("quickstart", "self_signed")
+
+    preloaded_keys = {}
+    preloaded_certs: dict = {}
+    if settings.identity_pk:
+        preloaded_keys["device-id"] = settings.identity_pk
     if settings.identity_cert:
         preloaded_certs["device-id"] = settings.identity_cert
+    if edge_ca.kind == "preloaded":
+        preloaded_keys[EDGE_CA] = edge_ca.pk
+        preloaded_certs[EDGE_CA] = edge_ca.cert
+    trust_bundle = [EDGE_CA]
+    if settings.trust_bundle_cert:
+        preloaded_certs[TRUST_BUNDLE_USER] = settings.trust_bundle_cert
+        trust_bundle.append(TRUST_BUNDLE_USER)
+    preloaded_certs[TRUST_BUNDLE] = trust_bundle
+
+    # The edge daemon manages the temporary credentials of an Edge CA renewal; certd issues a self-signed one.
+    iotedge_certs = [EDGE_CA, "aziot-edged/module/*"]
+    iotedge_keys = [EDGE_CA, "iotedge_master_encryption_id"]
+    if edge_ca.auto_renew is not None:
+        iotedge_certs.append(EDGE_CA_TEMP)
+        if edge_ca.auto_renew.rotate_key:
+            iotedge_keys.append(EDGE_CA_TEMP)
+    key_principals = [{"uid": uids["aziotid"], "keys": ["aziot_identityd_master_id", "device-id"]}]
+    if issued:
+        key_principals.append({"uid": uids["aziotcs"], "keys": [EDGE_CA, EDGE_CA_TEMP]})
+    key_principals.append({"uid": uids["iotedge"], "keys": iotedge_keys})
+    keyd = toml_document(
+        [
+            ("aziot_keys", dict(sorted({"homedir_path": "/var/lib/aziot/keyd", **settings.aziot_keys}.items()))),
+            ("preloaded_keys", dict(sorted(preloaded_keys.items()))),
+            ("principal", key_principals),
+        ]
+    )
+    issuance_tables: list = (
+        [
+            (f"cert_issuance.{EDGE_CA}", _issuance(edge_ca), "tight"),
+            (f"cert_issuance.{EDGE_CA_TEMP}", _issuance(edge_ca)),
+        ]
+        if issued
+        else [("cert_issuance", {})]
+    )
     certd = toml_document(
         [
             (None, {"homedir_path": "/var/lib/aziot/certd"}),
-            ("cert_issuance.aziot-edged-ca", {"method": "self_signed", "expiry_days": 90}),
-            ("cert_issuance.aziot-edged-ca-temp", {"method": "self_signed", "expiry_days": 90}),
-            ("preloaded_certs", preloaded_certs),
-            ("principal", [{"uid": uids["iotedge"], "certs": ["aziot-edged-ca", "aziot-edged-ca-temp"]}]),
+            *issuance_tables,
+            ("preloaded_certs", dict(sorted(preloaded_certs.items()))),
+            ("principal", [{"uid": uids["iotedge"], "certs": iotedge_certs}]),
         ]
     )
     provisioning: dict = {"source": settings.source}
@@ -303,7 +496,14 @@ def service_files(settings: Settings, uids: dict[str, int]) -> dict[str, str]:
         if settings.method == "x509":
             attestation.update(identity_cert="device-id", identity_pk="device-id")
     identityd_tables: list = [
-        (None, {"hostname": settings.hostname, "homedir": "/var/lib/aziot/identityd"}),
+        (
+            None,
+            {
+                "hostname": settings.hostname,
+                "homedir": "/var/lib/aziot/identityd",
+                "prefer_module_identity_cache": settings.prefer_module_identity_cache,
+            },
+        ),
         ("provisioning", provisioning),
     ]
     if attestation:
@@ -311,19 +511,30 @@ def service_files(settings: Settings, uids: dict[str, int]) -> dict[str, str]:
     identityd_tables.append(("principal", [{"uid": uids["iotedge"], "name": "aziot-edge"}]))
     identityd = toml_document(identityd_tables)
     tpmd = toml_document([])
+    # A quickstart Edge CA has only its renewal table, which the toml crate writes before [agent]; the others follow
+    # [watchdog] (as 1.5.44's test files show).
+    quickstart_renewal = [("edge_ca.auto_renew", edge_ca.auto_renew.table())] if edge_ca.kind == "quickstart" else []
+    edge_ca_tables = []
+    if edge_ca.kind != "quickstart":
+        edge_ca_tables.append(("edge_ca", {"cert": EDGE_CA, "key": EDGE_CA}))
+        if edge_ca.auto_renew is not None:
+            edge_ca_tables.append(("edge_ca.auto_renew", edge_ca.auto_renew.table()))
     edged = toml_document(
         [
             (
                 None,
                 {
                     "hostname": settings.hostname,
-                    "trust_bundle_cert": "aziot-edged-trust-bundle",
+                    "trust_bundle_cert": TRUST_BUNDLE,
                     "auto_reprovisioning_mode": settings.auto_reprovisioning_mode,
                     "homedir": "/var/lib/aziot/edged",
+                    "allow_elevated_docker_permissions": settings.allow_elevated_docker_permissions,
                 },
             ),
+            *quickstart_renewal,
             ("agent", {"name": "edgeAgent", "type": "docker", "imagePullPolicy": "on-create"}),
             ("agent.config", {"image": settings.agent_image}),
+            *[(name, {}) for name in settings.agent_tables],
             (
                 "connect",
                 {
@@ -336,6 +547,7 @@ def service_files(settings: Settings, uids: dict[str, int]) -> dict[str, str]:
                 {"workload_uri": "fd://aziot-edged.workload.socket", "management_uri": "fd://aziot-edged.mgmt.socket"},
             ),
             ("watchdog", {"max_retries": "infinite"}),
+            *edge_ca_tables,
             ("moby_runtime", {"uri": "unix:///var/run/docker.sock", "network": "azure-iot-edge"}),
         ]
     )

@@ -1,8 +1,10 @@
 """``aziot-edged``: the edge daemon of the double (user iotedge, sockets from systemd).
 
-It obtains the device's provisioning data from aziot-identityd (which registers with DPS on its start), "runs"
-edgeAgent - the double has no container engine, so a module is a record with an image, a status and a start time -
-then, as edgeAgent would, follows ``$edgeAgent``'s desired properties on the lab hub (a deployment brings edgeHub and
+It obtains the device's provisioning data from aziot-identityd (which registers with DPS on its start), makes sure
+the Edge CA exists (keyd and certd: the one config.toml preloads, or one certd issues, renewed by
+[edge_ca.auto_renew]), serves the workload API (trust bundle, module server certificates issued by the Edge CA),
+"runs" edgeAgent - the double has no container engine, so a module is a record with an image, a status and a start
+time - then, as edgeAgent would, follows ``$edgeAgent``'s desired properties on the lab hub (a deployment brings edgeHub and
 its modules), reports the modules' status back, and serves the management API that ``iotedge list`` reads.
 """
 
@@ -11,24 +13,34 @@ from __future__ import annotations
 import datetime
 import http.client
 import json
+import re
+import socket
 import socketserver
 import ssl
+import struct
 import sys
+import tempfile
 import threading
 import time
 import tomllib
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from . import EDGE_VERSION
-from .aziotd import request_reprovision
+from . import EDGE_VERSION, x509
+from .aziotd import CERTD_SOCKET, KEYD_SOCKET, request_reprovision
 from .ipc import activated_sockets, call
 from .journal import log
 
 CONFIG = Path("/etc/aziot/edged/config.d/00-super.toml")
 IDENTITYD_SOCKET = "/run/aziot/identityd.sock"
 MGMT_SOCKET_NAME = "aziot-edged.mgmt.socket"
+WORKLOAD_SOCKET_NAME = "aziot-edged.workload.socket"
+EDGE_CA_ALIAS = "aziot-edged-ca"
+TRUST_BUNDLE_ALIAS = "aziot-edged-trust-bundle"
+# The edge daemon's renewal engine checks the Edge CA this often in the double.
+RENEWAL_CHECK_SECONDS = 60
 DEFAULT_AGENT_IMAGE = "mcr.microsoft.com/azureiotedge-agent:1.5"
 # edgeAgent receives desired properties by MQTT push; the double reads them this often instead.
 DEPLOYMENT_POLL_SECONDS = 5
@@ -116,6 +128,8 @@ def follow_deployments(device: dict, agent: dict) -> None:
                         continue
                     log("INFO", f"Creating and starting module {name}...")
                     modules.append(module_record(name, image, now()))
+                    if name == "edgeHub":
+                        edge_hub_server_certificate(device)
                 ManagementApi.modules = modules
                 report_to_hub(device, modules)
                 applied = wanted
@@ -124,8 +138,179 @@ def follow_deployments(device: dict, agent: dict) -> None:
         time.sleep(DEPLOYMENT_POLL_SECONDS)
 
 
-def run_edge_runtime(device: dict, image: str, listener) -> None:
-    """Start edgeAgent, follow deployments in the background and serve the management API, forever."""
+# ---- the Edge CA ------------------------------------------------------------------------------------------
+
+
+class EdgeCaError(Exception):
+    """What keeps the edge daemon from having an Edge CA; it logs it and exits, as the real one does."""
+
+
+def _service(socket_path: str, request: dict, what: str) -> str:
+    answer = call(socket_path, request)
+    if "error" in answer:
+        raise EdgeCaError(f"{what}: {answer['error']}")
+    return answer.get("pem", "")
+
+
+@dataclass
+class EdgeCa:
+    """edged's [edge_ca]: the cert and key ids (default aziot-edged-ca), the subject of one it requests, and the
+    renewal policy (none for a preloaded Edge CA, which the runtime cannot renew)."""
+
+    cert_id: str
+    key_id: str
+    common_name: str
+    auto_renew: dict | None
+
+    @classmethod
+    def from_settings(cls, settings: dict, device_id: str) -> EdgeCa:
+        table = settings.get("edge_ca") or {}
+        return cls(
+            cert_id=table.get("cert", EDGE_CA_ALIAS),
+            key_id=table.get("key", EDGE_CA_ALIAS),
+            common_name=f"aziot-edge CA {device_id}",
+            auto_renew=table.get("auto_renew"),
+        )
+
+    def certificate(self) -> str:
+        return _service(CERTD_SOCKET, {"id": self.cert_id}, "failed to get edge ca cert")
+
+    def key(self) -> str:
+        return _service(KEYD_SOCKET, {"id": self.key_id}, "failed to get edge ca key")
+
+    def trust_bundle(self) -> str:
+        return _service(CERTD_SOCKET, {"id": TRUST_BUNDLE_ALIAS}, f'certificate "{TRUST_BUNDLE_ALIAS}" not found')
+
+    def server_certificate(self, module_id: str, gen_id: str, common_name: str) -> dict:
+        return server_certificate(self, module_id, gen_id, common_name)
+
+    def ensure(self) -> None:
+        """check_edge_ca: create the key if missing, then request a certificate unless certd has one."""
+        _service(
+            KEYD_SOCKET, {"op": "create_key_pair_if_not_exists", "id": self.key_id}, "failed to create edge ca key"
+        )
+        if "error" not in call(CERTD_SOCKET, {"id": self.cert_id}):
+            log("INFO", "Using existing Edge CA certificate")
+        else:
+            log("INFO", "Requesting new Edge CA certificate...")
+            self._request(self.cert_id, self.key_id, self.common_name)
+            log("INFO", "Created new Edge CA certificate")
+        if self.auto_renew is None:
+            log("WARN", "Auto renewal of the Edge CA is not configured. Edge CA will not be automatically renewed")
+
+    def _request(self, cert_id: str, key_id: str, common_name: str) -> str:
+        try:
+            csr = x509.new_csr(self.key_of(key_id), common_name, x509.EDGE_CA_EXTENSIONS)
+        except x509.X509Error as error:
+            raise EdgeCaError(f"failed to generate edge ca csr: {error}") from None
+        return _service(
+            CERTD_SOCKET,
+            {"op": "create_cert", "id": cert_id, "csr": csr, "key_id": key_id},
+            "failed to create edge ca cert",
+        )
+
+    @staticmethod
+    def key_of(key_id: str) -> str:
+        return _service(KEYD_SOCKET, {"id": key_id}, f"failed to get key {key_id}")
+
+    def due(self, now: datetime.datetime | None = None) -> bool:
+        """cert_renewal's Policy::should_renew for the threshold: a share of the lifetime used, or time left."""
+        if self.auto_renew is None:
+            return False
+        not_before, not_after = x509.validity(self.certificate())
+        now = now or datetime.datetime.now(datetime.UTC)
+        if not_before >= not_after or not_after <= now:
+            return True
+        threshold = self.auto_renew["threshold"]
+        if threshold.endswith("%"):
+            return (now - not_before) * 100 / (not_after - not_before) >= int(threshold[:-1])
+        seconds = int(threshold[:-3]) * (60 if threshold.endswith("min") else 86400)
+        return (not_after - now).total_seconds() <= seconds
+
+    def renew(self) -> None:
+        """A new certificate with the old one's subject, under the temporary ids, then moved into place; a new key
+        when rotate_key (edge_ca.rs renew_cert)."""
+        temp = f"{self.cert_id}-temp"
+        subject = x509.subject_common_name(self.certificate())
+        key_id = self.key_id
+        if self.auto_renew.get("rotate_key", True):
+            key_id = f"{self.key_id}-temp"
+            _service(KEYD_SOCKET, {"op": "delete_key_pair", "id": key_id}, "failed to clear temp key")
+            _service(KEYD_SOCKET, {"op": "create_key_pair_if_not_exists", "id": key_id}, "failed to generate temp key")
+        self._request(temp, key_id, subject)
+        if key_id != self.key_id:
+            _service(KEYD_SOCKET, {"op": "move_key_pair", "from": key_id, "id": self.key_id}, "failed to move key")
+        _service(CERTD_SOCKET, {"op": "move_cert", "from": temp, "id": self.cert_id}, "failed to move cert")
+        log("INFO", "Edge CA was renewed")
+
+
+def renew_edge_ca_when_due(edge_ca: EdgeCa) -> None:
+    """The renewal engine: renew when the policy says so, then restart every module (their server certificates
+    were issued by the old Edge CA)."""
+    while True:
+        time.sleep(RENEWAL_CHECK_SECONDS)
+        try:
+            if not edge_ca.due():
+                continue
+            edge_ca.renew()
+        except (EdgeCaError, x509.X509Error, OSError) as error:
+            log("WARN", f"Edge CA renewal failed: {error}")
+            continue
+        log("INFO", "Edge CA was renewed; restarting modules")
+        restarted = now()
+        for module in ManagementApi.modules:
+            module["status"]["startTime"] = restarted
+        log("INFO", "Edge CA renewal stopped all modules")
+        for module in ManagementApi.modules:
+            log("INFO", f"Edge CA renewal restarted {module['name']}")
+
+
+def new_server_key_and_csr(module_id: str, common_name: str) -> tuple[str, str]:
+    """The key the edge daemon makes for a module's server certificate, and the CSR: serverAuth, the common name and
+    the module id as DNS names (workload certificate/server)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        key_path = Path(scratch) / "server.key"
+        x509.new_key(key_path)
+        key_pem = key_path.read_text()
+    return key_pem, x509.new_csr(key_pem, common_name, x509.SERVER_EXTENSIONS, (common_name, module_id))
+
+
+def server_certificate(edge_ca: EdgeCa, module_id: str, gen_id: str, common_name: str) -> dict:
+    """The workload API's certificate/server: a new key, a certificate for the CN and the module id issued by the
+    Edge CA through certd (cert id aziot-edged/module/<id>:<genid>:server), and its expiration."""
+    module_id = module_id.lstrip("$")
+    key_pem, csr = new_server_key_and_csr(module_id, common_name)
+    chain = _service(
+        CERTD_SOCKET,
+        {
+            "op": "create_cert",
+            "id": f"aziot-edged/module/{module_id}:{gen_id}:server",
+            "csr": csr,
+            "issuer": {"cert_id": edge_ca.cert_id, "key_id": edge_ca.key_id},
+        },
+        f"failed to create cert aziot-edged/module/{module_id}:{gen_id}:server",
+    )
+    expiration = x509.validity(chain)[1].isoformat()
+    return {"privateKey": {"type": "key", "bytes": key_pem}, "certificate": chain, "expiration": expiration}
+
+
+def edge_hub_server_certificate(device: dict) -> None:
+    """What edgeHub asks the workload API for when it starts: a server certificate for the device's hostname, issued
+    by the Edge CA (the double has no edgeHub container; certd keeps the certificate)."""
+    if WorkloadApi.issuer is None:
+        return
+    try:
+        issued = WorkloadApi.issuer.server_certificate("edgeHub", "1", device.get("hostname") or socket.gethostname())
+    except (EdgeCaError, x509.X509Error, OSError) as error:
+        log("WARN", f"edgeHub could not get its server certificate: {error}")
+        return
+    log("INFO", f"edgeHub got its server certificate from the Edge CA (expires {issued['expiration']})")
+
+
+def run_edge_runtime(device: dict, image: str, listener, workload_listener=None) -> None:
+    """Start edgeAgent, follow deployments in the background and serve the management and workload APIs, forever."""
+    if workload_listener is not None:
+        threading.Thread(target=UnixHttpServer(workload_listener, WorkloadApi).serve_forever, daemon=True).start()
     log("INFO", "Watchdog checking Edge runtime status")
     log("INFO", "Creating and starting Edge runtime module edgeAgent...")
     agent = module_record("edgeAgent", image, now())
@@ -161,14 +346,90 @@ class ManagementApi(BaseHTTPRequestHandler):
         """Requests are not journal-worthy."""
 
 
-class UnixHttpServer(socketserver.UnixStreamServer):
-    def __init__(self, listener) -> None:
-        super().__init__("", ManagementApi, bind_and_activate=False)
+class WorkloadApi(BaseHTTPRequestHandler):
+    """The workload API's routes that the double serves: the trust bundle, and module server certificates.
+
+    The real daemon admits a caller only if its pid belongs to the module it names; the double has no containers,
+    so it serves root only (peer credentials) and refuses everyone else (lab/README.md).
+    """
+
+    # What issues: the Edge CA through certd (1.2+), or iotedged's workload CA (1.1); trust_bundle, server_certificate.
+    issuer = None
+    server_route = re.compile(r"^/modules/(?P<module>[^/]+)/genid/(?P<genid>[^/]+)/certificate/server$")
+
+    def _route(self) -> tuple[str, dict] | None:
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query)
+        if not query.get("api-version"):
+            self._json(400, {"message": "missing api-version"})
+            return None
+        if not _caller_is_root(self.connection):
+            self._json(403, {"message": "the edgefleet test double serves the workload API to root only"})
+            return None
+        return parts.path, query
+
+    def do_GET(self) -> None:
+        routed = self._route()
+        if routed is None:
+            return
+        if routed[0] != "/trust-bundle":
+            self._json(404, {"message": f"no route {routed[0]}"})
+            return
+        try:
+            bundle = self.issuer.trust_bundle()
+        except EdgeCaError as error:
+            self._json(404, {"message": str(error)})
+            return
+        self._json(200, {"certificate": bundle})
+
+    def do_POST(self) -> None:
+        routed = self._route()
+        if routed is None:
+            return
+        found = self.server_route.match(routed[0])
+        if found is None:
+            self._json(404, {"message": f"no route {routed[0]}"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"null")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("commonName"), str):
+            self._json(400, {"message": "missing request body"})
+            return
+        try:
+            issued = self.issuer.server_certificate(
+                unquote(found["module"]), unquote(found["genid"]), body["commonName"]
+            )
+        except (EdgeCaError, x509.X509Error) as error:
+            self._json(500, {"message": str(error)})
+            return
+        self._json(201, issued)
+
+    _json = ManagementApi._json
+    log_message = ManagementApi.log_message
+
+    def address_string(self) -> str:
+        return "workload.sock"
+
+
+def _caller_is_root(connection) -> bool:
+    """SO_PEERCRED: (pid, uid, gid) of the process at the other end of the unix socket."""
+    credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", credentials)[1] == 0
+
+
+class UnixHttpServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, listener, handler=ManagementApi) -> None:
+        super().__init__("", handler, bind_and_activate=False)
         self.socket = listener
 
     def get_request(self):
         connection, _address = self.socket.accept()
-        return connection, ("mgmt.sock", 0)
+        return connection, ("unix", 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +464,16 @@ def main(argv: list[str] | None = None) -> int:
         log("ERROR", f"Could not obtain provisioning data from aziot-identityd: {device.get('error', 'no answer')}")
         return 1
     log("INFO", f"Device is {device['device_id']} on {device['hub']}")
+    device["hostname"] = settings.get("hostname")
+    edge_ca = EdgeCa.from_settings(settings, device["device_id"])
+    try:
+        edge_ca.ensure()
+    except (EdgeCaError, x509.X509Error, OSError) as error:
+        log("ERROR", str(error))
+        return 1
+    WorkloadApi.issuer = edge_ca
+    if edge_ca.auto_renew is not None:
+        threading.Thread(target=renew_edge_ca_when_due, args=(edge_ca,), daemon=True).start()
     image = ((settings.get("agent") or {}).get("config") or {}).get("image", DEFAULT_AGENT_IMAGE)
-    run_edge_runtime(device, image, sockets[MGMT_SOCKET_NAME])
+    run_edge_runtime(device, image, sockets[MGMT_SOCKET_NAME], sockets.get(WORKLOAD_SOCKET_NAME))
     return 0

@@ -191,3 +191,23 @@ def test_enrollments_of_the_fleet_ca_that_no_host_claims_are_listed(tmp_path):
         },
     ]
     assert fleet_report({"gw-01": claimed}, min_days=30, now=NOW)["unclaimed"] == []
+
+
+def test_the_edge_ca_the_runtime_uses_has_its_own_days_left_and_threshold(tmp_path):
+    chain, thumbprint = device("gw-01", days=200)
+    edge_ca = device("gw-01.ca", days=12.5)[0]
+    other_ca = device("gw-02.ca", days=300)[0]
+    hosts = {
+        "gw-01": facts(tmp_path, "gw-01", chain, thumbprint, edge_ca_pem=edge_ca + other_ca),
+        "gw-02": facts(tmp_path, "gw-02", *device("gw-02", days=200), edge_ca_pem=other_ca),
+        "gw-03": facts(tmp_path, "gw-03", *device("gw-03", days=200)),
+        "gw-04": facts(tmp_path, "gw-04", *device("gw-04", days=200), edge_ca_pem="not a certificate"),
+    }
+    rows = {row["host"]: row for row in fleet_report(hosts, min_days=30, now=NOW)["rows"]}
+    assert (rows["gw-01"]["edge_ca_days_left"], rows["gw-02"]["edge_ca_days_left"]) == (12, 300)
+    assert rows["gw-01"]["edge_ca_not_after"] == (NOW + datetime.timedelta(days=12.5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert rows["gw-01"]["problems"] == ["the Edge CA ends in 12 days (threshold 30)"]
+    assert rows["gw-02"]["problems"] == []
+    # Not read (an older runtime, an unreachable host): empty columns, no problem of its own.
+    assert (rows["gw-03"]["edge_ca_days_left"], rows["gw-03"]["problems"]) == ("", [])
+    assert rows["gw-04"]["problems"][0].startswith("the Edge CA cannot be read: ")

@@ -92,6 +92,12 @@ ROLE_DEFAULTS = {
     "iotedge_dynamic_reprovisioning": False,
     "iotedge_agent_image": "",
     "iotedge_trust_bundle_cert_path": "",
+    "edge_ca": "quickstart",
+    "iotedge_edge_ca_cert_path": "/var/aziot/certs/edge-ca.pem",
+    "iotedge_edge_ca_key_path": "/var/aziot/secrets/edge-ca.key.pem",
+    "iotedge_edge_ca_expiry_days": 90,
+    "iotedge_edge_ca_renew_threshold": "80%",
+    "iotedge_edge_ca_renew_retry": "4%",
 }
 
 
@@ -831,3 +837,96 @@ def test_without_tomli_w_the_error_says_what_to_install(monkeypatch):
 
 def test_settings_cover_every_key_the_role_passes():
     assert set(ROLE_DEFAULTS) == set(SETTINGS)
+
+
+# ---- the Edge CA ---------------------------------------------------------------------------------------------------
+
+EDGE_CA_CERT = "/var/aziot/certs/edge-ca.pem"
+EDGE_CA_KEY = "/var/aziot/secrets/edge-ca.key.pem"
+
+
+def test_the_runtimes_own_edge_ca_with_its_defaults_writes_nothing(tmp_path):
+    for settings in (BASE, {**BASE, "edge_ca": "quickstart", "iotedge_edge_ca_expiry_days": 90}):
+        text = render_edge_config(settings)
+        assert "edge_ca" not in text
+        applied = apply(tmp_path, text)
+        assert applied["certd"]["cert_issuance"]["aziot-edged-ca"] == {"method": "self_signed", "expiry_days": 90}
+
+
+def test_the_fleet_edge_ca_is_preloaded_as_file_uris(tmp_path):
+    text = render_edge_config(
+        {**BASE, "edge_ca": "fleet", "iotedge_edge_ca_cert_path": EDGE_CA_CERT, "iotedge_edge_ca_key_path": EDGE_CA_KEY}
+    )
+    assert tomllib.loads(text)["edge_ca"] == {"cert": file_uri(EDGE_CA_CERT), "pk": file_uri(EDGE_CA_KEY)}
+    applied = apply(tmp_path, text)
+    assert applied["certd"]["preloaded_certs"]["aziot-edged-ca"] == file_uri(EDGE_CA_CERT)
+    assert applied["keyd"]["preloaded_keys"]["aziot-edged-ca"] == file_uri(EDGE_CA_KEY)
+    assert applied["edged"]["edge_ca"] == {"cert": "aziot-edged-ca", "key": "aziot-edged-ca"}
+
+
+def test_a_quickstart_lifetime_and_renewal_of_ones_own(tmp_path):
+    text = render_edge_config({**BASE, "iotedge_edge_ca_expiry_days": "30", "iotedge_edge_ca_renew_threshold": "7day"})
+    assert tomllib.loads(text)["edge_ca"] == {
+        "auto_generated_edge_ca_expiry_days": 30,
+        "auto_renew": {"rotate_key": True, "threshold": "7day", "retry": "4%"},
+    }
+    applied = apply(tmp_path, text)
+    assert applied["certd"]["cert_issuance"]["aziot-edged-ca"]["expiry_days"] == 30
+    assert applied["edged"]["edge_ca"]["auto_renew"]["threshold"] == "7day"
+
+
+def test_the_edge_ca_on_1_1():
+    fleet = yaml.safe_load(
+        render_edge_config(
+            {
+                **BASE_1_1,
+                "edge_ca": "fleet",
+                "iotedge_edge_ca_cert_path": "/var/iotedge/certs/edge-ca.pem",
+                "iotedge_edge_ca_key_path": "/var/iotedge/secrets/edge-ca.key.pem",
+            }
+        )
+    )
+    assert fleet["certificates"] == {
+        "device_ca_cert": "/var/iotedge/certs/edge-ca.pem",
+        "device_ca_pk": "/var/iotedge/secrets/edge-ca.key.pem",
+        "trusted_ca_certs": "/var/iotedge/certs/edge-ca.pem",
+    }
+    assert (
+        iotedged.LegacyCa(
+            load_1_1(
+                render_edge_config(
+                    {
+                        **BASE_1_1,
+                        "edge_ca": "fleet",
+                        "iotedge_edge_ca_cert_path": "/var/iotedge/certs/edge-ca.pem",
+                        "iotedge_edge_ca_key_path": "/var/iotedge/secrets/edge-ca.key.pem",
+                    }
+                )
+            )
+        ).configured
+        is True
+    )
+    days = load_1_1(render_edge_config({**BASE_1_1, "iotedge_edge_ca_expiry_days": 30}))
+    assert days["certificates"] == {"auto_generated_ca_lifetime_days": 30}
+    assert "certificates" not in yaml.safe_load(render_edge_config(BASE_1_1))
+
+
+@pytest.mark.parametrize(
+    ("settings", "key", "message"),
+    [
+        ({**BASE, "edge_ca": "own"}, "edge_ca", "'own' is not one of quickstart, fleet"),
+        (
+            {**BASE, "edge_ca": "fleet", "iotedge_edge_ca_key_path": EDGE_CA_KEY},
+            "iotedge_edge_ca_cert_path",
+            "is not set",
+        ),
+        ({**BASE, "iotedge_edge_ca_expiry_days": 0}, "iotedge_edge_ca_expiry_days", "from 1 to 4294967295"),
+        ({**BASE_1_1, "iotedge_edge_ca_expiry_days": 70000}, "iotedge_edge_ca_expiry_days", "from 1 to 65535"),
+        ({**BASE, "iotedge_edge_ca_renew_threshold": "100%"}, "iotedge_edge_ca_renew_threshold", "below 100%"),
+        ({**BASE, "iotedge_edge_ca_renew_retry": "4 hours"}, "iotedge_edge_ca_renew_retry", "not a renewal policy"),
+        ({**BASE_1_1, "iotedge_edge_ca_renew_threshold": "50%"}, "iotedge_edge_ca_renew_threshold", "does not renew"),
+    ],
+)
+def test_edge_ca_settings_the_runtime_would_refuse(settings, key, message):
+    error = failure(settings)
+    assert error.setting == key and message in str(error), str(error)

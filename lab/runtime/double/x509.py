@@ -1,0 +1,124 @@
+"""The certificate work of the double's daemons, done with the openssl command line (the lab hosts have no Python
+cryptography library): keys, CSRs as the edge daemon makes them, and certd's issuance (self-signed or by an issuer).
+
+The profiles follow the runtime: an Edge CA is CA:TRUE pathlen 0 with digitalSignature and keyCertSign (edge_ca.rs
+``extensions``); a module server certificate has serverAuth and its common name and module id as DNS names
+(workload ``certificate/server``). Keys are RSA-2048, as the edge daemon asks keyd for ("rsa-2048:*").
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+EDGE_CA_EXTENSIONS = (
+    "basicConstraints=critical,CA:TRUE,pathlen:0",
+    "keyUsage=critical,digitalSignature,keyCertSign",
+)
+SERVER_EXTENSIONS = ("extendedKeyUsage=serverAuth",)
+# certd's validity when the issuance options name none (aziot-certd's default).
+DEFAULT_EXPIRY_DAYS = 30
+
+
+class X509Error(Exception):
+    """openssl refused; the message is its own."""
+
+
+def _openssl(*args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(["openssl", *args], input=stdin, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise X509Error(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"openssl {args[0]} failed")
+    return done.stdout
+
+
+def _scratch(text: str) -> str:
+    handle, path = tempfile.mkstemp(suffix=".pem")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    return path
+
+
+def new_key(path: Path) -> None:
+    """An RSA-2048 key, mode 0600, written whole or not at all."""
+    staged = path.with_name(f".{path.name}.new")
+    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(staged))
+    staged.chmod(0o600)
+    os.replace(staged, path)
+
+
+def new_csr(key_pem: str, common_name: str, extensions: tuple[str, ...] = (), dns_names: tuple[str, ...] = ()) -> str:
+    key = _scratch(key_pem)
+    try:
+        args = ["req", "-new", "-key", key, "-subj", "/CN=" + common_name.replace("/", "\\/")[:64]]
+        for extension in extensions:
+            args += ["-addext", extension]
+        if dns_names:
+            args += ["-addext", "subjectAltName=" + ",".join(f"DNS:{name}" for name in dns_names)]
+        return _openssl(*args)
+    finally:
+        os.unlink(key)
+
+
+def issue(
+    csr_pem: str,
+    *,
+    signer_key_pem: str,
+    issuer_cert_pem: str | None,
+    days: int,
+    common_name: str | None = None,
+) -> str:
+    """The CSR signed by the issuer (self-signed when ``issuer_cert_pem`` is None), its extensions copied.
+
+    ``common_name`` overrides the CSR's (certd's issuance option). A certificate never outlives its issuer.
+    """
+    files = [_scratch(csr_pem), _scratch(signer_key_pem)]
+    try:
+        args = ["x509", "-req", "-in", files[0], "-copy_extensions", "copyall", "-sha256", "-set_serial", _serial()]
+        if issuer_cert_pem is None:
+            args += ["-signkey", files[1]]
+        else:
+            files.append(_scratch(issuer_cert_pem))
+            args += ["-CA", files[2], "-CAkey", files[1]]
+            days = max(1, min(days, days_left(issuer_cert_pem)))
+        if common_name:
+            args += ["-subj", "/CN=" + common_name.replace("/", "\\/")[:64]]
+        args += ["-days", str(days)]
+        return _openssl(*args)
+    finally:
+        for path in files:
+            os.unlink(path)
+
+
+def _serial() -> str:
+    return "0x" + os.urandom(16).hex()
+
+
+def first_certificate(pem: str) -> str:
+    end = "-----END CERTIFICATE-----"
+    return pem[: pem.index(end) + len(end)] + "\n" if end in pem else pem
+
+
+def validity(pem: str) -> tuple[datetime.datetime, datetime.datetime]:
+    """(notBefore, notAfter) of the first certificate, UTC."""
+    text = _openssl("x509", "-noout", "-startdate", "-enddate", stdin=first_certificate(pem))
+    moments = {}
+    for line in text.splitlines():
+        name, _separator, value = line.partition("=")
+        moments[name] = datetime.datetime.strptime(value, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.UTC)
+    return moments["notBefore"], moments["notAfter"]
+
+
+def days_left(pem: str) -> int:
+    return (validity(pem)[1] - datetime.datetime.now(datetime.UTC)).days
+
+
+def subject_common_name(pem: str) -> str:
+    text = _openssl("x509", "-noout", "-subject", "-nameopt", "multiline", stdin=first_certificate(pem))
+    for line in text.splitlines():
+        name, _separator, value = line.partition("=")
+        if name.strip() == "commonName":
+            return value.strip()
+    return ""
