@@ -202,6 +202,20 @@ def unclaimed_enrollments(hosts: dict, enrollments: list) -> list:
     return sorted(unclaimed, key=lambda item: item["registration_id"])
 
 
+def unclaimed_registration_ids(claimed: list, enrollments: list) -> list:
+    """unclaimed_enrollments for ``claimed`` registration ids, each with its own enrollment among ``enrollments``
+    (every individual enrollment of the DPS instance): what provision_edge.yml retires when asked."""
+    by_id = {str(item.get("registration_id") or "").lower(): item for item in enrollments or []}
+    hosts = {
+        str(registration_id): {
+            "registration_id": registration_id,
+            "enrollment": by_id.get(str(registration_id).lower()),
+        }
+        for registration_id in claimed
+    }
+    return unclaimed_enrollments(hosts, enrollments)
+
+
 def fleet_report(hosts: dict, *, min_days: int, now: datetime.datetime, enrollments: list | None = None) -> dict:
     """rows (sorted by host), table (text), csv (text), below_threshold and flagged (host names), and unclaimed:
     the individual enrollments of this fleet's CA that no host claims (when ``enrollments``, all of DPS's, are given).

@@ -41,6 +41,25 @@ def secret_option(**extra) -> dict:
     return {"type": "raw", "no_log": True, **extra}
 
 
+def device_batch_options(states: list) -> dict:
+    """The argument spec of a per-device batch of the fleet PKI (pki_identity, pki_edge_ca; DeviceBatchRequest)."""
+    return {
+        "ca_path": {"type": "path", "required": True},
+        "path": {"type": "path", "required": True},
+        "devices": {"type": "list", "elements": "raw", "required": True},
+        "key_type": {
+            "type": "str",
+            "default": "ec-p256",
+            "choices": ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"],
+        },
+        "valid_days": {"type": "int", "default": 365},
+        "renew_before_days": {"type": "int", "default": 30},
+        "generation": {"type": "str", "default": "1.2+", "choices": ["1.1", "1.2+"]},
+        "passphrase": secret_option(),
+        "state": {"type": "str", "default": "present", "choices": states},
+    }
+
+
 def refuse_secrets_that_are_not_text(module) -> None:
     """Fail, naming the option, when a secret (secret_option) is not a string; never shows the value."""
     for name, spec in module.argument_spec.items():
@@ -160,6 +179,7 @@ def run_cloud_core(module, call) -> None:
 
 
 __all__ = (
+    "device_batch_options",
     "dps_argument_spec",
     "dps_client",
     "http_argument_spec",

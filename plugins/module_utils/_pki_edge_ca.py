@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     GENERATION_1_1_LIMIT,
-    KEY_TYPES,
     CertificateIssuer,
     PkiError,
     certificate_pem,
@@ -49,33 +48,28 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     write_files_atomically,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import ca_exists, load_ca, signing_ca_path
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity import normalize_devices
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity import (
+    CERT_MODE,
+    DEVICE_DIR_MODE,
+    KEY_MODE,
+    DeviceBatchRequest,
+    normalize_devices,
+    validate_batch,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
 EDGE_CA_CERT = "edge-ca.cert.pem"
 EDGE_CA_KEY = "edge-ca.key.pem"
 EDGE_CA_CHAIN = "edge-ca.full-chain.cert.pem"
-GENERATIONS = ("1.1", "1.2+")
 # The Edge CA's path length: 0 on 1.2+ (it signs module certificates), 1 on 1.1 (it signs iotedged's workload CA).
 PATH_LENGTHS = {"1.2+": 0, "1.1": 1}
 # The CN must differ from the device's hostname and id (certGen.sh appends ".ca" for that reason); X.509 caps it at 64.
 COMMON_NAME_SUFFIX = ".ca"
-KEY_MODE = 0o600
-CERT_MODE = 0o644
-DEVICE_DIR_MODE = 0o700
 
 
 @dataclass
-class EdgeCaRequest:
-    ca_path: str
-    path: str
-    devices: list
-    key_type: str = "ec-p256"
-    valid_days: int = 365
-    renew_before_days: int = 30
-    generation: str = "1.2+"
-    passphrase: str | None = None
-    state: str = "present"
+class EdgeCaRequest(DeviceBatchRequest):
+    """pki_edge_ca's options: those of every per-device batch (state present or absent)."""
 
 
 @dataclass
@@ -108,17 +102,7 @@ def common_name_for(registration_id: str) -> str:
 
 
 def _validate(request: EdgeCaRequest) -> None:
-    if request.key_type not in KEY_TYPES:
-        raise PkiError(f"key_type: {shown(request.key_type)} is not supported; use one of {', '.join(KEY_TYPES)}")
-    if request.generation not in GENERATIONS:
-        raise PkiError(f"generation: {shown(request.generation)} is not known; use 1.1 or 1.2+")
-    if request.valid_days < 1:
-        raise PkiError(f"valid_days: must be at least 1, got {request.valid_days}")
-    if request.renew_before_days < 0 or request.renew_before_days >= request.valid_days:
-        raise PkiError(
-            f"renew_before_days: must be between 0 and valid_days - 1 ({request.valid_days - 1}), got "
-            f"{request.renew_before_days}; otherwise every run would renew"
-        )
+    validate_batch(request)
     if request.state not in ("present", "absent"):
         raise PkiError(f"state: {shown(request.state)} is not known; use present or absent")
 

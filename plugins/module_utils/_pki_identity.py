@@ -72,7 +72,9 @@ DEVICE_DIR_MODE = 0o700
 
 
 @dataclass
-class IdentityRequest:
+class DeviceBatchRequest:
+    """What a per-device batch of the fleet PKI takes: pki_identity's, and pki_edge_ca's beside it."""
+
     ca_path: str
     path: str
     devices: list
@@ -82,6 +84,10 @@ class IdentityRequest:
     generation: str = "1.2+"
     passphrase: str | None = None
     state: str = "present"
+
+
+@dataclass
+class IdentityRequest(DeviceBatchRequest):
     # Rotation: a renewal is written beside the current identity (next/) instead of over it, until it is promoted.
     staged: bool = False
     rotate: list = field(default_factory=list)
@@ -159,7 +165,8 @@ def normalize_devices(devices) -> list[str]:
     return ids
 
 
-def _validate(request: IdentityRequest) -> None:
+def validate_batch(request: DeviceBatchRequest) -> None:
+    """The options every per-device batch shares, before anything is read or written."""
     if request.key_type not in KEY_TYPES:
         raise PkiError(f"key_type: {shown(request.key_type)} is not supported; use one of {', '.join(KEY_TYPES)}")
     if request.generation not in GENERATIONS:
@@ -171,7 +178,7 @@ def _validate(request: IdentityRequest) -> None:
     if request.renew_before_days >= request.valid_days:
         raise PkiError(
             f"renew_before_days: {request.renew_before_days} is not below valid_days ({request.valid_days}), so "
-            "every run would renew every identity; lower renew_before_days or raise valid_days"
+            "every run would renew every certificate; lower renew_before_days or raise valid_days"
         )
 
 
@@ -316,7 +323,7 @@ def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: dateti
     last write, and first removes what an interrupted run left behind (staged files that may hold a private key).
     """
     now = now or utcnow()
-    _validate(request)
+    validate_batch(request)
     ids = normalize_devices(request.devices)
     _validate_rotation(request, ids)
     plans = [_Plan(registration_id=i, directory=os.path.join(request.path, i)) for i in ids]

@@ -118,27 +118,13 @@ issuer:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import run_pki_core, secret_option
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import device_batch_options, run_pki_core
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_edge_ca import EdgeCaRequest, ensure_edge_cas
 
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "ca_path": {"type": "path", "required": True},
-            "path": {"type": "path", "required": True},
-            "devices": {"type": "list", "elements": "raw", "required": True},
-            "key_type": {
-                "type": "str",
-                "default": "ec-p256",
-                "choices": ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"],
-            },
-            "valid_days": {"type": "int", "default": 365},
-            "renew_before_days": {"type": "int", "default": 30},
-            "generation": {"type": "str", "default": "1.2+", "choices": ["1.1", "1.2+"]},
-            "passphrase": secret_option(),
-            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
-        },
+        argument_spec=device_batch_options(["present", "absent"]),
         supports_check_mode=True,
     )
     run_pki_core(module, ensure_edge_cas, EdgeCaRequest(**module.params))

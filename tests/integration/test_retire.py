@@ -11,6 +11,7 @@ import types
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import yaml
 from lab_devices import register
 
 PLAYBOOK = "playbooks/provision_edge.yml"
@@ -44,6 +45,23 @@ def by_id(records: list[dict], key: str) -> dict:
     return {record[key]: record for record in records}
 
 
+def cloud_view(fleet) -> tuple[dict, list, dict]:
+    """What DPS and the hub hold: enrollment status and hub device status by id, and the registered ids."""
+    state = fleet.state()
+    enrollments = {e["registrationId"]: e["provisioningStatus"] for e in state["dps"]["enrollments"]}
+    registered = sorted(by_id(state["dps"]["registrations"], "registrationId"))
+    devices = {d["deviceId"]: d["status"] for d in state["iothubs"][0]["devices"]}
+    return enrollments, registered, devices
+
+
+# One of three hosts retired: the others stay as they were.
+RETIRED_THIRD = (
+    {"edge-01": "enabled", "edge-02": "enabled", "edge-03": "disabled"},
+    ["edge-01", "edge-02"],
+    {"edge-01": "enabled", "edge-02": "enabled", "edge-03": "disabled"},
+)
+
+
 def test_retiring_one_of_three_individually_enrolled_hosts(fleet_factory, ansible_playbook):
     fleet = fleet_factory(3)
     assert ansible_playbook(PLAYBOOK, inventory=fleet.inventory).returncode == 0
@@ -52,20 +70,7 @@ def test_retiring_one_of_three_individually_enrolled_hosts(fleet_factory, ansibl
     retired = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
     assert retired.returncode == 0, retired.output
     assert {host: retired.recap(host)["changed"] for host in ("edge-01", "edge-02")} == {"edge-01": 0, "edge-02": 0}
-    state = fleet.state()
-    enrollments = by_id(state["dps"]["enrollments"], "registrationId")
-    assert {rid: e["provisioningStatus"] for rid, e in enrollments.items()} == {
-        "edge-01": "enabled",
-        "edge-02": "enabled",
-        "edge-03": "disabled",
-    }
-    assert sorted(by_id(state["dps"]["registrations"], "registrationId")) == ["edge-01", "edge-02"]
-    devices = by_id(state["iothubs"][0]["devices"], "deviceId")
-    assert {device_id: d["status"] for device_id, d in devices.items()} == {
-        "edge-01": "enabled",
-        "edge-02": "enabled",
-        "edge-03": "disabled",
-    }
+    assert cloud_view(fleet) == RETIRED_THIRD
     assert fleet.sh(
         "edge-03", "systemctl is-active aziot-edged.service aziot-identityd.service", check=False
     ).split() == [
@@ -110,3 +115,33 @@ def test_a_retired_group_member_is_blocked_while_the_group_stays(fleet_factory, 
     # The group still takes its other members.
     status, operation = register_with(fleet, identities / "edge-01", "edge-01")
     assert (status, operation["status"]) == (202, "assigned"), operation
+
+
+def test_an_enrollment_no_inventory_host_claims_is_retired_when_asked(fleet_factory, ansible_playbook):
+    fleet = fleet_factory(3)
+    assert ansible_playbook(PLAYBOOK, inventory=fleet.inventory).returncode == 0
+    # edge-03 is deleted from inventory instead of being marked retired: DPS would still let it in.
+    hosts_file = fleet.inventory / "hosts.yml"
+    inventory = yaml.safe_load(hosts_file.read_text())
+    del inventory["all"]["children"]["edge"]["hosts"]["edge-03"]
+    hosts_file.write_text(yaml.safe_dump(inventory))
+    asked = {"edgefleet_retire_unclaimed": True}
+
+    limited = ansible_playbook(PLAYBOOK, "--limit", "edge-01", inventory=fleet.inventory, extra_vars=asked)
+    assert limited.returncode != 0
+    assert "edgefleet_retire_unclaimed needs a run without --limit" in limited.output
+    assert limited.recap("edge-01")["changed"] == 0, "refused before anything was written"
+    assert cloud_view(fleet)[0]["edge-03"] == "enabled"
+
+    retired = ansible_playbook(PLAYBOOK, inventory=fleet.inventory, extra_vars=asked)
+    assert retired.returncode == 0, retired.output
+    assert {host: retired.recap(host)["changed"] for host in ("edge-01", "edge-02")} == {"edge-01": 0, "edge-02": 0}
+    assert cloud_view(fleet) == RETIRED_THIRD
+    assert not (fleet.state_dir / "pki" / "identities" / "edge-03").exists()
+    moved = retired_identity(fleet, "edge-03")
+    status, operation = register_with(fleet, moved, "edge-03")
+    assert (status, operation["status"]) == (202, "disabled"), operation
+
+    again = ansible_playbook(PLAYBOOK, inventory=fleet.inventory, extra_vars=asked)
+    assert again.returncode == 0, again.output
+    assert {host: again.recap(host)["changed"] for host in ("edge-01", "edge-02")} == {"edge-01": 0, "edge-02": 0}

@@ -111,7 +111,7 @@ def test_absent_removes_only_the_edge_ca_files(ca_dir, tmp_path):
     ("overrides", "message"),
     [
         ({"key_type": "dsa"}, "key_type: "),
-        ({"renew_before_days": 400}, "renew_before_days: must be between"),
+        ({"renew_before_days": 400}, "renew_before_days: 400 is not below valid_days"),
         ({"generation": "2"}, "generation: "),
         ({"devices": ["Bad Id"]}, ""),
     ],
