@@ -254,47 +254,32 @@ def _name(common_name: str):
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _ca_usage():
+def _key_usage(*, digital_signature=False, key_encipherment=False, key_cert_sign=False, crl_sign=False):
+    """A KeyUsage with the named bits set and every other one clear."""
     return x509.KeyUsage(
-        digital_signature=False,
+        digital_signature=digital_signature,
         content_commitment=False,
-        key_encipherment=False,
+        key_encipherment=key_encipherment,
         data_encipherment=False,
         key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def _ca_usage():
+    return _key_usage(key_cert_sign=True, crl_sign=True)
 
 
 def _edge_ca_usage():
     """As the runtime's own Edge CA (edge_ca.rs extensions): digitalSignature and keyCertSign."""
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    return _key_usage(digital_signature=True, key_cert_sign=True)
 
 
 def _leaf_usage(is_rsa: bool):
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=is_rsa,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    return _key_usage(digital_signature=True, key_encipherment=is_rsa)
 
 
 def _profile_extensions(profile: str, *, rsa_key: bool) -> list:
