@@ -29,8 +29,10 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._inventory impor
     ROLES,
     UNKNOWN_VARIABLE_MODES,
     check_role,
+    fleet_wide_variables,
     load_role_options,
     shared_registration_ids,
+    uneven_fleet_values,
     unknown_variables,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity import identity_files
@@ -126,13 +128,18 @@ class ActionModule(ActionBase):
         templar = self._templar
         try:
             with _templates_compiled_once():
-                accepted, refused, warnings = self._check_each_host(role, hosts, _HostVariables(self._task, task_vars))
+                accepted, refused, warnings, fleet_values = self._check_each_host(
+                    role, hosts, _HostVariables(self._task, task_vars)
+                )
         finally:
             templar.available_variables = task_vars
         if role in UNIQUE_ID_ROLES:
             ids = {host: facts["registration_id"] for host, facts in accepted.items()}
             for host, message in shared_registration_ids(ids).items():
                 refused[host] = [message]
+                del accepted[host]
+            for host, messages in uneven_fleet_values({h: fleet_values[h] for h in accepted}).items():
+                refused[host] = messages
                 del accepted[host]
         for message, named in warnings.items():
             result.setdefault("warnings", []).append(f"{message} (hosts: {_named(named)})")
@@ -143,9 +150,10 @@ class ActionModule(ActionBase):
         )
         return result
 
-    def _check_each_host(self, role: str, hosts: list, resolve) -> tuple[dict, dict, dict]:
-        """Host -> what the roles read of it, host -> its problems, and each unknown-variable warning -> its hosts."""
-        accepted, refused, warnings = {}, {}, {}
+    def _check_each_host(self, role: str, hosts: list, resolve) -> tuple[dict, dict, dict, dict]:
+        """Host -> what the roles read of it, host -> its problems, each unknown-variable warning -> its hosts, and
+        host -> its values of the variables the controller reads once for the fleet."""
+        accepted, refused, warnings, fleet_values = {}, {}, {}, {}
         templar = self._templar
         for host in dict.fromkeys(hosts):
             variables = resolve(host)
@@ -164,7 +172,8 @@ class ActionModule(ActionBase):
                 refused[host] = errors
             else:
                 accepted[host] = _resolved(role, values)
-        return accepted, refused, warnings
+                fleet_values[host] = {name: values.get(name) for name in fleet_wide_variables(role, values)}
+        return accepted, refused, warnings, fleet_values
 
     @staticmethod
     def _unknown_variables_mode(variables: dict, templar, errors: list) -> str:
@@ -254,6 +263,8 @@ def _resolved(role: str, values: dict) -> dict:
         resolved["rotate"] = bool(values.get("edgefleet_identity_rotate"))
         resolved["retired"] = bool(values.get("edgefleet_retired"))
         resolved["edge_ca"] = values.get("edgefleet_edge_ca") == "fleet"
+        resolved["device_key"] = values.get("edgefleet_identity_key_origin") == "device"
+        resolved["key_type"] = values.get("edgefleet_pki_key_type")
     if role == "dps_enrollment":
         # Both twin parts are always sent: a tag or property removed from inventory is removed from the enrollment.
         resolved["twin"] = {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import json
 import os
 import re
 
@@ -594,6 +595,7 @@ def _iotedge_provision_rules(rules: _Rules, config_settings) -> None:
         rules.controller_path(name)
     for name in ("edgefleet_iotedge_identity_cert_src", "edgefleet_iotedge_identity_key_src"):
         rules.controller_path(name)
+    _device_key_rules(rules)
     timeout = rules.get("edgefleet_iotedge_wait_timeout")
     if isinstance(timeout, int) and timeout < 1:
         rules.fail("edgefleet_iotedge_wait_timeout", f"must be at least 1 second, got {timeout}")
@@ -608,6 +610,26 @@ def _iotedge_provision_rules(rules: _Rules, config_settings) -> None:
             render_edge_config(config_settings)
         except (EdgeConfigError, EdgeConfigLibraryError) as error:
             rules.errors.append(str(error))  # never holds a secret (see _edge_config)
+
+
+def _device_key_rules(rules: _Rules) -> None:
+    """A key made on the device goes with a certificate the controller signs, in a file the host makes."""
+    if rules.get("edgefleet_identity_key_origin") != "device":
+        return
+    cert_method = rules.get("edgefleet_iotedge_identity_cert_method", "file")
+    if cert_method != "file":
+        rules.fail(
+            "edgefleet_identity_key_origin",
+            f"is device, and edgefleet_iotedge_identity_cert_method is {shown(cert_method)}: a CSR signed by the fleet "
+            "PKI needs the certificate method file (EST issues its certificates itself). Set one of them back",
+        )
+    key_method = rules.get("edgefleet_iotedge_identity_key_method", "file")
+    if key_method != "file":
+        rules.fail(
+            "edgefleet_identity_key_origin",
+            f"is device, and edgefleet_iotedge_identity_key_method is {shown(key_method)}: this release makes device "
+            "keys in a file only. Use edgefleet_iotedge_identity_key_method: file",
+        )
 
 
 def check_role(role: str, options: dict, values: dict, *, config_settings=None, now=None) -> list[str]:
@@ -652,6 +674,84 @@ def shared_registration_ids(registration_ids: dict) -> dict:
                 "lowercased); the other hosts go on"
             )
     return refused
+
+
+# The controller's batches (run_once: one PKI call, one bulk DPS write) read these once, from the play's first host,
+# for every host: a host with another value would silently get the first host's. Everything else of the two roles is
+# the host's own.
+_FLEET_WIDE_PREFIXES = {
+    "edge_pki": ("edgefleet_pki_",),
+    "dps_enrollment": (
+        "edgefleet_dps_",
+        "edgefleet_iothub_",
+        "edgefleet_azure_",
+        "edgefleet_ca_bundle",
+        "edgefleet_retire_",
+        "edgefleet_pki_ca_dir",
+        "edgefleet_pki_identity_dir",
+        "edgefleet_pki_passphrase",
+    ),
+}
+_PER_HOST = frozenset(
+    {
+        "edgefleet_identity_rotate",
+        "edgefleet_dps_twin_tags",
+        "edgefleet_dps_twin_desired_properties",
+        "edgefleet_identity_rotation_timeout",
+    }
+)
+_SECRET_MARKERS = ("passphrase", "connection_string", "secret", "token", "key_content")
+
+
+def fleet_wide_variables(role: str, names) -> list[str]:
+    """The variables of ``names`` that the controller reads once for a play's whole fleet in ``role``."""
+    prefixes = _FLEET_WIDE_PREFIXES.get(role, ())
+    return sorted(name for name in names if name.startswith(prefixes) and name not in _PER_HOST)
+
+
+def uneven_fleet_values(values_by_host: dict) -> dict:
+    """Host -> the refusals of each fleet-wide variable whose value on it differs from the fleet's.
+
+    ``values_by_host`` maps the hosts, in play order, to their fleet-wide values. The fleet's value is the one most
+    hosts have (on a tie, the first host's): the other hosts are refused, so that the host the controller's batch
+    reads it from is never one of them. A secret's value is never shown.
+    """
+    hosts = list(values_by_host)
+    names = sorted({name for values in values_by_host.values() for name in values})
+    refused: dict = {}
+    for name in names:
+        groups: dict = {}
+        for host in hosts:
+            key = _comparable(values_by_host[host].get(name))
+            groups.setdefault(key, []).append(host)
+        if len(groups) < 2:
+            continue
+        fleet_key = max(groups, key=lambda key: (len(groups[key]), -hosts.index(groups[key][0])))
+        fleet_hosts = groups[fleet_key]
+        for key, odd_hosts in groups.items():
+            if key == fleet_key:
+                continue
+            for host in odd_hosts:
+                refused.setdefault(host, []).append(_uneven_message(name, values_by_host, host, fleet_hosts))
+    return refused
+
+
+def _comparable(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _uneven_message(name: str, values_by_host: dict, host: str, fleet_hosts: list) -> str:
+    named = ", ".join(fleet_hosts[:3]) + (f" and {len(fleet_hosts) - 3} more" if len(fleet_hosts) > 3 else "")
+    if any(marker in name for marker in _SECRET_MARKERS):
+        difference = f"differs on this host from its value on {named}"
+    else:
+        here, there = values_by_host[host].get(name), values_by_host[fleet_hosts[0]].get(name)
+        difference = f"is {shown(here)} on this host but {shown(there)} on {named}"
+    return (
+        f"{name}: {difference}. The controller reads it once for the whole fleet of a run, so a host cannot have a "
+        "value of its own: set it for every host (group_vars), or run the hosts that need another value in a run of "
+        "their own (--limit, or another edgefleet_target)"
+    )
 
 
 def unknown_variables(names, known) -> list[str]:

@@ -104,6 +104,10 @@ class WantedFile:
     backup: bool = False
     # Show the text as a diff (never for keys or a configuration that holds credentials).
     show_diff: bool = False
+    # Made on the host (a key the device made itself): never written, only its owner, group and mode are corrected.
+    made_on_host: bool = False
+    # The inventory variable that chose the file, named when a file made on the host is missing.
+    variable: str = ""
 
 
 @dataclass
@@ -215,8 +219,14 @@ HOST_OPTIONS = {
             "secret_content": {"type": "str", "no_log": True},
             "backup": {"type": "bool", "default": False},
             "diff": {"type": "bool", "default": False},
+            "made_on_host": {"type": "bool", "default": False},
         },
-        "mutually_exclusive": [["content", "secret_content"]],
+        "mutually_exclusive": [
+            ["content", "secret_content"],
+            ["made_on_host", "src"],
+            ["made_on_host", "content"],
+            ["made_on_host", "secret_content"],
+        ],
     },
     "runtime_users": {"type": "list", "elements": "str", "default": []},
     "backups_kept": {"type": "int", "default": 5},
@@ -249,6 +259,8 @@ def request_from_params(params: dict, check_mode: bool) -> Request:
                 content=_content(item),
                 backup=item["backup"],
                 show_diff=item["diff"] and not item["secret"] and item["secret_content"] is None,
+                made_on_host=item["made_on_host"],
+                variable=item["variable"],
             )
             for item in params["files"]
         ],
@@ -691,6 +703,9 @@ def _read(path: str):
 
 def _converge_file(wanted: WantedFile, request: Request, outcome: Outcome) -> None:
     uid, gid = _ids(wanted.owner, wanted.group, request.check_mode)
+    if wanted.made_on_host:
+        _converge_made_on_host(wanted, request, outcome, uid, gid)
+        return
     current = _read(wanted.path)
     write = content_differs(wanted, None if current is None else _digest(current))
     if wanted.show_diff and write:
@@ -712,6 +727,28 @@ def _converge_file(wanted: WantedFile, request: Request, outcome: Outcome) -> No
                 _prune_backups(wanted.path, request.backups_kept)
         return
     if uid is None or metadata_differs(observe_path(wanted.path), wanted.owner, wanted.group, wanted.mode):
+        outcome.actions.append(f"set {wanted.path} to {wanted.owner}:{wanted.group} {wanted.mode:04o}")
+        outcome.changed = True
+        if not request.check_mode:
+            _set_metadata(wanted.path, uid, gid, wanted.mode)
+
+
+def _converge_made_on_host(wanted: WantedFile, request: Request, outcome: Outcome, uid, gid) -> None:
+    """A file the host made (a device's own key): hand it to its owner; it is never read, written or replaced."""
+    observed = observe_path(wanted.path)
+    if observed is None and request.check_mode:
+        outcome.actions.append(
+            f"set {wanted.path} to {wanted.owner}:{wanted.group} {wanted.mode:04o} (made on the host)"
+        )
+        outcome.changed = True
+        return
+    if observed is None or observed["kind"] != "file":
+        raise HostStateError(
+            f"{wanted.variable or wanted.path}: {wanted.path} is {'missing' if observed is None else 'not a file'}. It "
+            "is made on the device by the key phase (provision_edge.yml, tag pki), which did not run for this host: "
+            "run the playbook without --skip-tags pki."
+        )
+    if uid is None or metadata_differs(observed, wanted.owner, wanted.group, wanted.mode):
         outcome.actions.append(f"set {wanted.path} to {wanted.owner}:{wanted.group} {wanted.mode:04o}")
         outcome.changed = True
         if not request.check_mode:
@@ -892,7 +929,9 @@ def unchanged_outcome(request: Request, observation: dict, key: str = ""):
             return None
     for wanted in request.files:
         observed = paths.get(wanted.path)
-        if observed is None or observed["kind"] != "file" or content_differs(wanted, observed.get("digest"), key):
+        if observed is None or observed["kind"] != "file":
+            return None
+        if not wanted.made_on_host and content_differs(wanted, observed.get("digest"), key):
             return None
         if metadata_differs(observed, wanted.owner, wanted.group, wanted.mode):
             return None

@@ -173,6 +173,36 @@ def key_matches_certificate(key, cert) -> bool:
     return public_key_der(key.public_key()) == public_key_der(cert.public_key())
 
 
+# --- certificate signing requests (keys made on the device) ----------------------------------------
+
+
+def csr_problem(pem, *, registration_id: str, key_type: str) -> tuple:
+    """(public key, None) of a device's CSR that may be signed for ``registration_id``, or (None, why not).
+
+    A device is not trusted to ask for someone else's name or a weaker key: the subject must be exactly
+    CN=<registration id>, the key of ``key_type``, and the CSR signed by that key (proof that the device holds it).
+    """
+    if not isinstance(pem, str) or "-----BEGIN CERTIFICATE REQUEST-----" not in pem:
+        return None, "is not a PEM certificate signing request (-----BEGIN CERTIFICATE REQUEST-----)"
+    try:
+        csr = x509.load_pem_x509_csr(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        return None, "cannot be parsed as a PEM certificate signing request"
+    if not csr.is_signature_valid:
+        return None, "is not signed by the key it carries, so the device may not hold that key"
+    attributes = [(attribute.oid, attribute.value) for attribute in csr.subject]
+    if attributes != [(NameOID.COMMON_NAME, registration_id)]:
+        return None, f"asks for the subject {csr.subject.rfc4514_string()!r}; only CN={registration_id} is signed"
+    public_key = csr.public_key()
+    actual = key_type_of(public_key)
+    if actual != key_type:
+        return None, (
+            f"carries a {actual or 'unsupported'} key, and key_type asks for {key_type}. A device keeps the key it "
+            "made: set key_type back, or remove the key on the device to have one of the new type made"
+        )
+    return public_key, None
+
+
 # --- certificates ------------------------------------------------------------------------------------
 
 

@@ -8,6 +8,10 @@
 
 For each registration id: `<path>/<id>/identity.key.pem` (0600), `identity.cert.pem` (the leaf, CN = the id)
 and `identity.full-chain.cert.pem` (leaf, intermediate, root). Everything is validated before any write.
+
+A device that makes its own key (`csrs`) sends a certificate signing request instead: its certificate is issued for
+the key in the CSR and no key file is ever written here. A CSR that asks for another name, another key type or is
+not signed by its key is refused for that device alone (`refused`); the others go on.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     certificate_pem,
     check_expiry_limits,
     common_name_of,
+    csr_problem,
     directory_lock,
     file_mode,
     fingerprints,
@@ -38,6 +43,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     locked_directory,
     not_after_of,
     private_key_pem,
+    public_key_der,
     read_file,
     remove_paths,
     signed_by,
@@ -92,13 +98,16 @@ class IdentityRequest(DeviceBatchRequest):
     staged: bool = False
     rotate: list = field(default_factory=list)
     promote: list = field(default_factory=list)
+    # Devices that make their own key: registration id -> the PEM CSR it sent, or None (none this run: check mode,
+    # or the device was not reached). Their certificates are issued for the CSR's key; no key file is written.
+    csrs: dict = field(default_factory=dict)
 
 
 @dataclass
 class _Plan:
     registration_id: str
     directory: str
-    action: str = "none"  # none | create | renew | reissue | repair | remove
+    action: str = "none"  # none | create | renew | reissue | repair | remove | refused
     reasons: list = field(default_factory=list)
     before: dict | None = None
     cert = None
@@ -109,6 +118,12 @@ class _Plan:
     current_cert = None
     next_cert = None
     retired_path: str | None = None
+    # The device makes its own key: its CSR's public key (None when it sent none), never a key file here.
+    device_key: bool = False
+    csr_public_key = None
+    # The device's CSR carries another key than its certificate: the device no longer holds the old one.
+    key_replaced: bool = False
+    refused: str | None = None
 
     @property
     def cert_path(self) -> str:
@@ -127,10 +142,19 @@ class _Plan:
         return os.path.join(self.directory, NEXT_DIR)
 
     def files(self) -> dict:
-        return {"cert_path": self.cert_path, "key_path": self.key_path, "chain_path": self.chain_path}
+        key_path = None if self.device_key else self.key_path
+        return {"cert_path": self.cert_path, "key_path": key_path, "chain_path": self.chain_path}
+
+    def file_names(self) -> tuple:
+        """The files this device's identity has here: no key for a device that made its own."""
+        names = (IDENTITY_CERT, IDENTITY_CHAIN)
+        return names if self.device_key else (IDENTITY_KEY, *names)
 
     def next_files(self) -> dict:
-        return {key: os.path.join(self.next_dir, os.path.basename(path)) for key, path in self.files().items()}
+        return {
+            key: os.path.join(self.next_dir, os.path.basename(path)) if path else None
+            for key, path in self.files().items()
+        }
 
 
 def identity_files(identity_dir: str, registration_id: str) -> dict:
@@ -194,6 +218,33 @@ def _validate_rotation(request: IdentityRequest, ids: list) -> None:
             raise PkiError(f"{name}: needs staged=true (a rotation stages the new identity in next/ first)")
 
 
+def _validate_csrs(request: IdentityRequest, ids: list) -> None:
+    csrs = request.csrs
+    if not isinstance(csrs, dict):
+        raise PkiError(f"csrs: must map registration ids to PEM CSRs (or null), got {shown(csrs)}")
+    unknown = sorted(set(csrs) - set(ids))
+    if unknown:
+        raise PkiError(f"csrs: {', '.join(map(str, unknown))} not among devices; list only registration ids of devices")
+    for registration_id, pem in csrs.items():
+        if pem is not None and not isinstance(pem, str):
+            raise PkiError(f"csrs[{registration_id}]: must be PEM text or null, got {shown(pem)}")
+
+
+def _take_csr(plan: _Plan, request: IdentityRequest) -> None:
+    """A device that makes its own key: check the CSR it sent; a bad one refuses the device alone."""
+    if plan.registration_id not in request.csrs:
+        return
+    plan.device_key = True
+    pem = request.csrs[plan.registration_id]
+    if pem is None:
+        return
+    public_key, problem = csr_problem(pem, registration_id=plan.registration_id, key_type=request.key_type)
+    if problem:
+        plan.action, plan.refused = "refused", f"csrs[{plan.registration_id}]: the device's CSR {problem}"
+        plan.reasons = [plan.refused]
+    plan.csr_public_key = public_key
+
+
 def _parse_identity(cert_pem: bytes, key_pem: bytes, *, cert_path: str, key_path: str):
     """(certificate, key) from the two files' bytes; PkiError, naming the file, when one cannot be read."""
     cert = load_certificates(cert_pem, path=cert_path)[0]
@@ -213,15 +264,81 @@ def _identity_problems(cert, key, *, registration_id: str, request, ca) -> list:
     current_type = key_type_of(cert.public_key())
     if current_type != request.key_type:
         problems.append(f"key type is {current_type}, wanted {request.key_type}")
-    if not key_matches_certificate(key, cert):
+    if key is not None and not key_matches_certificate(key, cert):
         problems.append("key does not match the certificate")
     if request.generation == "1.1" and not_after_of(cert) >= GENERATION_1_1_LIMIT:
         problems.append("expires on or after 2038-01-01, which IoT Edge 1.1 cannot use")
     return problems
 
 
+def _csr_key_differs(plan: _Plan, cert) -> bool:
+    return plan.csr_public_key is not None and public_key_der(plan.csr_public_key) != public_key_der(cert.public_key())
+
+
+def _assess_device_key(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at: datetime.datetime) -> None:
+    """`_assess` for a device that makes its own key: the certificate must be for the key of the device's CSR."""
+    cert_pem = read_file(plan.cert_path)
+    if cert_pem is None:
+        plan.action, plan.reasons = "create", ["no identity yet"]
+        return
+    try:
+        cert = load_certificates(cert_pem, path=plan.cert_path)[0]
+    except PkiError as exc:
+        plan.action, plan.reasons = "reissue", [f"unreadable: {exc}"]
+        return
+    plan.before = _identity_view(cert)
+    plan.current_cert = cert
+    if os.path.lexists(plan.key_path):
+        plan.reasons = [
+            "the controller holds a copy of this device's key (made here before it made its own): remove the key "
+            "on the device to have a new one made there"
+        ]
+    reasons = _identity_problems(cert, None, registration_id=plan.registration_id, request=request, ca=ca)
+    if _csr_key_differs(plan, cert):
+        # The device no longer holds the key of its certificate (re-imaged, key deleted): nothing to roll from.
+        plan.key_replaced = True
+        reasons.append("the device's CSR carries another key than its certificate")
+    if reasons:
+        plan.action, plan.reasons = "reissue", reasons
+        return
+    if not_after_of(cert) < renew_at:
+        plan.action = "renew"
+        plan.reasons = [f"expires on {format_time(not_after_of(cert))}, within renew_before_days"]
+        return
+    expected_chain = cert_pem if cert_pem.endswith(b"\n") else cert_pem + b"\n"
+    if read_file(plan.chain_path) != expected_chain + chain_tail:
+        plan.action, plan.reasons = "repair", ["full chain file is missing or out of date"]
+        plan.chain_pem = expected_chain + chain_tail
+    plan.cert = cert
+
+
+def _without_csr(plan: _Plan, *, check_mode: bool) -> None:
+    """A device that makes its own key sent no CSR: nothing can be issued for it in this run."""
+    if plan.csr_public_key is not None or (
+        plan.action not in ("create", "renew", "reissue") and plan.rotation != "stage"
+    ):
+        return
+    if plan.action == "create" and check_mode:
+        return  # the device's key would be made by this run's key phase: predicted as created
+    if plan.current_cert is None:
+        plan.action, plan.refused = (
+            "refused",
+            (
+                f"csrs[{plan.registration_id}]: the device sent no CSR, and a device that makes its own key gets a "
+                "certificate only for one. Run the key phase on the host (provision_edge.yml, tag pki) and re-run"
+            ),
+        )
+        plan.reasons = [plan.refused]
+        return
+    plan.reasons = [*plan.reasons, "kept: the device sent no CSR in this run"]
+    plan.action, plan.rotation, plan.cert = "none", "none", plan.current_cert
+
+
 def _assess(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at: datetime.datetime) -> None:
     """Decide what one device needs, from what is on disk; fills plan.action/reasons/before."""
+    if plan.device_key:
+        _assess_device_key(plan, request=request, ca=ca, chain_tail=chain_tail, renew_at=renew_at)
+        return
     cert_pem = read_file(plan.cert_path)
     key_pem = read_file(plan.key_path)
     if cert_pem is None or key_pem is None:
@@ -260,14 +377,20 @@ def _assess(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at: datetime.d
 def _staged_identity(plan: _Plan, *, request, ca, renew_at: datetime.datetime):
     """The certificate of a usable identity waiting in next/ (issued by today's CA, not due), or None."""
     files = plan.next_files()
-    cert_pem, key_pem = read_file(files["cert_path"]), read_file(files["key_path"])
-    if cert_pem is None or key_pem is None:
+    cert_pem = read_file(files["cert_path"])
+    key_pem = None if plan.device_key else read_file(files["key_path"])
+    if cert_pem is None or (key_pem is None and not plan.device_key):
         return None
     try:
-        cert, key = _parse_identity(cert_pem, key_pem, cert_path=files["cert_path"], key_path=files["key_path"])
+        if plan.device_key:
+            cert, key = load_certificates(cert_pem, path=files["cert_path"])[0], None
+        else:
+            cert, key = _parse_identity(cert_pem, key_pem, cert_path=files["cert_path"], key_path=files["key_path"])
     except PkiError:
         return None
     if _identity_problems(cert, key, registration_id=plan.registration_id, request=request, ca=ca):
+        return None
+    if plan.device_key and _csr_key_differs(plan, cert):
         return None
     return cert if not_after_of(cert) >= renew_at else None
 
@@ -281,7 +404,8 @@ def _plan_rotation(plan: _Plan, *, request, ca, renew_at: datetime.datetime) -> 
         plan.rotation, plan.reasons = "promote", ["the device registered with the new identity"]
         plan.action, plan.cert = "none", plan.current_cert
         return
-    due = plan.action in ("renew", "reissue") and plan.before is not None
+    # A device that replaced its key cannot use the old identity meanwhile: its new one is issued in place.
+    due = plan.action in ("renew", "reissue") and plan.before is not None and not plan.key_replaced
     asked = plan.registration_id in request.rotate and plan.next_cert is None
     if plan.next_cert is not None:
         plan.rotation = "staged"
@@ -326,7 +450,10 @@ def ensure_identities(request: IdentityRequest, *, check_mode: bool, now: dateti
     validate_batch(request)
     ids = normalize_devices(request.devices)
     _validate_rotation(request, ids)
+    _validate_csrs(request, ids)
     plans = [_Plan(registration_id=i, directory=os.path.join(request.path, i)) for i in ids]
+    for plan in plans:
+        _take_csr(plan, request)
     if check_mode:
         return _ensure(request, plans, now, check_mode=True)
     with locked_directory(request.path, mode=DEVICE_DIR_MODE), _ca_read_lock(request.ca_path):
@@ -353,7 +480,8 @@ def _ensure(request: IdentityRequest, plans: list, now: datetime.datetime, *, ch
         # pki_ca in check mode created nothing: every identity would be created once the CA exists.
         not_after = _new_identity_window(request, now=now, cap=None)[1]
         for plan in plans:
-            plan.action, plan.reasons = "create", ["no identity yet; the CA in ca_path does not exist yet either"]
+            if plan.action != "refused":
+                plan.action, plan.reasons = "create", ["no identity yet; the CA in ca_path does not exist yet either"]
         return _with_debris(_result(plans, ca=None, ca_path=request.ca_path, predicted_not_after=not_after), debris)
 
     # During a CA rollover (pki_ca staged=true) the new CA in ca_path/next/ issues every identity.
@@ -377,8 +505,12 @@ def _ensure(request: IdentityRequest, plans: list, now: datetime.datetime, *, ch
 
     chain_tail = ca.chain_pem
     for plan in plans:
+        if plan.action == "refused":
+            continue
         _assess(plan, request=request, ca=ca, chain_tail=chain_tail, renew_at=renew_at)
         _plan_rotation(plan, request=request, ca=ca, renew_at=renew_at)
+        if plan.device_key:
+            _without_csr(plan, check_mode=check_mode)
 
     to_issue = [p for p in plans if p.action in ("create", "renew", "reissue")]
     if not check_mode:
@@ -403,20 +535,21 @@ def _result(plans, *, ca, ca_path: str, predicted_not_after: datetime.datetime) 
     }
     identities = {}
     diff_before, diff_after = {}, {}
-    counts = {"create": 0, "renew": 0, "reissue": 0, "repair": 0, "none": 0}
+    counts = {"create": 0, "renew": 0, "reissue": 0, "repair": 0, "none": 0, "refused": 0}
     rotations = {"none": 0, "stage": 0, "staged": 0, "promote": 0}
     for plan in plans:
         counts[plan.action] += 1
         rotations[plan.rotation] += 1
         promoted = plan.rotation == "promote"
         view = _identity_view(plan.next_cert if promoted else plan.cert) if plan.cert is not None else predicted
-        changed = plan.action != "none" or plan.rotation in ("stage", "promote")
+        changed = plan.action not in ("none", "refused") or plan.rotation in ("stage", "promote")
         identity = {
             "registration_id": plan.registration_id,
             "changed": changed,
             "action": plan.action,
             "rotation": plan.rotation,
             "reasons": plan.reasons,
+            "key_origin": "device" if plan.device_key else "controller",
             **plan.files(),
             **view,
         }
@@ -435,6 +568,7 @@ def _result(plans, *, ca, ca_path: str, predicted_not_after: datetime.datetime) 
     return {
         "changed": any(identity["changed"] for identity in identities.values()),
         "identities": identities,
+        "refused": {plan.registration_id: plan.refused for plan in plans if plan.refused},
         "summary": {
             "created": counts["create"],
             "renewed": counts["renew"],
@@ -444,6 +578,7 @@ def _result(plans, *, ca, ca_path: str, predicted_not_after: datetime.datetime) 
             "staged": rotations["stage"],
             "rotating": rotations["stage"] + rotations["staged"],
             "promoted": rotations["promote"],
+            "refused": counts["refused"],
         },
         "ca": {
             "signer": ca.signer_name if ca is not None else None,
@@ -462,7 +597,7 @@ def _apply(plans, to_issue, *, request, ca, chain_tail, window) -> None:
         if plan.action == "repair":
             if plan.chain_pem is not None and read_file(plan.chain_path) != plan.chain_pem:
                 write_files_atomically([(plan.chain_path, plan.chain_pem, CERT_MODE)])
-            if file_mode(plan.key_path) != KEY_MODE:
+            if not plan.device_key and file_mode(plan.key_path) != KEY_MODE:
                 os.chmod(plan.key_path, KEY_MODE)
         if plan.rotation == "promote":
             _promote(plan)
@@ -478,21 +613,28 @@ def _apply(plans, to_issue, *, request, ca, chain_tail, window) -> None:
         profile="client",
     )
     for plan in to_issue:
-        plan.cert = _issue_into(plan.directory, plan.registration_id, issuer, request.key_type, chain_tail)
+        if plan.device_key and plan.current_cert is not None and os.path.lexists(plan.key_path):
+            plan.retired_path = _keep_current(plan)  # the device switched from a key made here to its own
+        plan.cert = _issue_into(plan, plan.directory, issuer, request.key_type, chain_tail)
+        _drop_controller_key(plan)
     for plan in to_stage:
-        plan.next_cert = _issue_into(plan.next_dir, plan.registration_id, issuer, request.key_type, chain_tail)
+        plan.next_cert = _issue_into(plan, plan.next_dir, issuer, request.key_type, chain_tail)
 
 
-def _issue_into(directory: str, registration_id: str, issuer, key_type: str, chain_tail: bytes):
-    """A new key and certificate for the device, written into ``directory`` together; returns the certificate."""
-    key = generate_private_key(key_type)
-    cert = issuer.issue(common_name=registration_id, public_key=key.public_key())
+def _issue_into(plan: _Plan, directory: str, issuer, key_type: str, chain_tail: bytes):
+    """The device's certificate (with a new key, unless the device made its own), written into ``directory``
+    together; returns the certificate."""
+    key = None if plan.device_key else generate_private_key(key_type)
+    cert = issuer.issue(
+        common_name=plan.registration_id, public_key=plan.csr_public_key if key is None else key.public_key()
+    )
     cert_pem = certificate_pem(cert)
     files = [
-        (IDENTITY_KEY, private_key_pem(key), KEY_MODE),
         (IDENTITY_CERT, cert_pem, CERT_MODE),
         (IDENTITY_CHAIN, cert_pem + chain_tail, CERT_MODE),
     ]
+    if key is not None:
+        files.insert(0, (IDENTITY_KEY, private_key_pem(key), KEY_MODE))
     if os.path.isdir(directory):
         write_files_atomically([(os.path.join(directory, name), data, mode) for name, data, mode in files])
     else:
@@ -500,18 +642,31 @@ def _issue_into(directory: str, registration_id: str, issuer, key_type: str, cha
     return cert
 
 
-def _promote(plan: _Plan) -> None:
-    """The staged identity becomes the current one; the one it replaces is kept under retired/<serial>/."""
-    names = (IDENTITY_KEY, IDENTITY_CERT, IDENTITY_CHAIN)
+def _keep_current(plan: _Plan) -> str:
+    """The current identity's files (its key too, if one is here) are kept under retired/<serial>/; returns where."""
     retired = os.path.join(plan.directory, RETIRED_DIR, f"{plan.current_cert.serial_number:x}")
     if not os.path.isdir(retired):
         os.makedirs(os.path.dirname(retired), mode=DEVICE_DIR_MODE, exist_ok=True)
+        names = (IDENTITY_KEY, IDENTITY_CERT, IDENTITY_CHAIN)
         current = [(name, read_file(os.path.join(plan.directory, name))) for name in names]
         write_directory_atomically(
             retired,
             [(name, data, KEY_MODE if name == IDENTITY_KEY else CERT_MODE) for name, data in current if data],
             mode=DEVICE_DIR_MODE,
         )
+    return retired
+
+
+def _drop_controller_key(plan: _Plan) -> None:
+    """A device that makes its own key: a key made here before it did (kept in retired/) is not its key any more."""
+    if plan.device_key and os.path.lexists(plan.key_path):
+        remove_paths([plan.key_path])
+
+
+def _promote(plan: _Plan) -> None:
+    """The staged identity becomes the current one; the one it replaces is kept under retired/<serial>/."""
+    names = plan.file_names()
+    retired = _keep_current(plan)
     staged = [(os.path.join(plan.next_dir, name), os.path.join(plan.directory, name)) for name in names]
     write_files_atomically(
         [
@@ -520,6 +675,7 @@ def _promote(plan: _Plan) -> None:
         ]
     )
     remove_paths([plan.next_dir])
+    _drop_controller_key(plan)
     plan.retired_path = retired
     plan.cert = plan.next_cert
 

@@ -116,6 +116,14 @@ options:
         description: Show the text as a diff in diff mode (ignored for a secret file).
         type: bool
         default: false
+      made_on_host:
+        description:
+          - The file is made on the host, not sent (an identity key the device made itself,
+            M(edgefleet.iotedge.identity_csr)). It is never read, written or replaced; only its owner, group and mode are corrected.
+          - Missing, it is an error naming O(files[].variable), except in check mode, where it is predicted.
+          - Mutually exclusive with O(files[].src), O(files[].content) and O(files[].secret_content).
+        type: bool
+        default: false
       variable:
         description: The inventory variable that chose O(files[].src), named in errors.
         type: str

@@ -110,6 +110,19 @@ options:
     type: list
     elements: str
     default: []
+  csrs:
+    description:
+      - Devices (among O(devices)) that make their own key and send a certificate signing request; their private key
+        never reaches the controller. Maps each registration id to its PEM CSR, or to V(null) when the device sent
+        none in this run (a check-mode run, an unreachable host).
+      - A CSR is signed only when its subject is exactly C(CN=<registration id>), its key is of O(key_type) and it is
+        signed by that key. A certificate is issued for the CSR's key, written as C(identity.cert.pem) and
+        C(identity.full-chain.cert.pem); no C(identity.key.pem) is written. A CSR with another key than the
+        device's certificate (the device lost its key) reissues the certificate at once, not staged.
+      - A bad CSR, or none from a device without a certificate yet, refuses that device alone (RV(refused)); the
+        others are issued. A device with a certificate and no CSR keeps its certificate; a renewal waits for a CSR.
+    type: dict
+    default: {}
 seealso:
   - module: edgefleet.iotedge.pki_ca
 """
@@ -163,7 +176,13 @@ identities:
       issuer: CN=edgefleet Intermediate CA
   contains:
     action:
-      description: V(none), V(create), V(renew), V(reissue), V(repair), V(remove) or V(retire), for the current files.
+      description:
+        - V(none), V(create), V(renew), V(reissue), V(repair), V(remove) or V(retire), for the current files;
+          V(refused) for a device whose CSR was refused (RV(refused)).
+      type: str
+    key_origin:
+      description:
+        - V(device) for a device listed in O(csrs) (its C(key_path) is V(null)), V(controller) for the others.
       type: str
     rotation:
       description:
@@ -186,6 +205,14 @@ identities:
     thumbprint_sha256:
       description: SHA-256 thumbprint of the leaf, uppercase hex.
       type: str
+refused:
+  description:
+    - The devices of O(csrs) that got no certificate, each with the reason (the CSR's subject, key type or
+      signature, or no CSR from a device without a certificate). Nothing was written for them.
+  returned: always
+  type: dict
+  sample:
+    gw-07: "csrs[gw-07]: the device's CSR asks for the subject 'CN=gw-01'; only CN=gw-07 is signed"
 summary:
   description:
     - How many identities were created, renewed, reissued, repaired or left unchanged; with O(staged), how many were
@@ -214,6 +241,7 @@ def main():
             "staged": {"type": "bool", "default": False},
             "rotate": {"type": "list", "elements": "str", "default": []},
             "promote": {"type": "list", "elements": "str", "default": []},
+            "csrs": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )

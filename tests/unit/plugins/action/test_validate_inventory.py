@@ -174,3 +174,26 @@ def test_play_and_extra_vars_take_precedence_and_unknown_names_warn_once(tmp_pat
     # One warning naming a few hosts, not one per host (the three role checks give the same one).
     assert len(warnings) == 1, results["output"]
     assert "(hosts: edge-01, edge-02, edge-03, edge-04, edge-05 and 2 more)" in warnings[0]
+
+
+def test_a_host_with_its_own_value_of_a_fleet_wide_variable_is_refused_by_the_controller_roles(tmp_path):
+    results = run_checks(
+        tmp_path,
+        {
+            "edge-01": {},
+            "edge-02": {"edgefleet_pki_valid_days": 90, "edgefleet_dps_provisioning_status": "disabled"},
+            "edge-03": {"edgefleet_dps_twin_tags": {"site": "c"}, "edgefleet_identity_rotate": True},
+        },
+    )
+    assert sorted(results["edge_pki"]["hosts"]) == ["edge-01", "edge-03"]
+    assert results["edge_pki"]["refused"]["edge-02"] == [
+        "edgefleet_pki_valid_days: is 90 on this host but 365 on edge-01, edge-03. The controller reads it once for "
+        "the whole fleet of a run, so a host cannot have a value of its own: set it for every host (group_vars), or "
+        "run the hosts that need another value in a run of their own (--limit, or another edgefleet_target)"
+    ]
+    assert list(results["dps_enrollment"]["refused"]) == ["edge-02"]
+    assert results["dps_enrollment"]["refused"]["edge-02"][0].startswith(
+        "edgefleet_dps_provisioning_status: is 'disabled' on this host but 'enabled' on edge-01, edge-03."
+    )
+    # The hosts' own variables (twin tags, a rotation) differ freely; the runtime's role compares nothing.
+    assert results["iotedge_provision"]["refused"] == {}

@@ -11,8 +11,10 @@ import yaml
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._inventory import (
     ROLES,
     check_role,
+    fleet_wide_variables,
     load_role_options,
     shared_registration_ids,
+    uneven_fleet_values,
     unknown_variables,
 )
 
@@ -445,3 +447,66 @@ def test_hosts_sharing_a_registration_id_are_each_refused_naming_the_others():
         "edgefleet_registration_id: gw-a and gw-c and gw-d all have the registration id 'edge-01'"
     )
     assert shared_registration_ids({"gw-a": "edge-01", "gw-b": "edge-02"}) == {}
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            {"edgefleet_iotedge_identity_cert_method": "est"},
+            "edgefleet_identity_key_origin: is device, and edgefleet_iotedge_identity_cert_method is 'est'",
+        ),
+        (
+            {"edgefleet_iotedge_identity_key_method": "pkcs11"},
+            "edgefleet_identity_key_origin: is device, and edgefleet_iotedge_identity_key_method is 'pkcs11'",
+        ),
+    ],
+)
+def test_a_key_made_on_the_device_needs_a_certificate_signed_by_the_fleet_pki(values, message):
+    assert problems("iotedge_provision", edgefleet_identity_key_origin="device") == []
+    found = problems("iotedge_provision", edgefleet_identity_key_origin="device", **values)
+    assert any(problem.startswith(message) for problem in found), found
+    assert problems("iotedge_provision", edgefleet_identity_key_origin="hsm")[0].startswith(
+        "edgefleet_identity_key_origin: 'hsm' is not one of 'controller', 'device'"
+    )
+
+
+def test_the_fleet_wide_variables_of_the_controllers_batches():
+    names = [
+        "edgefleet_pki_key_type",
+        "edgefleet_identity_rotate",
+        "edgefleet_dps_twin_tags",
+        "edgefleet_dps_connection_string",
+        "edgefleet_iotedge_version",
+    ]
+    assert fleet_wide_variables("edge_pki", names) == ["edgefleet_pki_key_type"]
+    assert fleet_wide_variables("dps_enrollment", names) == ["edgefleet_dps_connection_string"]
+    assert fleet_wide_variables("iotedge_provision", names) == []
+
+
+def test_a_host_with_its_own_value_of_a_fleet_wide_variable_is_refused_and_the_majority_goes_on():
+    values = {
+        "edge-01": {"edgefleet_pki_key_type": "ec-p384", "edgefleet_pki_passphrase": "a"},
+        "edge-02": {"edgefleet_pki_key_type": "ec-p256", "edgefleet_pki_passphrase": "a"},
+        "edge-03": {"edgefleet_pki_key_type": "ec-p256", "edgefleet_pki_passphrase": "b"},
+    }
+    refused = uneven_fleet_values(values)
+    assert sorted(refused) == ["edge-01", "edge-03"]
+    assert refused["edge-01"] == [
+        "edgefleet_pki_key_type: is 'ec-p384' on this host but 'ec-p256' on edge-02, edge-03. The controller reads it "
+        "once for the whole fleet of a run, so a host cannot have a value of its own: set it for every host "
+        "(group_vars), or run the hosts that need another value in a run of their own (--limit, or another "
+        "edgefleet_target)"
+    ]
+    # A secret is named, never shown; on a tie the first host's value is the fleet's.
+    assert refused["edge-03"][0].startswith("edgefleet_pki_passphrase: differs on this host from its value on edge-01")
+    assert "'b'" not in refused["edge-03"][0] and "'a'" not in refused["edge-03"][0]
+
+
+def test_equal_values_and_equal_dicts_in_another_order_refuse_nothing():
+    values = {
+        "edge-01": {"edgefleet_dps_iot_hubs": {"a": 1, "b": 2}},
+        "edge-02": {"edgefleet_dps_iot_hubs": {"b": 2, "a": 1}},
+    }
+    assert uneven_fleet_values(values) == {}
+    assert uneven_fleet_values({}) == {}

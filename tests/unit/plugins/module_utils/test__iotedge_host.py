@@ -194,6 +194,43 @@ def test_a_failed_write_leaves_the_file_in_use_and_removes_its_temporary(root, m
     assert sorted(path.name for path in (root / "etc").iterdir()) == ["config.toml"]
 
 
+def device_made_key(root, **overrides) -> WantedFile:
+    fields = {"content": None, "made_on_host": True, "variable": "edgefleet_identity_key_origin"}
+    fields.update(overrides)
+    return WantedFile(str(root / "var/aziot/secrets/device-id.key.pem"), USER, GROUP, 0o600, **fields)
+
+
+def test_a_key_made_on_the_host_is_handed_to_its_owner_and_never_written(root):
+    secrets = root / "var/aziot/secrets"
+    secrets.mkdir(parents=True, mode=0o700)
+    key = secrets / "device-id.key.pem"
+    key.write_bytes(b"DEVICE KEY\n")
+    os.chmod(key, 0o640)
+    files = [
+        WantedFile(str(root / "var/aziot/certs/device-id.pem"), USER, GROUP, 0o644, b"CERT\n"),
+        device_made_key(root),
+    ]
+    outcome = converge(request_for(root, files=files), no_systemd)
+    assert f"set {key} to {USER}:{GROUP} 0600" in outcome.actions
+    assert owner_mode(key) == (*ids(), 0o600) and key.read_bytes() == b"DEVICE KEY\n"
+    again = converge(request_for(root, files=files), no_systemd)
+    assert (again.changed, again.actions) == (False, [])
+    (root / "etc/config.toml").write_bytes(b"mode = 1\n")
+    (root / "etc/applied.toml").write_text("applied")
+    decided = unchanged_outcome(request_for(root, files=files), observed_state(request_for(root, files=files)), KEY)
+    assert decided is not None and decided.changed is False
+
+
+def test_a_missing_key_made_on_the_host_names_the_variable_and_is_predicted_in_check_mode(root):
+    files = [device_made_key(root)]
+    predicted = converge(request_for(root, files=files, check_mode=True), no_systemd)
+    assert predicted.changed and not (root / "var").exists()
+    with pytest.raises(
+        HostStateError, match=r"edgefleet_identity_key_origin: .* is missing\. It is made on the device"
+    ):
+        converge(request_for(root, files=files), no_systemd)
+
+
 def test_a_configuration_newer_than_what_was_applied_is_pending(root):
     converge(request_for(root), no_systemd)
     marker = root / "etc/applied.toml"

@@ -1,0 +1,123 @@
+"""The device-side key and CSR with the real openssl command: modes, owners, idempotence, check mode, bad input."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._identity_csr import (
+    CsrError,
+    CsrRequest,
+    ensure_identity_csr,
+)
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import csr_problem, key_type_of
+
+
+def run(argv):
+    completed = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return completed.returncode, completed.stdout, completed.stderr
+
+
+def ensure(tmp_path, **overrides):
+    values = {"registration_id": "gw-01", "key_path": str(tmp_path / "var/aziot/secrets/device-id.key.pem")}
+    values.update(overrides)
+    return ensure_identity_csr(CsrRequest(**values), run)
+
+
+def public_der(key_path):
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048"])
+def test_a_new_key_and_a_csr_the_controller_accepts(tmp_path, key_type):
+    result = ensure(tmp_path, key_type=key_type)
+    key_path = tmp_path / "var/aziot/secrets/device-id.key.pem"
+    assert result["changed"] and result["key_created"] and result["key_type"] == key_type
+    assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(key_path.parent).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(key_path.parent.parent).st_mode) == 0o755
+    public_key, problem = csr_problem(result["csr"], registration_id="gw-01", key_type=key_type)
+    assert problem is None and key_type_of(public_key) == key_type
+    csr = x509.load_pem_x509_csr(result["csr"].encode())
+    assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "gw-01"
+    assert csr.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == public_der(key_path)
+    assert "PRIVATE KEY" not in str(result)
+    # Nothing but the key is left in the directory (the temporary file was renamed).
+    assert os.listdir(key_path.parent) == ["device-id.key.pem"]
+
+
+def test_a_second_run_keeps_the_key_and_changes_nothing(tmp_path):
+    first = ensure(tmp_path)
+    key_path = tmp_path / "var/aziot/secrets/device-id.key.pem"
+    content = key_path.read_bytes()
+    second = ensure(tmp_path)
+    assert second["changed"] is False and second["actions"] == [] and second["key_created"] is False
+    assert key_path.read_bytes() == content
+    assert second["public_key_sha256"] == first["public_key_sha256"]
+
+
+def test_the_owner_gets_the_key_when_it_exists_and_root_until_then(tmp_path):
+    ensure(tmp_path, owner="nobody")
+    key_path = tmp_path / "var/aziot/secrets/device-id.key.pem"
+    assert os.stat(key_path).st_uid == 65534 and os.stat(key_path.parent).st_uid == 65534
+    ensure(tmp_path, key_path=str(tmp_path / "other/key.pem"), owner="aziotks-not-installed")
+    assert os.stat(tmp_path / "other/key.pem").st_uid == 0
+
+
+def test_a_loose_mode_is_tightened_and_a_key_of_another_type_is_kept(tmp_path):
+    ensure(tmp_path, key_type="ec-p384")
+    key_path = tmp_path / "var/aziot/secrets/device-id.key.pem"
+    os.chmod(key_path, 0o644)
+    content = key_path.read_bytes()
+    result = ensure(tmp_path, key_type="ec-p256")
+    assert result["changed"] and result["actions"] == [f"set {key_path} to mode 0600"]
+    assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
+    assert key_path.read_bytes() == content and result["key_type"] == "ec-p384"
+
+
+def test_check_mode_predicts_the_key_and_writes_nothing(tmp_path):
+    result = ensure_identity_csr(CsrRequest("gw-01", str(tmp_path / "secrets/key.pem"), check_mode=True), run)
+    assert result["changed"] and result["key_created"] and result["csr"] is None
+    assert not (tmp_path / "secrets").exists()
+
+
+def test_an_unreadable_key_names_the_file_and_is_left_alone(tmp_path):
+    key_path = tmp_path / "key.pem"
+    key_path.write_text("garbage\n")
+    key_path.chmod(0o600)
+    with pytest.raises(CsrError, match=f"key_path: openssl cannot read {key_path} as a private key"):
+        ensure(tmp_path, key_path=str(key_path))
+    assert key_path.read_text() == "garbage\n"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"registration_id": "gw/01"}, "registration_id: "),
+        ({"registration_id": "GW-01"}, "registration_id: "),
+        ({"registration_id": "gw-01\n"}, "registration_id: "),
+        ({"key_type": "dsa"}, "key_type: 'dsa' is not supported"),
+        ({"key_path": "relative/key.pem"}, "must be an absolute, normalised path"),
+    ],
+)
+def test_bad_input_fails_before_anything_is_made(tmp_path, overrides, message):
+    with pytest.raises(CsrError, match=message):
+        ensure(tmp_path, **overrides)
+    assert not (tmp_path / "var").exists()
+
+
+def test_a_symlink_in_place_of_the_key_is_refused(tmp_path):
+    (tmp_path / "elsewhere").write_text("x")
+    (tmp_path / "key.pem").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(CsrError, match="exists and is not a regular file"):
+        ensure(tmp_path, key_path=str(tmp_path / "key.pem"))
