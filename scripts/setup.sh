@@ -8,10 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: the lab (podman + runc + debootstrap, see shared/design/lab-hosts-on-these-machines.md),
-# ssh to lab hosts, dpkg-dev for the lab's local apt repository, shellcheck so ansible-test runs its shellcheck test.
+# ssh to lab hosts, dpkg-dev for the lab's local apt repository, shellcheck so ansible-test runs its shellcheck test;
+# softhsm2, gnutls-bin, curl and libengine-pkcs11-openssl for the unit tests of keys inside a PKCS#11 token (the lab
+# hosts get the same ones in their image).
 APT_PACKAGES=(
     ca-certificates git rsync make openssl openssh-client python3-venv
     podman runc debootstrap dpkg-dev shellcheck
+    softhsm2 gnutls-bin curl libengine-pkcs11-openssl
 )
 PYTHON=${PYTHON:-python3}
 VENV=.venv

@@ -29,6 +29,12 @@ PACKAGES = (
     "procps",
     "adduser",
     "python3-yaml",
+    # Keys inside a PKCS#11 token: SoftHSM as the token, GnuTLS's p11tool and certtool (what the collection's
+    # identity_csr runs), curl and OpenSSL's pkcs11 engine (what the runtime double's keyd signs TLS handshakes with).
+    "softhsm2",
+    "gnutls-bin",
+    "curl",
+    "libengine-pkcs11-openssl",
 )
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 IMAGE_NAME = "localhost/edgefleet-lab-base"

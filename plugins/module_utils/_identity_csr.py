@@ -6,10 +6,14 @@
 
 """The device's identity key, made on the device, and a certificate signing request for it.
 
-Runs on the host. The key is made once, in a file only its owner can read, and never replaced by this code: a device
-that lost its key sends a CSR for a new one and the controller reissues. The CSR is public; the key never leaves the
-host and is never read into this process. The host needs the ``openssl`` command (Debian's openssl package, which
-ca-certificates pulls in), not a Python library.
+Runs on the host. The key is made once, in a file only its owner can read or inside a PKCS#11 token, and never
+replaced by this code: a device that lost its key sends a CSR for a new one and the controller reissues. The CSR is
+public; the key never leaves the host (or the token) and is never read into this process.
+
+A file key needs the ``openssl`` command (Debian's openssl package, which ca-certificates pulls in). A token key needs
+GnuTLS's ``p11tool`` and ``certtool`` (Debian's gnutls-bin): they take PINs from their environment, never from a
+command line, and run as the user the runtime uses the token as (aziotks), so that the token's files are that
+user's (iot-identity-service docs/pkcs11).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import pwd
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote
 
 # The rule DPS and the controller apply; it also keeps '/', '=' and '\\' out of the CSR's subject (/CN=<id>).
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import registration_id_problem
@@ -39,6 +44,24 @@ KEY_MODE = 0o600
 DIRECTORY_MODE = 0o700
 PARENT_MODE = 0o755
 EC_CURVES = {"prime256v1": "ec-p256", "P-256": "ec-p256", "secp384r1": "ec-p384", "P-384": "ec-p384"}
+KEY_STORES = ("file", "pkcs11")
+# `p11tool --generate-privkey` options per key type, and the type names `p11tool --list-privkeys` prints.
+P11TOOL_KEY_OPTIONS = {
+    "ec-p256": ["--generate-privkey=ecdsa", "--curve=secp256r1"],
+    "ec-p384": ["--generate-privkey=ecdsa", "--curve=secp384r1"],
+    "rsa-2048": ["--generate-privkey=rsa", "--bits=2048"],
+    "rsa-3072": ["--generate-privkey=rsa", "--bits=3072"],
+    "rsa-4096": ["--generate-privkey=rsa", "--bits=4096"],
+}
+P11TOOL_KEY_TYPES = {
+    "EC/ECDSA-SECP256R1": "ec-p256",
+    "EC/ECDSA-SECP384R1": "ec-p384",
+    "RSA-2048": "rsa-2048",
+    "RSA-3072": "rsa-3072",
+    "RSA-4096": "rsa-4096",
+}
+# What `p11tool --list-privkeys` exits with when nothing matches.
+P11TOOL_NO_MATCH = 2
 
 
 class CsrError(Exception):
@@ -54,6 +77,50 @@ class CsrRequest:
     # does not exist: the key is then made as root, and the provision phase hands it over.
     owner: str = ""
     check_mode: bool = False
+    # file: key_path; pkcs11: the key inside a token, by its URI (pkcs11:token=<label>;object=<label>?pin-value=<PIN>).
+    key_store: str = "file"
+    pkcs11_lib_path: str = ""
+    pkcs11_key_uri: str = ""
+    # Initialise the token when the owner sees none of that label (its security officer PIN; the user PIN is the
+    # URI's), and groups the owner must be in to reach the token (softhsm for SoftHSM's token directory).
+    pkcs11_init_token: bool = False
+    pkcs11_so_pin: str = ""
+    pkcs11_user_groups: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TokenKeyUri:
+    """The parts of an RFC 7512 URI that find a key and log in: token label, object label, PIN."""
+
+    token: str
+    label: str
+    pin: str
+
+    @classmethod
+    def parse(cls, value: str) -> TokenKeyUri:
+        fix = "Give pkcs11:token=<token label>;object=<key label>?pin-value=<user PIN>"
+        if not isinstance(value, str) or not value.startswith("pkcs11:"):
+            raise CsrError(f"pkcs11_key_uri: does not start with 'pkcs11:'. {fix}")
+        path, _question, query = value[len("pkcs11:") :].partition("?")
+        parts = dict(component.partition("=")[::2] for component in path.split(";") if component)
+        parts.update(component.partition("=")[::2] for component in query.split("&") if component)
+        parts = {unquote(key): unquote(text) for key, text in parts.items()}
+        if "slot-id" in parts:
+            raise CsrError(f"pkcs11_key_uri: names a slot-id, which a token gets anew when it is made. {fix}")
+        missing = [name for name in ("token", "object", "pin-value") if not parts.get(name)]
+        if missing:
+            raise CsrError(f"pkcs11_key_uri: has no {', '.join(missing)}. {fix}")
+        return cls(parts["token"], parts["object"], parts["pin-value"])
+
+    def token_url(self) -> str:
+        return f"pkcs11:token={quote(self.token, safe='')}"
+
+    def object_url(self, kind: str) -> str:
+        return f"{self.token_url()};object={quote(self.label, safe='')};type={kind}"
+
+    def shown(self) -> str:
+        """The key's URI without its PIN."""
+        return f"{self.token_url()};object={quote(self.label, safe='')}"
 
 
 def validate(request: CsrRequest) -> None:
@@ -62,13 +129,25 @@ def validate(request: CsrRequest) -> None:
         raise CsrError(f"registration_id: {problem}")
     if request.key_type not in GENPKEY_OPTIONS:
         raise CsrError(f"key_type: {request.key_type!r} is not supported; use one of {', '.join(GENPKEY_OPTIONS)}")
+    if request.key_store not in KEY_STORES:
+        raise CsrError(f"key_store: {request.key_store!r} is not one of {', '.join(KEY_STORES)}")
+    if request.key_store == "pkcs11":
+        TokenKeyUri.parse(request.pkcs11_key_uri)
+        if not os.path.isabs(request.pkcs11_lib_path or ""):
+            raise CsrError("pkcs11_lib_path: give the absolute path of the token's PKCS#11 library")
+        if request.pkcs11_init_token and not request.pkcs11_so_pin:
+            raise CsrError("pkcs11_so_pin: initialising a token (pkcs11_init_token) needs its security officer PIN")
+        return
     if not os.path.isabs(request.key_path) or os.path.normpath(request.key_path) != request.key_path:
         raise CsrError(f"key_path: {request.key_path!r} must be an absolute, normalised path on the host")
 
 
 def ensure_identity_csr(request: CsrRequest, run) -> dict:
-    """Make the key if the host has none, then return a CSR for it. ``run(argv)`` -> (rc, stdout, stderr)."""
+    """Make the key if the host has none, then return a CSR for it. ``run(argv, environ_update=None)`` ->
+    (rc, stdout, stderr)."""
     validate(request)
+    if request.key_store == "pkcs11":
+        return ensure_token_csr(request, run)
     if shutil.which("openssl") is None:
         raise CsrError(
             "the host has no openssl command, which makes the identity key and its CSR on the device. Install it "
@@ -94,7 +173,9 @@ def ensure_identity_csr(request: CsrRequest, run) -> dict:
         "changed": bool(actions),
         "actions": actions,
         "key_path": request.key_path,
+        "key_uri": None,
         "key_created": key_created,
+        "token_created": False,
         "key_type": None,
         "csr": None,
         "public_key_sha256": None,
@@ -189,6 +270,180 @@ def _csr(request: CsrRequest, run) -> str:
     if rc != 0 or "-----BEGIN CERTIFICATE REQUEST-----" not in stdout:
         raise CsrError(f"openssl req could not make the CSR: {_last_line(stderr)}")
     return stdout[stdout.index("-----BEGIN CERTIFICATE REQUEST-----") :]
+
+
+# ---- a key inside a PKCS#11 token ---------------------------------------------------------------------------------
+
+
+def ensure_token_csr(request: CsrRequest, run) -> dict:
+    """The token and its key as the owner sees them (made when missing), and a CSR the token signs."""
+    uri = TokenKeyUri.parse(request.pkcs11_key_uri)
+    for tool in ("p11tool", "certtool"):
+        if shutil.which(tool) is None:
+            raise CsrError(
+                f"the host has no {tool} command, which makes the identity key inside the PKCS#11 token and its CSR. "
+                "Install Debian's gnutls-bin on the device image (and the token's PKCS#11 library)"
+            )
+    try:
+        entry = pwd.getpwnam(request.owner)
+    except KeyError:
+        raise CsrError(
+            f"owner: there is no user {request.owner!r} yet, and the token is made and used as that user, which the "
+            "runtime's packages create: install the runtime first (provision_edge.yml runs the install phase before "
+            "the key phase for hosts with a PKCS#11 key)"
+        ) from None
+    token = _Token(request, uri, entry, run)
+    actions: list = []
+    for group in request.pkcs11_user_groups:
+        if not token.in_group(group):
+            actions.append(f"add {request.owner} to group {group}")
+            if not request.check_mode:
+                token.join(group)
+    if actions and request.check_mode:
+        # The owner reaches the token only once it is in those groups: what the token holds is known after that.
+        return _token_result(actions, uri, key_created=False, token_created=False, key_type=None)
+    token_created = key_created = False
+    if not token.exists():
+        if not request.pkcs11_init_token:
+            raise CsrError(
+                f"pkcs11_key_uri: {request.owner} sees no token labelled {uri.token!r} in {request.pkcs11_lib_path}. "
+                "Initialise it as that user, or let the role do it (pkcs11_init_token with the SO PIN)"
+            )
+        actions.append(f"initialise token {uri.token!r} as {request.owner}")
+        token_created = True
+        if not request.check_mode:
+            token.initialise()
+    key_type = None if token_created else token.key_type()
+    if token_created or key_type is False:
+        actions.append(f"generate {request.key_type} key {uri.label!r} inside token {uri.token!r}")
+        key_created = True
+        if not request.check_mode:
+            token.generate()
+            key_type = token.key_type()
+    result = _token_result(actions, uri, key_created=key_created, token_created=token_created, key_type=key_type)
+    if key_created and request.check_mode:
+        return result
+    result["public_key_sha256"] = token.public_key_sha256()
+    result["csr"] = token.csr()
+    return result
+
+
+def _token_result(actions: list, uri: TokenKeyUri, *, key_created: bool, token_created: bool, key_type) -> dict:
+    return {
+        "changed": bool(actions),
+        "actions": actions,
+        "key_path": None,
+        "key_uri": uri.shown(),
+        "key_created": key_created,
+        "token_created": token_created,
+        "key_type": key_type or None,
+        "csr": None,
+        "public_key_sha256": None,
+    }
+
+
+class _Token:
+    """p11tool and certtool, run as the owner with the PINs in their environment."""
+
+    def __init__(self, request: CsrRequest, uri: TokenKeyUri, owner, run):
+        self.request, self.uri, self.owner, self._run = request, uri, owner, run
+
+    def _as_owner(self, argv: list, **pins) -> tuple:
+        environment = {"HOME": self.owner.pw_dir, **{f"GNUTLS_{name.upper()}": pin for name, pin in pins.items()}}
+        return self._run(["runuser", "-u", self.owner.pw_name, "--", *argv], environ_update=environment)
+
+    def _p11tool(self, *argv: str, **pins) -> tuple:
+        return self._as_owner(["p11tool", "--provider", self.request.pkcs11_lib_path, *argv], **pins)
+
+    def in_group(self, group: str) -> bool:
+        try:
+            found = grp.getgrnam(group)
+        except KeyError:
+            raise CsrError(f"pkcs11_user_groups: there is no group {group!r} on the host") from None
+        return self.owner.pw_gid == found.gr_gid or self.owner.pw_name in found.gr_mem
+
+    def join(self, group: str) -> None:
+        rc, _stdout, stderr = self._run(["usermod", "--append", "--groups", group, self.owner.pw_name])
+        if rc != 0:
+            raise CsrError(f"could not add {self.owner.pw_name} to group {group}: {_last_line(stderr)}")
+
+    def exists(self) -> bool:
+        rc, stdout, stderr = self._p11tool("--list-tokens")
+        if rc != 0:
+            raise CsrError(
+                f"pkcs11_lib_path: p11tool cannot list the tokens of {self.request.pkcs11_lib_path} as "
+                f"{self.owner.pw_name}: {_last_line(stderr)}"
+            )
+        return any(line.strip() == f"Label: {self.uri.token}" for line in stdout.splitlines())
+
+    def initialise(self) -> None:
+        # An uninitialised token has an empty label: "token=" finds it.
+        steps = (
+            (["--initialize", "--label", self.uri.token, "pkcs11:token="], {"so_pin": self.request.pkcs11_so_pin}),
+            (["--initialize-pin", self.uri.token_url()], {"so_pin": self.request.pkcs11_so_pin, "pin": self.uri.pin}),
+        )
+        for argv, pins in steps:
+            rc, _stdout, stderr = self._p11tool(*argv, **pins)
+            if rc != 0:
+                raise CsrError(f"could not initialise token {self.uri.token!r}: {_last_line(stderr)}")
+
+    def key_type(self):
+        """The key's type; False when the token has no key of that label."""
+        rc, stdout, stderr = self._p11tool(
+            "--login", "--list-privkeys", self.uri.object_url("private"), pin=self.uri.pin
+        )
+        if rc == P11TOOL_NO_MATCH and "No matching objects" in stdout + stderr:
+            return False
+        if rc != 0:
+            raise CsrError(f"pkcs11_key_uri: cannot list the keys of token {self.uri.token!r}: {_last_line(stderr)}")
+        found = re.search(r"Type: Private key \(([^)]+)\)", stdout)
+        return P11TOOL_KEY_TYPES.get(found.group(1)) if found else None
+
+    def generate(self) -> None:
+        options = P11TOOL_KEY_OPTIONS[self.request.key_type]
+        argv = ["--login", *options, f"--label={self.uri.label}", "--outfile=/dev/null", self.uri.token_url()]
+        rc, _stdout, stderr = self._p11tool(*argv, pin=self.uri.pin)
+        if rc != 0:
+            raise CsrError(f"could not generate the key inside token {self.uri.token!r}: {_last_line(stderr)}")
+
+    def public_key_sha256(self) -> str:
+        rc, stdout, stderr = self._p11tool(
+            "--login", "--export-pubkey", self.uri.object_url("public"), pin=self.uri.pin
+        )
+        body = re.search(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", stdout, re.S)
+        if rc != 0 or body is None:
+            raise CsrError(f"cannot read the public key of {self.uri.shown()}: {_last_line(stderr)}")
+        return hashlib.sha256(base64.b64decode("".join(body.group(1).split()))).hexdigest()
+
+    def csr(self) -> str:
+        # certtool reads its subject from a template file, in a directory only the owner can read.
+        private = tempfile.mkdtemp(prefix=".edgefleet-csr.")
+        try:
+            template = os.path.join(private, "template")
+            with open(template, "w", encoding="utf-8") as handle:
+                handle.write(f'cn = "{self.request.registration_id}"\n')
+            for path in (private, template):
+                os.chown(path, self.owner.pw_uid, self.owner.pw_gid)
+            argv = [
+                "certtool", "--provider", self.request.pkcs11_lib_path, "--generate-request", "--hash", "SHA256",
+                "--load-privkey", self.uri.object_url("private"), "--template", template,
+            ]  # fmt: skip
+            rc, stdout, stderr = self._as_owner(argv, pin=self.uri.pin)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        if rc != 0:
+            raise CsrError(f"certtool could not make the CSR with the token's key: {_last_line(stderr)}")
+        return _pem_csr(stdout)
+
+
+def _pem_csr(text: str) -> str:
+    """The PEM CSR in certtool's or openssl's output, as -----BEGIN CERTIFICATE REQUEST-----."""
+    found = re.search(
+        r"-----BEGIN (NEW )?CERTIFICATE REQUEST-----(.*?)-----END (NEW )?CERTIFICATE REQUEST-----", text, re.S
+    )
+    if found is None:
+        raise CsrError("the CSR tool printed no PEM certificate signing request")
+    return f"-----BEGIN CERTIFICATE REQUEST-----{found.group(2)}-----END CERTIFICATE REQUEST-----\n"
 
 
 def _last_line(text: str) -> str:

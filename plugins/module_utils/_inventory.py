@@ -58,6 +58,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import (
     handed_in_problems,
     missing_ca_files,
 )
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity import identity_files
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
 PREFIX = "edgefleet_"
@@ -613,8 +614,18 @@ def _iotedge_provision_rules(rules: _Rules, config_settings) -> None:
 
 
 def _device_key_rules(rules: _Rules) -> None:
-    """A key made on the device goes with a certificate the controller signs, in a file the host makes."""
+    """A key made on the device goes with a certificate the controller signs, in a file the host makes or inside a
+    PKCS#11 token; a key already in a token needs the certificate for it, which the controller cannot have made."""
+    key_method = rules.get("edgefleet_iotedge_identity_key_method", "file")
     if rules.get("edgefleet_identity_key_origin") != "device":
+        if key_method == "pkcs11" and _default_identity_chain(rules):
+            rules.fail(
+                "edgefleet_iotedge_identity_key_method",
+                "is pkcs11 with a key made on the controller: the controller's certificate is for its own key, not "
+                "one in the token. Set edgefleet_identity_key_origin: device (the key is generated inside the token "
+                "and the controller signs its CSR), or point edgefleet_iotedge_identity_cert_src at the certificate "
+                "of the token's key",
+            )
         return
     cert_method = rules.get("edgefleet_iotedge_identity_cert_method", "file")
     if cert_method != "file":
@@ -623,12 +634,40 @@ def _device_key_rules(rules: _Rules) -> None:
             f"is device, and edgefleet_iotedge_identity_cert_method is {shown(cert_method)}: a CSR signed by the fleet "
             "PKI needs the certificate method file (EST issues its certificates itself). Set one of them back",
         )
-    key_method = rules.get("edgefleet_iotedge_identity_key_method", "file")
-    if key_method != "file":
+    if key_method == "pkcs11":
+        _token_key_rules(rules)
+
+
+def _default_identity_chain(rules: _Rules) -> bool:
+    """Whether the certificate pushed is the chain edge_pki issues (the role's default for the variable)."""
+    identity_dir, registration_id = rules.get("edgefleet_pki_identity_dir"), rules.get("edgefleet_registration_id")
+    if not isinstance(identity_dir, str) or not isinstance(registration_id, str):
+        return False
+    return (
+        rules.get("edgefleet_iotedge_identity_cert_src") == identity_files(identity_dir, registration_id)["chain_path"]
+    )
+
+
+def _token_key_rules(rules: _Rules) -> None:
+    """A key generated inside a token: the URI must find the token by its label, name the key and carry the PIN."""
+    name = "edgefleet_iotedge_identity_key_pkcs11_uri"
+    uri = rules.get(name)
+    if isinstance(uri, str) and uri.startswith("pkcs11:"):
+        path, _question, query = uri[len("pkcs11:") :].partition("?")
+        keys = {component.partition("=")[0] for component in path.split(";")}
+        has_pin = any(component.partition("=")[0] == "pin-value" for component in query.split("&"))
+        if "slot-id" in keys or "token" not in keys or "object" not in keys or not has_pin:
+            rules.fail(
+                name,
+                "must name the token by its label, the key and the user PIN for a key generated on the device: "
+                "pkcs11:token=<token label>;object=<key label>?pin-value=<PIN> (a slot id changes when a token is "
+                "made)",
+            )
+    if rules.get("edgefleet_iotedge_pkcs11_init_token") and not rules.get("edgefleet_iotedge_pkcs11_so_pin"):
         rules.fail(
-            "edgefleet_identity_key_origin",
-            f"is device, and edgefleet_iotedge_identity_key_method is {shown(key_method)}: this release makes device "
-            "keys in a file only. Use edgefleet_iotedge_identity_key_method: file",
+            "edgefleet_iotedge_pkcs11_so_pin",
+            "is empty, and edgefleet_iotedge_pkcs11_init_token asks the role to initialise the token, which needs its "
+            "security officer PIN. Set it (in ansible-vault)",
         )
 
 

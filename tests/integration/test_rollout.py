@@ -154,6 +154,23 @@ BAD_INVENTORIES = [
         {**EST, **EST_AUTH, "edgefleet_iotedge_hostname": "edge 01"},
         ["edgefleet_iotedge_hostname", "DNS host name"],
     ),
+    # A key in a token with the controller's chain (a certificate for another key), and one generated on the device
+    # whose URI finds the token by a slot id.
+    (
+        "pkcs11-with-the-controllers-chain",
+        {**PKCS11, "edgefleet_iotedge_pkcs11_lib_path": "/usr/lib/softhsm/libsofthsm2.so"},
+        ["edgefleet_iotedge_identity_key_method", "edgefleet_identity_key_origin: device"],
+    ),
+    (
+        "pkcs11-device-key-by-slot-id",
+        {
+            **PKCS11,
+            "edgefleet_iotedge_pkcs11_lib_path": "/usr/lib/softhsm/libsofthsm2.so",
+            "edgefleet_identity_key_origin": "device",
+            "edgefleet_iotedge_identity_key_pkcs11_uri": "pkcs11:slot-id=0;object=id?pin-value=1234",
+        },
+        ["edgefleet_iotedge_identity_key_pkcs11_uri", "pkcs11:token=<token label>"],
+    ),
     (
         "unknown-variable-with-fail",
         {"edgefleet_iotedge_auto_reprovision_mode": "OnErrorOnly", "edgefleet_unknown_variables": "fail"},

@@ -23,9 +23,10 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from . import IDENTITY_SERVICE_VERSION, x509
-from .dps import ProvisioningError, common_name, read_device_backup, register_with_dps
+from .dps import ProvisioningError, common_name, file_key_sender, read_device_backup, register_with_dps
 from .ipc import activated_sockets, call, serve_json
 from .journal import log
+from .pkcs11 import Pkcs11Error, Pkcs11Uri, TokenKey
 
 ETC = Path("/etc/aziot")
 KEYD_SOCKET = "/run/aziot/keyd.sock"
@@ -33,7 +34,8 @@ CERTD_SOCKET = "/run/aziot/certd.sock"
 IDENTITYD_SOCKET = "/run/aziot/identityd.sock"
 IDENTITYD_HOME = Path("/var/lib/aziot/identityd")
 # Where keyd keeps the keys it creates and certd the certificates it issues (one PEM file per id, the id URL-quoted).
-KEYD_KEYS = Path("/var/lib/aziot/keyd/keys")
+KEYD_HOME = Path("/var/lib/aziot/keyd")
+KEYD_KEYS = KEYD_HOME / "keys"
 CERTD_CERTS = Path("/var/lib/aziot/certd/certs")
 # identityd's backups in its home (identity.rs): the device of the last provisioning, and the settings in force then.
 DEVICE_BACKUP = "device_info"
@@ -86,7 +88,8 @@ def _preloaded(table: dict, item_id: str, what: str, seen: set) -> dict:
             parts.append(found["pem"] if found["pem"].endswith("\n") else found["pem"] + "\n")
         return {"pem": "".join(parts)}
     if isinstance(location, str) and location.startswith("pkcs11:"):
-        return {"error": f"{what} {item_id!r}: PKCS#11 keys are not implemented by the edgefleet test double"}
+        # The key stays in its token: keyd uses it (public_key, https), it never hands it out.
+        return {"pkcs11": True, "error": f"{what} {item_id!r} is in a PKCS#11 token and cannot be read out"}
     path = file_of(location)
     try:
         return {"pem": path.read_text()}
@@ -111,6 +114,8 @@ def keyd(request: dict) -> dict:
         if item_id in preloaded:
             return _preloaded(preloaded, item_id, "key pair", set())
         return {"pem": created.read_text()} if created.is_file() else {"error": f"key pair {item_id!r} not found"}
+    if op in ("public_key", "https"):
+        return _token_operation(config, preloaded.get(item_id), item_id, request)
     if item_id in preloaded:
         return {"ok": True} if op == "create_key_pair_if_not_exists" else {"error": f"{item_id!r} is preloaded"}
     if op == "create_key_pair_if_not_exists":
@@ -125,6 +130,39 @@ def keyd(request: dict) -> dict:
         created.unlink(missing_ok=True)
         return {"ok": True}
     return {"error": f"unknown operation {op!r}"}
+
+
+def _token_key(config: dict, location: str) -> TokenKey:
+    """A preloaded key in a PKCS#11 token ([aziot_keys] pkcs11_lib_path); without a PIN of its own, the base slot's
+    PIN for the same token."""
+    settings = config.get("aziot_keys") or {}
+    lib_path = settings.get("pkcs11_lib_path")
+    if not lib_path:
+        raise Pkcs11Error("a PKCS#11 key needs [aziot_keys] pkcs11_lib_path")
+    uri = Pkcs11Uri.parse(location)
+    base = settings.get("pkcs11_base_slot")
+    if uri.pin is None and base:
+        base_uri = Pkcs11Uri.parse(base)
+        if (base_uri.token, base_uri.slot_id) == (uri.token, uri.slot_id):
+            uri = Pkcs11Uri(uri.slot_id, uri.token, uri.object_label, base_uri.pin)
+    return TokenKey(lib_path, uri)
+
+
+def _token_operation(config: dict, location, item_id: str, request: dict) -> dict:
+    """What keyd does with a key it keeps in a token: its public key, or a mutual-TLS request the token signs for."""
+    if not isinstance(location, str) or not location.startswith("pkcs11:"):
+        return {"error": f"key pair {item_id!r} is not a PKCS#11 key"}
+    try:
+        key = _token_key(config, location)
+        if request["op"] == "public_key":
+            return {"public_key": key.public_key_pem()}
+        status, body = key.https(
+            request["cert_pem"], request["url"], request["method"], request.get("body"), 70, KEYD_HOME / "tls"
+        )
+        return {"status": status, "body": body}
+    except (Pkcs11Error, ValueError, OSError) as error:
+        log("ERROR", f"key pair {item_id!r}: {error}")
+        return {"error": f"key pair {item_id!r}: {error}"}
 
 
 def _issued_certificate(item_id: str) -> dict:
@@ -246,15 +284,14 @@ def provision(trigger: str) -> dict:
     if attestation.get("method") != "x509":
         raise ServiceError("only X.509 attestation is implemented by the edgefleet test double")
     cert_pem = _fetch(CERTD_SOCKET, {"id": attestation["identity_cert"]}, "the identity certificate")
-    key_pem = _fetch(KEYD_SOCKET, {"id": attestation["identity_pk"]}, "the identity private key")
+    send = _dps_sender(provisioning["global_endpoint"], cert_pem, attestation["identity_pk"])
     device = usable_device_backup() if trigger == "Startup" else None
     if device is not None:
         log("INFO", f"Provisioned with backup for {device['device_id']}.")
     else:
         # Prefer the registration ID specified in config, but use the certificate's subject otherwise (identity.rs).
         registration_id = attestation.get("registration_id") or common_name(cert_pem)
-        endpoint, scope = provisioning["global_endpoint"], provisioning["scope_id"]
-        state = register_with_dps(endpoint, scope, registration_id, cert_pem, key_pem, IDENTITYD_HOME)
+        state = register_with_dps(provisioning["scope_id"], registration_id, send)
         device = {"hub": state["assignedHub"], "device_id": state["deviceId"], "registration_id": registration_id}
     # The real identityd says this after a restored backup too.
     log("INFO", "Successfully provisioned with DPS.")
@@ -262,6 +299,29 @@ def provision(trigger: str) -> dict:
     # prev_state is identityd's settings as it read them (the real one serialises its parsed settings).
     write_backup(SETTINGS_BACKUP, settings)
     return device
+
+
+def _dps_sender(endpoint: str, cert_pem: str, key_id: str):
+    """How identityd's DPS requests prove the identity: with the key keyd read from its file, or, for a key in a
+    PKCS#11 token, through keyd, which has the token sign the handshake (the real identityd does that through keyd's
+    OpenSSL engine; here keyd makes the request, lab/README.md)."""
+    key = call(KEYD_SOCKET, {"id": key_id})
+    if "pem" in key:
+        return file_key_sender(endpoint, cert_pem, key["pem"], IDENTITYD_HOME)
+    if not key.get("pkcs11"):
+        raise ServiceError(f"could not get the identity private key: {key.get('error', 'no answer')}")
+
+    def send(method: str, path: str, body):
+        answer = call(
+            KEYD_SOCKET,
+            {"op": "https", "id": key_id, "cert_pem": cert_pem, "url": endpoint.rstrip("/") + path, "method": method,
+             "body": body},
+        )  # fmt: skip
+        if "status" not in answer:
+            raise ProvisioningError(answer.get("error", "keyd did not answer"))
+        return answer["status"], answer["body"]
+
+    return send
 
 
 class Identityd:

@@ -23,7 +23,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import EDGE_VERSION, IOTEDGE_1_1_VERSION
+from .aziotd import KEYD_SOCKET
 from .config_apply import ApplyError, parse, service_files, validate
+from .ipc import call
 
 ETC = Path("/etc/aziot")
 CONFIG = ETC / "config.toml"
@@ -262,13 +264,45 @@ def readable(service: str, table: str, user: str):
     return run
 
 
+def _token_keys(device: Device) -> list[str]:
+    """The preloaded keys in a PKCS#11 token: only keyd may load those (PKCS#11 libraries are not cross-process safe)."""
+    keys = device.service_config("keyd").get("preloaded_keys") or {}
+    return [name for name, value in keys.items() if isinstance(value, str) and value.startswith("pkcs11:")]
+
+
+def _token_public_key(key_id: str) -> str:
+    """The public key keyd reads from the token; KeyError with keyd's reason when it cannot."""
+    answer = call(KEYD_SOCKET, {"op": "public_key", "id": key_id}, timeout=60)
+    if "public_key" not in answer:
+        raise KeyError(answer.get("error", "keyd did not answer"))
+    return answer["public_key"]
+
+
+def key_pairs_read(device: Device) -> Outcome:
+    outcome = readable("keyd", "preloaded_keys", "aziotks")(device)
+    if outcome.result != "ok":
+        return outcome
+    for key_id in _token_keys(device):
+        try:
+            _token_public_key(key_id)
+        except (KeyError, OSError) as failure:
+            return error(f"could not load preloaded private key with ID {key_id!r}", str(failure).strip("'\""))
+    return outcome
+
+
 def certs_match_keys(device: Device) -> Outcome:
     cert = _preloaded(device, "certd", "preloaded_certs").get("device-id")
     key = _preloaded(device, "keyd", "preloaded_keys").get("device-id")
-    if not cert or not key:
+    in_token = "device-id" in _token_keys(device)
+    if not cert or not (key or in_token):
         return skipped()
     certificate_key = _openssl("x509", "-noout", "-pubkey", "-in", _file_path(cert))
-    private_key = _openssl("pkey", "-pubout", "-in", _file_path(key))
+    try:
+        private_key = (
+            _token_public_key("device-id") if in_token else _openssl("pkey", "-pubout", "-in", _file_path(key))
+        )
+    except (KeyError, OSError):
+        return skipped()  # key-pairs-read reports why the key cannot be loaded
     if not certificate_key or certificate_key != private_key:
         return error("certificate 'device-id' does not match its private key 'device-id'")
     return ok()
@@ -389,7 +423,7 @@ CHECKS = [
         AZIOT_CONFIG,
         "key-pairs-read",
         "all preloaded key pairs readable by aziotks",
-        readable("keyd", "preloaded_keys", "aziotks"),
+        key_pairs_read,
     ),
     (AZIOT_CONFIG, "certs-match-private-keys", "all preloaded certificates match their private keys", certs_match_keys),
     (

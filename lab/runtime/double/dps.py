@@ -91,23 +91,23 @@ def read_device_backup(path: Path) -> dict:
     return device
 
 
-def register_with_dps(
-    endpoint: str, scope: str, registration_id: str, cert_pem: str, key_pem: str, private_dir: Path
-) -> dict:
-    """PUT .../register (202 expected), then GET the operation every 5 s until it is no longer assigning."""
+def file_key_sender(endpoint: str, cert_pem: str, key_pem: str, private_dir: Path):
+    """``send(method, path, body) -> (status, body)`` over mutual TLS with a key keyd read from a file."""
     context = tls_context(cert_pem, key_pem, private_dir)
+    return lambda method, path, body: _request(endpoint, context, method, path, body)
+
+
+def register_with_dps(scope: str, registration_id: str, send) -> dict:
+    """PUT .../register (202 expected), then GET the operation every 5 s until it is no longer assigning; ``send``
+    makes each request over mutual TLS with the device's identity (file_key_sender, or keyd's for a token key)."""
     base = f"/{quote(scope)}/registrations/{quote(registration_id)}"
-    status, body = _request(
-        endpoint, context, "PUT", f"{base}/register?api-version={DPS_API_VERSION}", {"registrationId": registration_id}
-    )
+    status, body = send("PUT", f"{base}/register?api-version={DPS_API_VERSION}", {"registrationId": registration_id})
     if status != 202 or not isinstance(body, dict) or "operationId" not in body:
         raise _dps_failure(status, body)
     operation = body["operationId"]
     while True:
         time.sleep(POLL_SECONDS)
-        status, body = _request(
-            endpoint, context, "GET", f"{base}/operations/{quote(operation)}?api-version={DPS_API_VERSION}", None
-        )
+        status, body = send("GET", f"{base}/operations/{quote(operation)}?api-version={DPS_API_VERSION}", None)
         if status not in (200, 202) or not isinstance(body, dict) or "registrationState" not in body:
             raise _dps_failure(status, body)
         state = body["registrationState"]

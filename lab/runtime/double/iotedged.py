@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 from . import IOTEDGE_1_1_VERSION, x509
-from .dps import ProvisioningError, common_name, read_device_backup, register_with_dps
+from .dps import ProvisioningError, common_name, file_key_sender, read_device_backup, register_with_dps
 from .edged import WorkloadApi, new_server_key_and_csr, run_edge_runtime
 from .ipc import activated_sockets
 from .journal import log
@@ -238,9 +238,8 @@ def provision(provisioning: dict, cert_pem: str, key_pem: str) -> dict:
     attestation = provisioning["attestation"]
     try:
         registration_id = attestation.get("registration_id") or common_name(cert_pem)
-        state = register_with_dps(
-            provisioning["global_endpoint"], provisioning["scope_id"], registration_id, cert_pem, key_pem, HOME
-        )
+        send = file_key_sender(provisioning["global_endpoint"], cert_pem, key_pem, HOME)
+        state = register_with_dps(provisioning["scope_id"], registration_id, send)
     except (ProvisioningError, OSError) as error:
         log("WARN", "Could not provision device")
         log("WARN", f"\tcaused by: {error}")

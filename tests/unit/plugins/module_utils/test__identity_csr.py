@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -121,3 +125,114 @@ def test_a_symlink_in_place_of_the_key_is_refused(tmp_path):
     (tmp_path / "key.pem").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(CsrError, match="exists and is not a regular file"):
         ensure(tmp_path, key_path=str(tmp_path / "key.pem"))
+
+
+# ---- a key inside a PKCS#11 token (SoftHSM, p11tool and certtool, as a user that is not root) -----------------------
+
+SOFTHSM = Path("/usr/lib/softhsm/libsofthsm2.so")
+needs_softhsm = pytest.mark.skipif(
+    not SOFTHSM.exists() or shutil.which("p11tool") is None or os.geteuid() != 0,
+    reason="needs softhsm2 and gnutls-bin (make setup installs them), as root",
+)
+KEY_URI = "pkcs11:token=edge;object=device-id?pin-value=1234"
+
+
+@pytest.fixture
+def softhsm(tmp_path, monkeypatch):
+    """A SoftHSM token directory of its own, owned by nobody (the tests' stand-in for aziotks)."""
+    store = Path(tempfile.mkdtemp(prefix="edgefleet-softhsm-", dir="/var/tmp"))
+    os.chmod(store, 0o755)
+    (store / "tokens").mkdir()
+    os.chown(store / "tokens", 65534, 65534)
+    (store / "softhsm2.conf").write_text(f"directories.tokendir = {store / 'tokens'}\nobjectstore.backend = file\n")
+    os.chmod(store / "softhsm2.conf", 0o644)
+    monkeypatch.setenv("SOFTHSM2_CONF", str(store / "softhsm2.conf"))
+    yield store
+    shutil.rmtree(store)
+
+
+def run_with_environment(argv, environ_update=None):
+    completed = subprocess.run(
+        argv, capture_output=True, text=True, check=False, env={**os.environ, **(environ_update or {})}
+    )
+    return completed.returncode, completed.stdout, completed.stderr
+
+
+def ensure_in_token(**overrides):
+    values = {
+        "registration_id": "gw-01",
+        "key_path": "",
+        "key_store": "pkcs11",
+        "owner": "nobody",
+        "pkcs11_lib_path": str(SOFTHSM),
+        "pkcs11_key_uri": KEY_URI,
+        "pkcs11_init_token": True,
+        "pkcs11_so_pin": "5678",
+    }
+    values.update(overrides)
+    return ensure_identity_csr(CsrRequest(**values), run_with_environment)
+
+
+@needs_softhsm
+def test_a_token_and_a_key_inside_it_made_as_the_owner_and_a_csr_signed_by_the_token(softhsm):
+    result = ensure_in_token()
+    assert result["token_created"] and result["key_created"] and result["key_type"] == "ec-p256"
+    assert result["key_uri"] == "pkcs11:token=edge;object=device-id" and result["key_path"] is None
+    public_key, problem = csr_problem(result["csr"], registration_id="gw-01", key_type="ec-p256")
+    assert problem is None
+    # The token's files are the owner's, and nothing secret is in the result.
+    assert {os.stat(path).st_uid for path in (softhsm / "tokens").rglob("*")} == {65534}
+    assert "1234" not in str(result) and "5678" not in str(result)
+    # The CSR's key is the token's: its public key matches the token's public object.
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert result["public_key_sha256"] == hashlib.sha256(der).hexdigest()
+
+    again = ensure_in_token()
+    assert again["changed"] is False and again["actions"] == [] and not again["key_created"]
+    assert again["public_key_sha256"] == result["public_key_sha256"]
+
+
+@needs_softhsm
+def test_a_key_of_another_type_in_the_token_is_kept(softhsm):
+    ensure_in_token(key_type="ec-p384")
+    kept = ensure_in_token(key_type="ec-p256")
+    assert kept["changed"] is False and kept["key_type"] == "ec-p384"
+
+
+@needs_softhsm
+def test_without_a_token_and_without_leave_to_make_one_the_message_says_what_to_do(softhsm):
+    with pytest.raises(CsrError, match="nobody sees no token labelled 'edge'"):
+        ensure_in_token(pkcs11_init_token=False)
+
+
+@needs_softhsm
+def test_check_mode_predicts_the_token_and_the_key_and_makes_nothing(softhsm):
+    result = ensure_identity_csr(
+        CsrRequest(
+            "gw-01", "", key_store="pkcs11", owner="nobody", pkcs11_lib_path=str(SOFTHSM), pkcs11_key_uri=KEY_URI,
+            pkcs11_init_token=True, pkcs11_so_pin="5678", check_mode=True,
+        ),
+        run_with_environment,
+    )  # fmt: skip
+    assert result["token_created"] and result["key_created"] and result["csr"] is None
+    assert list((softhsm / "tokens").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"pkcs11_key_uri": "pkcs11:token=edge;object=device-id"}, "pkcs11_key_uri: has no pin-value"),
+        ({"pkcs11_key_uri": "pkcs11:slot-id=0;object=k?pin-value=1"}, "pkcs11_key_uri: names a slot-id"),
+        ({"pkcs11_key_uri": "file:///k.pem"}, "pkcs11_key_uri: does not start with 'pkcs11:'"),
+        ({"pkcs11_lib_path": "libsofthsm2.so"}, "pkcs11_lib_path: give the absolute path"),
+        ({"pkcs11_so_pin": ""}, "pkcs11_so_pin: initialising a token"),
+        ({"owner": "aziotks-not-installed"}, "owner: there is no user 'aziotks-not-installed' yet"),
+        ({"pkcs11_user_groups": ["no-such-group-here"]}, "pkcs11_user_groups: there is no group 'no-such-group-here'"),
+    ],
+)
+def test_bad_token_input_is_refused_before_anything_is_made(overrides, message):
+    needs_tools = "owner" in overrides or "pkcs11_user_groups" in overrides
+    if needs_tools and shutil.which("p11tool") is None:
+        pytest.skip("needs gnutls-bin")
+    with pytest.raises(CsrError, match=re.escape(message)):
+        ensure_in_token(**overrides)

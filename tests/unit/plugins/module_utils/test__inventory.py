@@ -449,6 +449,14 @@ def test_hosts_sharing_a_registration_id_are_each_refused_naming_the_others():
     assert shared_registration_ids({"gw-a": "edge-01", "gw-b": "edge-02"}) == {}
 
 
+TOKEN_KEY = {
+    "edgefleet_iotedge_identity_key_method": "pkcs11",
+    "edgefleet_iotedge_identity_key_pkcs11_uri": "pkcs11:token=edge;object=device-id?pin-value=1234",
+    "edgefleet_iotedge_pkcs11_lib_path": "/usr/lib/softhsm/libsofthsm2.so",
+    "edgefleet_iotedge_pkcs11_base_slot": "pkcs11:token=edge?pin-value=1234",
+}
+
+
 @pytest.mark.parametrize(
     "values, message",
     [
@@ -457,12 +465,20 @@ def test_hosts_sharing_a_registration_id_are_each_refused_naming_the_others():
             "edgefleet_identity_key_origin: is device, and edgefleet_iotedge_identity_cert_method is 'est'",
         ),
         (
-            {"edgefleet_iotedge_identity_key_method": "pkcs11"},
-            "edgefleet_identity_key_origin: is device, and edgefleet_iotedge_identity_key_method is 'pkcs11'",
+            {**TOKEN_KEY, "edgefleet_iotedge_identity_key_pkcs11_uri": "pkcs11:slot-id=0;object=id?pin-value=1"},
+            "edgefleet_iotedge_identity_key_pkcs11_uri: must name the token by its label, the key and the user PIN",
+        ),
+        (
+            {**TOKEN_KEY, "edgefleet_iotedge_identity_key_pkcs11_uri": "pkcs11:token=edge;object=id"},
+            "edgefleet_iotedge_identity_key_pkcs11_uri: must name the token by its label",
+        ),
+        (
+            {**TOKEN_KEY, "edgefleet_iotedge_pkcs11_init_token": True},
+            "edgefleet_iotedge_pkcs11_so_pin: is empty, and edgefleet_iotedge_pkcs11_init_token asks",
         ),
     ],
 )
-def test_a_key_made_on_the_device_needs_a_certificate_signed_by_the_fleet_pki(values, message):
+def test_a_key_made_on_the_device_needs_a_certificate_signed_by_the_fleet_pki_and_a_token_it_can_find(values, message):
     assert problems("iotedge_provision", edgefleet_identity_key_origin="device") == []
     found = problems("iotedge_provision", edgefleet_identity_key_origin="device", **values)
     assert any(problem.startswith(message) for problem in found), found
@@ -510,3 +526,14 @@ def test_equal_values_and_equal_dicts_in_another_order_refuse_nothing():
     }
     assert uneven_fleet_values(values) == {}
     assert uneven_fleet_values({}) == {}
+
+
+def test_a_key_in_a_token_is_accepted_when_made_on_the_device_or_with_a_certificate_of_its_own():
+    assert problems("iotedge_provision", edgefleet_identity_key_origin="device", **TOKEN_KEY) == []
+    init = {"edgefleet_iotedge_pkcs11_init_token": True, "edgefleet_iotedge_pkcs11_so_pin": "5678"}
+    assert problems("iotedge_provision", edgefleet_identity_key_origin="device", **TOKEN_KEY, **init) == []
+    own = {"edgefleet_iotedge_identity_cert_src": "/srv/certs/edge-01-token.pem"}
+    assert problems("iotedge_provision", **TOKEN_KEY, **own) == []
+    # The controller's chain is for a key the controller made: never the token's.
+    found = problems("iotedge_provision", **TOKEN_KEY)
+    assert [p for p in found if p.startswith("edgefleet_iotedge_identity_key_method: is pkcs11 with a key made on")]

@@ -1,0 +1,70 @@
+"""Identity keys generated inside a PKCS#11 token (SoftHSM) on real lab hosts: the role initialises the token as
+aziotks, the token makes the key and signs the CSR, the controller signs it, and the runtime double's keyd has the
+token sign the DPS handshake. No key file exists on the host or the controller; the PINs never reach the output."""
+
+from __future__ import annotations
+
+import json
+
+from existing_ca import openssl
+from test_device_keys import private_keys_under
+from test_identity_rotation import HOST_CHAIN, edge_agent_on, enrollment_certificates, registrations, serial_on
+
+PLAYBOOK = "playbooks/provision_edge.yml"
+USER_PIN = "73915468"
+SO_PIN = "84026579"
+TOKEN_SETTINGS = f"""\
+edgefleet_identity_key_origin: device
+edgefleet_iotedge_identity_key_method: pkcs11
+edgefleet_iotedge_identity_key_pkcs11_uri: "pkcs11:token=edge%20fleet;object=device-id?pin-value={USER_PIN}"
+edgefleet_iotedge_pkcs11_lib_path: /usr/lib/softhsm/libsofthsm2.so
+edgefleet_iotedge_pkcs11_base_slot: "pkcs11:token=edge%20fleet?pin-value={USER_PIN}"
+edgefleet_iotedge_pkcs11_init_token: true
+edgefleet_iotedge_pkcs11_so_pin: "{SO_PIN}"
+edgefleet_iotedge_pkcs11_user_groups: [softhsm]
+"""
+P11TOOL = f"runuser -u aziotks -- env GNUTLS_PIN={USER_PIN} p11tool --provider /usr/lib/softhsm/libsofthsm2.so --login"
+
+
+def token_public_key(fleet, host: str) -> str:
+    return fleet.sh(host, f"{P11TOOL} --export-pubkey 'pkcs11:token=edge%20fleet;object=device-id;type=public'")
+
+
+def test_keys_generated_inside_a_token_on_two_devices(fleet_factory, ansible_playbook):
+    fleet = fleet_factory(2)
+    with (fleet.inventory / "group_vars" / "all.yml").open("a") as group_vars:
+        group_vars.write(TOKEN_SETTINGS)
+    first = ansible_playbook(PLAYBOOK, "-v", inventory=fleet.inventory)
+    assert first.returncode == 0, first.output
+    assert USER_PIN not in first.output and SO_PIN not in first.output
+    identities = fleet.state_dir / "pki" / "identities"
+    assert [key for key in private_keys_under(fleet.state_dir / "pki") if not key.startswith("ca/")] == []
+    for host in fleet.hosts:
+        slots = fleet.sh(host, "softhsm2-util --show-slots")
+        assert "Label:            edge fleet" in slots, slots
+        objects = fleet.sh(host, f"{P11TOOL} --list-privkeys 'pkcs11:token=edge%20fleet'")
+        assert "Label: device-id" in objects and "CKA_NEVER_EXTRACTABLE" in objects and "CKA_SENSITIVE" in objects
+        # No key file: the secrets directory is empty, the token's files are aziotks's.
+        assert fleet.sh(host, "find /var/aziot/secrets -type f | wc -l").strip() == "0"
+        assert fleet.sh(host, "find /var/lib/softhsm/tokens -mindepth 1 ! -user aziotks | wc -l").strip() == "0"
+        # The certificate is for the token's key, and DPS registered the device through it.
+        certificate_key = openssl(
+            "x509", "-noout", "-pubkey", "-in", str(identities / host / "identity.cert.pem")
+        ).stdout
+        assert token_public_key(fleet, host) == certificate_key
+        assert registrations(fleet)[host]["status"] == "assigned"
+        assert enrollment_certificates(fleet)[host] == {"primary": serial_on(fleet, host)}
+        assert edge_agent_on(fleet, host) == "running"
+        config = fleet.sh(host, "cat /etc/aziot/config.toml")
+        assert "identity_pk = " in config and "pkcs11_lib_path" in config
+        keyd = fleet.sh(host, "cat /etc/aziot/keyd/config.d/00-super.toml")
+        assert 'device-id = "pkcs11:token=edge%20fleet;object=device%2Did?pin-value=' in keyd, keyd
+        checks = json.loads(fleet.sh(host, "iotedge check --output json", check=False))["checks"]
+        for check_id in ("key-pairs-read", "certs-match-private-keys", "certs-read"):
+            assert checks[check_id]["result"] == {"result": "ok"}, (host, check_id, checks[check_id])
+        assert not [name for name, check in checks.items() if check["result"]["result"] in ("error", "fatal")]
+        assert fleet.sh(host, f"cat {HOST_CHAIN}") == (identities / host / "identity.full-chain.cert.pem").read_text()
+
+    rerun = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
+    assert rerun.returncode == 0, rerun.output
+    assert {host: rerun.recap(host)["changed"] for host in fleet.hosts} == dict.fromkeys(fleet.hosts, 0)
