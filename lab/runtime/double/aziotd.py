@@ -177,11 +177,17 @@ def certd(request: dict) -> dict:
     preloaded = config.get("preloaded_certs") or {}
     op, item_id = request.get("op", "get"), request.get("id", "")
     if op == "get":
-        return (
-            _preloaded(preloaded, item_id, "certificate", set())
-            if item_id in preloaded
-            else _issued_certificate(item_id)
-        )
+        if item_id in preloaded:
+            return _preloaded(preloaded, item_id, "certificate", set())
+        found = _issued_certificate(item_id)
+        method = ((config.get("cert_issuance") or {}).get(item_id) or {}).get("method")
+        if "pem" not in found and method in ("est", "local_ca"):
+            message = (
+                f"certificate {item_id!r} is issued by {method}, which the edgefleet test double does not implement"
+            )
+            log("ERROR", message)
+            return {"error": message}
+        return found
     if item_id in preloaded:
         return {"error": f"certificate {item_id!r} is preloaded"}
     target = _stored(CERTD_CERTS, item_id)

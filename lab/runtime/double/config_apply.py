@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -186,6 +186,41 @@ class EdgeCa:
 
 
 @dataclass
+class EstAuth:
+    """certd's EstAuth: HTTP basic credentials and an EST identity, or a bootstrap identity to obtain one (URIs)."""
+
+    username: str | None = None
+    password: str | None = None
+    identity_cert: str | None = None
+    identity_pk: str | None = None
+    bootstrap_identity_cert: str | None = None
+    bootstrap_identity_pk: str | None = None
+
+
+@dataclass
+class Issuance:
+    """CertIssuanceOptions: method est (url, auth), local_ca or self_signed; expiry_days; common_name or subject."""
+
+    method: str
+    url: str | None = None
+    auth: EstAuth | None = None
+    expiry_days: int | None = None
+    common_name: str | None = None
+    subject: dict | None = None
+    auto_renew: AutoRenew | None = None
+
+
+@dataclass
+class Est:
+    """[cert_issuance.est]: trusted_certs (URIs), auth, identity_auto_renew and the urls by certificate id."""
+
+    trusted_certs: list = field(default_factory=list)
+    auth: EstAuth | None = None
+    identity_auto_renew: AutoRenew = field(default_factory=AutoRenew)
+    urls: dict = field(default_factory=dict)
+
+
+@dataclass
 class Settings:
     hostname: str
     source: str
@@ -204,6 +239,10 @@ class Settings:
     prefer_module_identity_cache: bool = False
     trust_bundle_cert: str | None = None
     edge_ca: EdgeCa | None = None
+    # An identity certificate certd issues ([provisioning.attestation.identity_cert] table), and [cert_issuance].
+    identity_issuance: Issuance | None = None
+    est: Est | None = None
+    local_ca: Issuance | dict | None = None
 
 
 def validate(source: str, config: dict, machine_hostname: str) -> Settings:
@@ -240,6 +279,7 @@ def validate(source: str, config: dict, machine_hostname: str) -> Settings:
             settings.registration_id = attestation.get("registration_id")
             if settings.method == "x509":
                 _x509_identity(source, attestation, settings)
+        _cert_issuance(source, config, settings)
         _edge_settings(source, config, settings)
     except Located as error:
         raise ApplyError(
@@ -370,7 +410,12 @@ def _x509_identity(source: str, attestation: dict, settings: Settings) -> None:
     cert, key = attestation.get("identity_cert"), attestation.get("identity_pk")
     line = _header_line(source, "provisioning.attestation")
     if isinstance(cert, dict):
-        raise Located("certificate issuance (EST, local CA) is not implemented by the edgefleet test double", line, 1)
+        settings.identity_issuance = _issuance_options(source, cert, "provisioning.attestation.identity_cert")
+        if settings.identity_issuance.method == "self_signed":
+            raise Located(
+                "a self-signed DPS identity certificate is not implemented by the edgefleet test double", line, 1
+            )
+        return
     if not isinstance(cert, str) or not isinstance(key, str):
         raise Located("data did not match any variant of untagged enum X509Identity", line, 1)
     checked = {}
@@ -381,6 +426,119 @@ def _x509_identity(source: str, attestation: dict, settings: Settings) -> None:
             key_line, column = _key_position(source, name)
             raise Located(str(error), key_line, column) from None
     settings.identity_cert, settings.identity_pk = cert, checked["identity_pk"]
+
+
+ISSUANCE_METHOD_NAMES = ("est", "local_ca", "self_signed")
+
+
+def _located_uri(source: str, name: str, value, check) -> str:
+    try:
+        return check(value)
+    except (ValueError, TypeError) as error:
+        line, column = _key_position(source, name)
+        raise Located(
+            str(error) if isinstance(error, ValueError) else "invalid type, expected a string", line, column
+        ) from None
+
+
+def _est_auth(source: str, table: dict, where: str) -> EstAuth | None:
+    """EstAuth flattened into ``table``: basic (username + password) and one x509 pair (identity or bootstrap)."""
+    auth = EstAuth()
+    basic = [table.get(name) for name in ("username", "password")]
+    if any(value is not None for value in basic):
+        if not all(isinstance(value, str) for value in basic):
+            raise Located(
+                "EST basic authentication needs both username and password (strings); the edgefleet test double "
+                "refuses one without the other",
+                _header_line(source, where),
+                1,
+            )
+        auth.username, auth.password = basic
+    for cert_key, key_key in (("identity_cert", "identity_pk"), ("bootstrap_identity_cert", "bootstrap_identity_pk")):
+        pair = table.get(cert_key), table.get(key_key)
+        if pair == (None, None):
+            continue
+        if not all(isinstance(value, str) for value in pair):
+            raise Located(f"{cert_key} and {key_key} go together", _header_line(source, where), 1)
+        setattr(auth, cert_key, _located_uri(source, cert_key, pair[0], check_url))
+        setattr(auth, key_key, _located_uri(source, key_key, pair[1], check_key_location))
+    if auth.identity_cert and auth.bootstrap_identity_cert:
+        raise Located(
+            "an EST identity and a bootstrap identity together are not implemented by the edgefleet test double",
+            _header_line(source, where),
+            1,
+        )
+    return auth if auth != EstAuth() else None
+
+
+def _issuance_options(source: str, table: dict, where: str) -> Issuance:
+    """super_config's CertIssuanceOptions: the method tag, EST's url and auth, expiry_days, auto_renew and the
+    subject (common_name, or a subject table)."""
+    method = _variant(source, table, "method", ISSUANCE_METHOD_NAMES, where)
+    issuance = Issuance(method)
+    if method == "est":
+        if table.get("url") is not None:
+            issuance.url = _located_uri(source, "url", table["url"], check_url)
+        issuance.auth = _est_auth(source, table, where)
+    days = table.get("expiry_days")
+    if days is not None:
+        if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days < 2**32:
+            line, column = _key_position(source, "expiry_days")
+            raise Located(f"invalid value: {_toml_type(days)}, expected u32", line, column)
+        issuance.expiry_days = days
+    common_name, subject = table.get("common_name"), table.get("subject")
+    if common_name is not None and subject is not None:
+        raise Located("common_name and subject together: give one", _header_line(source, where), 1)
+    if common_name is not None:
+        issuance.common_name = str(common_name)
+    if subject is not None:
+        if not isinstance(subject, dict) or not all(isinstance(value, str) for value in subject.values()):
+            raise Located('subject: a table of attribute = "value"', _header_line(source, where), 1)
+        issuance.subject = dict(subject)
+    if "auto_renew" in table:
+        issuance.auto_renew = _auto_renew(
+            table["auto_renew"],
+            Located("data did not match any variant of untagged enum X509Identity", _header_line(source, where), 1),
+        )
+    return issuance
+
+
+def _cert_issuance(source: str, config: dict, settings: Settings) -> None:
+    """[cert_issuance]: est (trusted_certs, auth, identity_auto_renew, urls) and local_ca (preloaded or issued)."""
+    table = config.get("cert_issuance") or {}
+    unknown = sorted(set(table) - {"est", "local_ca"})
+    if unknown:
+        raise Located(
+            f"[cert_issuance.{unknown[0]}] is not implemented by the edgefleet test double",
+            _header_line(source, "cert_issuance"),
+            1,
+        )
+    est = table.get("est")
+    if est is not None:
+        parsed = Est()
+        for uri in est.get("trusted_certs") or []:
+            parsed.trusted_certs.append(_located_uri(source, "trusted_certs", uri, check_url))
+        if est.get("auth") is not None:
+            parsed.auth = _est_auth(source, est["auth"], "cert_issuance.est.auth")
+        if est.get("identity_auto_renew") is not None:
+            parsed.identity_auto_renew = _auto_renew(
+                est["identity_auto_renew"],
+                Located(
+                    "invalid identity_auto_renew", _header_line(source, "cert_issuance.est.identity_auto_renew"), 1
+                ),
+            )
+        for name, url in (est.get("urls") or {}).items():
+            parsed.urls[name] = _located_uri(source, name, url, check_url)
+        settings.est = parsed
+    local_ca = table.get("local_ca")
+    if local_ca is not None:
+        if "method" in local_ca:
+            settings.local_ca = _issuance_options(source, local_ca, "cert_issuance.local_ca")
+        else:
+            settings.local_ca = {
+                "cert": _located_uri(source, "cert", local_ca.get("cert"), check_url),
+                "pk": _located_uri(source, "pk", local_ca.get("pk"), check_key_location),
+            }
 
 
 # ---- per-service files ------------------------------------------------------------------------------------
@@ -435,18 +593,163 @@ def _issuance(edge_ca: EdgeCa) -> dict:
     return issuance
 
 
+@dataclass
+class _IdentityFiles:
+    """What aziotctl-common's apply adds for the identity certificate and [cert_issuance] (apply.rs, set_est_auth,
+    into_cert_options), in the order it adds them."""
+
+    preloaded_certs: dict = field(default_factory=dict)
+    preloaded_keys: dict = field(default_factory=dict)
+    aziotid_keys: list = field(default_factory=lambda: ["aziot_identityd_master_id"])
+    aziotid_certs: list = field(default_factory=list)
+    aziotcs_keys: list = field(default_factory=list)
+    certs: dict = field(default_factory=dict)
+    est_tables: list = field(default_factory=list)
+    local_ca_table: dict | None = None
+    attestation: dict = field(default_factory=dict)
+    attestation_tables: list = field(default_factory=list)
+
+
+def _auth_ids(auth: EstAuth | None, files: _IdentityFiles, cert_name: str) -> dict:
+    """set_est_auth for one certificate: its EST identity (and bootstrap identity) under ids of its own."""
+    if auth is None:
+        return {}
+    written = {"username": auth.username, "password": auth.password}
+    identity_id = f"est-id-{cert_name}"
+    if auth.bootstrap_identity_cert:
+        bootstrap_id = f"est-bootstrap-id-{cert_name}"
+        files.preloaded_certs[bootstrap_id] = auth.bootstrap_identity_cert
+        files.preloaded_keys[bootstrap_id] = auth.bootstrap_identity_pk
+        files.aziotcs_keys += [bootstrap_id, f"{identity_id}-temp"]
+        written.update(identity_cert=identity_id, identity_pk=identity_id)
+        written.update(bootstrap_identity_cert=bootstrap_id, bootstrap_identity_pk=bootstrap_id)
+        files.aziotcs_keys.append(identity_id)
+    elif auth.identity_cert:
+        files.preloaded_certs[identity_id] = auth.identity_cert
+        files.preloaded_keys[identity_id] = auth.identity_pk
+        written.update(identity_cert=identity_id, identity_pk=identity_id)
+        files.aziotcs_keys.append(identity_id)
+    return {key: value for key, value in written.items() if value is not None}
+
+
+def _options_tables(cert_id: str, issuance: Issuance, auth_ids: dict) -> list:
+    """certd's [cert_issuance.<id>] (and its subject table) for CertIssuanceOptions, fields in the struct's order."""
+    table: dict = {"method": issuance.method}
+    if issuance.method == "est":
+        if issuance.url is not None:
+            table["url"] = issuance.url
+        table.update(auth_ids)
+    if issuance.expiry_days is not None:
+        table["expiry_days"] = issuance.expiry_days
+    if issuance.common_name is not None:
+        table["common_name"] = issuance.common_name
+    tables = [(f"cert_issuance.{cert_id}", table)]
+    if issuance.subject is not None:
+        tables.append((f"cert_issuance.{cert_id}.subject", dict(sorted(issuance.subject.items()))))
+    return tables
+
+
+def _identity_files(settings: Settings) -> _IdentityFiles:
+    files = _IdentityFiles()
+    issuance = settings.identity_issuance
+    if settings.method == "x509" and issuance is not None:
+        auth_ids = _auth_ids(issuance.auth, files, "device-id")
+        files.aziotid_keys.append("device-id")
+        if issuance.auto_renew is not None:
+            files.certs["device-id-temp"] = _options_tables("device-id-temp", issuance, auth_ids)
+            files.aziotid_certs.append("device-id-temp")
+            if issuance.auto_renew.rotate_key:
+                files.aziotid_keys.append("device-id-temp")
+        files.certs["device-id"] = _options_tables("device-id", issuance, auth_ids)
+        files.aziotid_certs.append("device-id")
+        files.attestation = {"identity_cert": "device-id", "identity_pk": "device-id"}
+        # The CSR's subject: the registration id as CN, with a subject table's other attributes (upper-cased).
+        if settings.registration_id is not None and issuance.subject is not None:
+            rest = {key.upper(): value for key, value in issuance.subject.items() if key.lower() != "cn"}
+            files.attestation_tables.append(
+                (
+                    "provisioning.attestation.registration_id",
+                    {"CN": settings.registration_id, **dict(sorted(rest.items()))},
+                )
+            )
+        elif settings.registration_id is not None and issuance.common_name is not None:
+            files.attestation["registration_id"] = settings.registration_id
+        if issuance.auto_renew is not None:
+            files.attestation_tables.append(
+                ("provisioning.attestation.identity_auto_renew", issuance.auto_renew.table())
+            )
+    elif settings.method == "x509":
+        files.preloaded_keys["device-id"] = settings.identity_pk
+        files.aziotid_keys.append("device-id")
+        files.preloaded_certs["device-id"] = settings.identity_cert
+        files.attestation = {"identity_cert": "device-id", "identity_pk": "device-id"}
+        if settings.registration_id is not None:
+            files.attestation["registration_id"] = settings.registration_id
+    _est_files(settings.est, files)
+    _local_ca_files(settings.local_ca, files)
+    return files
+
+
+def _est_files(est: Est | None, files: _IdentityFiles) -> None:
+    if est is None:
+        return
+    table: dict = {}
+    auth = est.auth or EstAuth()
+    identity: dict = {}
+    if auth.bootstrap_identity_cert:
+        files.preloaded_certs["est-bootstrap-id"] = auth.bootstrap_identity_cert
+        files.preloaded_keys["est-bootstrap-id"] = auth.bootstrap_identity_pk
+        files.aziotcs_keys += ["est-bootstrap-id", "est-id"]
+        if est.identity_auto_renew.rotate_key:
+            files.aziotcs_keys.append("est-id-temp")
+        identity = {
+            "identity_cert": "est-id",
+            "identity_pk": "est-id",
+            "bootstrap_identity_cert": "est-bootstrap-id",
+            "bootstrap_identity_pk": "est-bootstrap-id",
+        }
+    elif auth.identity_cert:
+        files.preloaded_certs["est-id"] = auth.identity_cert
+        files.preloaded_keys["est-id"] = auth.identity_pk
+        files.aziotcs_keys.append("est-id")
+        identity = {"identity_cert": "est-id", "identity_pk": "est-id"}
+    trusted = []
+    for index, uri in enumerate(est.trusted_certs, start=1):
+        files.preloaded_certs[f"est-server-ca-{index}"] = uri
+        trusted.append(f"est-server-ca-{index}")
+    if trusted:
+        table["trusted_certs"] = trusted
+    if auth.username is not None:
+        table.update(username=auth.username, password=auth.password)
+    table.update(identity)
+    files.est_tables.append(("cert_issuance.est", table))
+    if est.identity_auto_renew != AutoRenew():
+        files.est_tables.append(("cert_issuance.est.identity_auto_renew", est.identity_auto_renew.table()))
+    if est.urls:
+        files.est_tables.append(("cert_issuance.est.urls", dict(sorted(est.urls.items()))))
+
+
+def _local_ca_files(local_ca, files: _IdentityFiles) -> None:
+    if local_ca is None:
+        return
+    files.aziotcs_keys.append("local-ca")
+    if isinstance(local_ca, Issuance):
+        files.certs["local-ca"] = _options_tables("local-ca", local_ca, {})
+    else:
+        files.preloaded_certs["local-ca"] = local_ca["cert"]
+        files.preloaded_keys["local-ca"] = local_ca["pk"]
+    files.local_ca_table = {"cert": "local-ca", "pk": "local-ca"}
+
+
 def service_files(settings: Settings, uids: dict[str, int]) -> dict[str, str]:
     """The five ``00-super.toml`` documents, as aziot-edge 1.5.44's apply.rs writes them (its test-files/config:
     dps-x509, ca-certs, ca-quickstart, ca-quickstart-custom). Maps are written sorted (BTreeMap)."""
     edge_ca = settings.edge_ca or _edge_ca("", None)
     issued = edge_ca.kind in ("quickstart", "self_signed")
 
-    preloaded_keys = {}
-    preloaded_certs: dict = {}
-    if settings.identity_pk:
-        preloaded_keys["device-id"] = settings.identity_pk
-    if settings.identity_cert:
-        preloaded_certs["device-id"] = settings.identity_cert
+    identity = _identity_files(settings)
+    preloaded_keys = dict(identity.preloaded_keys)
+    preloaded_certs: dict = dict(identity.preloaded_certs)
     if edge_ca.kind == "preloaded":
         preloaded_keys[EDGE_CA] = edge_ca.pk
         preloaded_certs[EDGE_CA] = edge_ca.cert
@@ -463,7 +766,9 @@ def service_files(settings: Settings, uids: dict[str, int]) -> dict[str, str]:
         iotedge_certs.append(EDGE_CA_TEMP)
         if edge_ca.auto_renew.rotate_key:
             iotedge_keys.append(EDGE_CA_TEMP)
-    key_principals = [{"uid": uids["aziotid"], "keys": ["aziot_identityd_master_id", "device-id"]}]
+    key_principals = [{"uid": uids["aziotid"], "keys": identity.aziotid_keys}]
+    if identity.aziotcs_keys:
+        key_principals.append({"uid": uids["aziotcs"], "keys": identity.aziotcs_keys})
     if issued:
         key_principals.append({"uid": uids["aziotcs"], "keys": [EDGE_CA, EDGE_CA_TEMP]})
     key_principals.append({"uid": uids["iotedge"], "keys": iotedge_keys})
@@ -474,31 +779,35 @@ def service_files(settings: Settings, uids: dict[str, int]) -> dict[str, str]:
             ("principal", key_principals),
         ]
     )
-    issuance_tables: list = (
-        [
-            (f"cert_issuance.{EDGE_CA}", _issuance(edge_ca), "tight"),
-            (f"cert_issuance.{EDGE_CA_TEMP}", _issuance(edge_ca)),
-        ]
-        if issued
-        else [("cert_issuance", {})]
-    )
+    # [cert_issuance]: est and local_ca, then the certificates by id (a flattened BTreeMap, the edge's Edge CA among
+    # them). The toml crate writes the first of those without a blank line when nothing comes before it.
+    certs = dict(identity.certs)
+    if issued:
+        certs[EDGE_CA] = [(f"cert_issuance.{EDGE_CA}", _issuance(edge_ca))]
+        certs[EDGE_CA_TEMP] = [(f"cert_issuance.{EDGE_CA_TEMP}", _issuance(edge_ca))]
+    issuance_tables: list = list(identity.est_tables)
+    if identity.local_ca_table is not None:
+        issuance_tables.append(("cert_issuance.local_ca", identity.local_ca_table))
+    cert_tables = [table for _cert_id, tables in sorted(certs.items()) for table in tables]
+    if cert_tables and not issuance_tables:
+        cert_tables[0] = (*cert_tables[0], "tight")
+    issuance_tables += cert_tables
+    if not issuance_tables:
+        issuance_tables = [("cert_issuance", {})]
+    cert_principals = [{"uid": uids["aziotid"], "certs": identity.aziotid_certs}] if identity.aziotid_certs else []
     certd = toml_document(
         [
             (None, {"homedir_path": "/var/lib/aziot/certd"}),
             *issuance_tables,
             ("preloaded_certs", dict(sorted(preloaded_certs.items()))),
-            ("principal", [{"uid": uids["iotedge"], "certs": iotedge_certs}]),
+            ("principal", [*cert_principals, {"uid": uids["iotedge"], "certs": iotedge_certs}]),
         ]
     )
     provisioning: dict = {"source": settings.source}
     attestation: dict = {}
     if settings.source == "dps":
         provisioning.update(global_endpoint=settings.global_endpoint, scope_id=settings.id_scope)
-        attestation = {"method": settings.method}
-        if settings.registration_id is not None:
-            attestation["registration_id"] = settings.registration_id
-        if settings.method == "x509":
-            attestation.update(identity_cert="device-id", identity_pk="device-id")
+        attestation = {"method": settings.method, **identity.attestation}
     identityd_tables: list = [
         (
             None,
@@ -512,6 +821,7 @@ def service_files(settings: Settings, uids: dict[str, int]) -> dict[str, str]:
     ]
     if attestation:
         identityd_tables.append(("provisioning.attestation", attestation))
+        identityd_tables += identity.attestation_tables
     identityd_tables.append(("principal", [{"uid": uids["iotedge"], "name": "aziot-edge"}]))
     identityd = toml_document(identityd_tables)
     tpmd = toml_document([])

@@ -281,26 +281,30 @@ def test_agent_image_and_endpoint(tmp_path):
     assert files["identityd"]["provisioning"]["global_endpoint"] == "https://127.0.0.1:18444/"
 
 
-# EST issuance: the double parses the file with its real parser and validates everything up to the identity
-# credential, then says that it does not implement issuance. The layout is asserted against device-side.md 1.4/1.5.
-EST_NOT_IN_DOUBLE = "certificate issuance (EST, local CA) is not implemented by the edgefleet test double"
-
-
-def est_document(tmp_path: Path, settings: dict) -> dict:
+# EST issuance: the rendering, and what the double's `iotedge config apply` makes of it (aziotctl-common's apply.rs, whose
+# test-files/apply EST cases tests/lab reproduces file by file).
+def est_document(tmp_path: Path, settings: dict) -> tuple[dict, dict]:
     text = render_edge_config(settings)
-    with pytest.raises(config_apply.ApplyError) as raised:
-        apply(tmp_path, text)
-    assert EST_NOT_IN_DOUBLE in str(raised.value)
+    files = apply(tmp_path, text)
     document = config_apply.parse(text)
     assert document["provisioning"]["source"] == "dps"
     assert document["provisioning"]["id_scope"] == SCOPE
     assert document["provisioning"]["attestation"]["method"] == "x509"
     assert "identity_pk" not in document["provisioning"]["attestation"]
-    return document
+    assert files["identityd"]["provisioning"]["attestation"]["identity_cert"] == "device-id"
+    return document, files
 
 
 def test_est_without_auth(tmp_path):
-    document = est_document(tmp_path, EST)
+    document, files = est_document(tmp_path, EST)
+    assert files["certd"]["cert_issuance"]["est"] == {"urls": {"default": EST_URL}}
+    assert files["certd"]["cert_issuance"]["device-id"] == {"method": "est", "url": EST_URL, "common_name": "edge-01"}
+    assert files["identityd"]["provisioning"]["attestation"] == {
+        "method": "x509",
+        "identity_cert": "device-id",
+        "identity_pk": "device-id",
+        "registration_id": "edge-01",
+    }
     assert document["provisioning"]["attestation"] == {
         "method": "x509",
         "registration_id": "edge-01",
@@ -311,7 +315,7 @@ def test_est_without_auth(tmp_path):
 
 
 def test_est_with_auth_trusted_certs_and_expiry(tmp_path):
-    document = est_document(
+    document, files = est_document(
         tmp_path,
         {
             **EST,
@@ -336,10 +340,18 @@ def test_est_with_auth_trusted_certs_and_expiry(tmp_path):
     }
     for uri in document["cert_issuance"]["est"]["trusted_certs"]:
         config_apply.file_path(config_apply.check_url(uri))
+    assert files["certd"]["cert_issuance"]["est"] == {
+        "trusted_certs": ["est-server-ca-1", "est-server-ca-2"],
+        "username": "est-user",
+        "password": 'pa"ss\n[provisioning]\nsource = "manual" # x',
+        "urls": {"default": EST_URL},
+    }
+    assert files["certd"]["preloaded_certs"]["est-server-ca-2"] == "file:///etc/aziot/est/inter%20mediate.pem"
+    assert files["certd"]["cert_issuance"]["device-id"]["expiry_days"] == 365
 
 
 def test_est_with_bootstrap_identity(tmp_path):
-    document = est_document(
+    document, files = est_document(
         tmp_path,
         {
             **EST,
@@ -353,12 +365,27 @@ def test_est_with_bootstrap_identity(tmp_path):
         "bootstrap_identity_pk": "file:///var/aziot/secrets/est-bootstrap.key.pem",
     }
     config_apply.check_key_location(auth["bootstrap_identity_pk"])
+    assert files["certd"]["cert_issuance"]["est"] == {
+        "identity_cert": "est-id",
+        "identity_pk": "est-id",
+        "bootstrap_identity_cert": "est-bootstrap-id",
+        "bootstrap_identity_pk": "est-bootstrap-id",
+        "urls": {"default": EST_URL},
+    }
+    assert files["keyd"]["preloaded_keys"]["est-bootstrap-id"] == "file:///var/aziot/secrets/est-bootstrap.key.pem"
+    assert files["keyd"]["principal"][1]["keys"] == ["est-bootstrap-id", "est-id", "est-id-temp"]
 
 
 def test_est_with_auto_renew_and_an_http_url(tmp_path):
-    document = est_document(
+    document, files = est_document(
         tmp_path, {**EST, "iotedge_est_auto_renew": True, "iotedge_est_url": "http://est.internal:8085/.well-known/est"}
     )
+    assert files["identityd"]["provisioning"]["attestation"]["identity_auto_renew"] == {
+        "rotate_key": True,
+        "threshold": "80%",
+        "retry": "4%",
+    }
+    assert files["certd"]["principal"][0]["certs"] == ["device-id-temp", "device-id"]
     identity_cert = document["provisioning"]["attestation"]["identity_cert"]
     assert identity_cert["auto_renew"] == {"rotate_key": True, "threshold": "80%", "retry": "4%"}
     assert identity_cert["url"] == "http://est.internal:8085/.well-known/est"
@@ -367,7 +394,7 @@ def test_est_with_auto_renew_and_an_http_url(tmp_path):
 
 
 def test_est_with_a_pkcs11_key_store(tmp_path):
-    document = est_document(
+    document, _files = est_document(
         tmp_path,
         {
             **PKCS11,
