@@ -5,6 +5,7 @@ It needs no SAS (the lab listens on 127.0.0.1 only) and answers plain JSON, neve
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -55,6 +56,8 @@ class ControlPlane:
             return self._faults(method, body)
         if path == f"{PREFIX}/clock" and method == "POST":
             return self._clock(body)
+        if path == f"{PREFIX}/est" and method == "POST":
+            return self._est(body)
         found = REPORT_PATH.fullmatch(request.path)
         if found and method == "PATCH":
             return self._report(request, body, found.group("device"), found.group("module"), default_hub_host)
@@ -75,6 +78,26 @@ class ControlPlane:
                 return _error(400, str(error))
             return Response.json(201, rule.to_dict())
         return _error(405, "use GET, POST or DELETE")
+
+    def _est(self, body: Any) -> Response:
+        """Lab-only: the EST server's certificate lifetime, and bootstrap identities as a manufacturer installs them."""
+        est = self.runtime.est
+        if est is None or not isinstance(body, dict):
+            return _error(400, "send a JSON object: cert_validity_seconds and/or bootstrap_identity")
+        answer: dict = {}
+        seconds = body.get("cert_validity_seconds")
+        if seconds is not None:
+            if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 60:
+                return _error(400, "'cert_validity_seconds' must be an integer of at least 60")
+            with self.runtime.lock:
+                est.cert_validity = dt.timedelta(seconds=seconds)
+            answer["cert_validity_seconds"] = seconds
+        common_name = body.get("bootstrap_identity")
+        if common_name is not None:
+            if not isinstance(common_name, str) or not common_name or len(common_name) > 64:
+                return _error(400, "'bootstrap_identity' must be a common name of 1 to 64 characters")
+            answer["cert"], answer["key"] = est.bootstrap_identity(common_name)
+        return Response.json(200, answer)
 
     def _clock(self, body: Any) -> Response:
         clock = self.runtime.clock

@@ -32,6 +32,11 @@ class LabSettings:
     dps_port: int = 0
     device_port: int = 0
     hub_ports: list[int] = field(default_factory=list)
+    # The EST server: its port, how long the certificates it issues last, and its basic-auth user (the password is
+    # derived from the seed, like the SAS keys).
+    est_port: int = 0
+    est_cert_seconds: int = 30 * 86400
+    est_username: str = "edgefleet-device"
 
 
 def dps_policies(seed: int) -> dict[str, SasPolicy]:
@@ -83,6 +88,8 @@ class LabRuntime:
         self.dps_policies = dps_policies(self.settings.seed)
         self.hubs = [IotHubBackend(self.clock, self.ids) for _index in range(max(1, self.settings.hub_count))]
         self.hub_policies = [hub_policies(self.settings.seed, index) for index in range(len(self.hubs))]
+        # Set by CloudLab, which keeps the EST server's CA files in its state directory.
+        self.est: Any = None
 
     def _dps_settings(self) -> DpsSettings:
         return DpsSettings(
@@ -109,6 +116,8 @@ class LabRuntime:
             self.dps.reset()
             for hub in self.hubs:
                 hub.reset()
+            if self.est is not None:
+                self.est.reset()
             self.faults.clear()
             self.request_log.clear()
 
@@ -142,4 +151,5 @@ class LabRuntime:
                 "dps": self.dps.to_state(),
                 "iothubs": [hub.to_state() for hub in self.hubs],
                 "faults": self.faults.to_list(),
+                **({"est": self.est.state()} if self.est is not None else {}),
             }

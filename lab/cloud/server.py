@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from dataclasses import replace
@@ -14,13 +15,15 @@ from lab.cloud.control import ControlPlane
 from lab.cloud.dps.backend import DpsBackend
 from lab.cloud.dps.responses import DpsDeviceResponses, DpsManagementResponses, DpsServiceResponses
 from lab.cloud.dps.routing import MANAGEMENT_PREFIX
+from lab.cloud.est import PREFIX as EST_PREFIX
+from lab.cloud.est import EstBackend, EstResponses
 from lab.cloud.faults import FaultInjector
 from lab.cloud.httpserver import LOOPBACK, LabHttpServer, ThreadedServer
 from lab.cloud.iothub.backend import IotHubBackend
 from lab.cloud.iothub.responses import IotHubResponses
 from lab.cloud.pipeline import ServiceDispatcher
 from lab.cloud.runtime import LabRuntime, LabSettings
-from lab.cloud.sas import connection_string
+from lab.cloud.sas import connection_string, derived_key
 from lab.cloud.tls import LabCA, server_context
 
 INFO_FILE = "cloud.json"
@@ -92,8 +95,23 @@ class CloudLab:
             hub_servers.append(server)
             self._hub_hosts.append(hosts)
 
+        # The EST server asks for a client certificate (a bootstrap or an EST identity) and takes basic auth too.
+        runtime.est = EstBackend(
+            self.state_dir / "est",
+            clock,
+            users={self.settings.est_username: self.est_password},
+            cert_validity=dt.timedelta(seconds=self.settings.est_cert_seconds),
+        )
+        est_server = LabHttpServer(
+            "est",
+            self.settings.est_port,
+            with_client_cert,
+            ServiceDispatcher(runtime, control, [("", EstResponses(runtime.est, clock))]),
+        )
+
         self._dps_server, self._device_server, self._hub_servers = dps_server, device_server, hub_servers
-        self._servers = [ThreadedServer(s).start() for s in (dps_server, device_server, *hub_servers)]
+        self._est_server = est_server
+        self._servers = [ThreadedServer(s).start() for s in (dps_server, device_server, *hub_servers, est_server)]
         self._started = True
         self.write_info()
 
@@ -201,6 +219,19 @@ class CloudLab:
         )
 
     @property
+    def est(self) -> EstBackend:
+        return self.runtime.est
+
+    @property
+    def est_url(self) -> str:
+        """What IoT Edge calls ``[cert_issuance.est.urls] default``."""
+        return f"https://{LOOPBACK}:{self._est_server.port}{EST_PREFIX}"
+
+    @property
+    def est_password(self) -> str:
+        return derived_key("est/password", self.settings.seed)[:24]
+
+    @property
     def management_token(self) -> str:
         return self.settings.management_token
 
@@ -240,6 +271,15 @@ class CloudLab:
                 {"host_name": hub.host_name, "url": f"https://{hub.host_name}", "port": port, "connection_string": cs}
                 for hub, port, cs in zip(self.hubs, self.hub_ports, self.hub_connection_strings(), strict=True)
             ],
+            "est": {
+                "url": self.est_url,
+                "username": self.settings.est_username,
+                "password": self.est_password,
+                "ca_cert": str(self.est.ca.cert_path),
+                "ca_key": str(self.est.ca.key_path),
+                "bootstrap_ca_cert": str(self.est.bootstrap_ca.cert_path),
+                "bootstrap_ca_key": str(self.est.bootstrap_ca.key_path),
+            },
         }
 
     def write_info(self, path: Path | str | None = None) -> Path:

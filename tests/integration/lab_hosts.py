@@ -65,6 +65,7 @@ class Fleet:
         assert started.returncode == 0, started.stderr
         self.group_vars = yaml.safe_load((self.inventory / "group_vars/all.yml").read_text())
         cloud = json.loads((self.state_dir / "cloud/cloud.json").read_text())
+        self.cloud = cloud
         self.control_url = cloud["control_url"]
         self._tls = ssl.create_default_context(cafile=cloud["ca_bundle"])
 
@@ -72,6 +73,19 @@ class Fleet:
         with urllib.request.urlopen(f"{self.control_url}/state", context=self._tls, timeout=30) as response:
             state = json.load(response)
         return {"dps": {k: v for k, v in state["dps"].items() if k != "operations"}, "iothubs": state["iothubs"]}
+
+    def est_state(self) -> dict:
+        with urllib.request.urlopen(f"{self.control_url}/state", context=self._tls, timeout=30) as response:
+            return json.load(response)["est"]
+
+    def est_control(self, body: dict) -> dict:
+        """POST /_emulator/est: the EST server's certificate lifetime, or a bootstrap identity."""
+        request = urllib.request.Request(
+            f"{self.control_url}/est", data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, context=self._tls, timeout=30) as response:
+            return json.load(response)
 
     def add_fault(self, match: dict, action: dict, count: int = 1) -> None:
         """POST /_emulator/faults: the next ``count`` requests that match get ``action``."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from . import IDENTITY_SERVICE_VERSION, x509
+from . import est as est_client
 from .dps import ProvisioningError, common_name, file_key_sender, read_device_backup, register_with_dps
 from .ipc import activated_sockets, call, serve_json
 from .journal import log
@@ -36,7 +37,8 @@ IDENTITYD_HOME = Path("/var/lib/aziot/identityd")
 # Where keyd keeps the keys it creates and certd the certificates it issues (one PEM file per id, the id URL-quoted).
 KEYD_HOME = Path("/var/lib/aziot/keyd")
 KEYD_KEYS = KEYD_HOME / "keys"
-CERTD_CERTS = Path("/var/lib/aziot/certd/certs")
+CERTD_HOME = Path("/var/lib/aziot/certd")
+CERTD_CERTS = CERTD_HOME / "certs"
 # identityd's backups in its home (identity.rs): the device of the last provisioning, and the settings in force then.
 DEVICE_BACKUP = "device_info"
 SETTINGS_BACKUP = "prev_state"
@@ -165,6 +167,65 @@ def _token_operation(config: dict, location, item_id: str, request: dict) -> dic
         return {"error": f"key pair {item_id!r}: {error}"}
 
 
+EST_AUTH_KEYS = (
+    "username",
+    "password",
+    "identity_cert",
+    "identity_pk",
+    "bootstrap_identity_cert",
+    "bootstrap_identity_pk",
+)
+
+
+def _issue_by_est(config: dict, cert_id: str, options: dict, csr_pem: str) -> str:
+    """certd's EST issuance (est.rs): the URL and credentials of the certificate, else [cert_issuance.est]'s; an EST
+    identity first obtained with the bootstrap identity when there is none (lib.rs)."""
+    est = (config.get("cert_issuance") or {}).get("est") or {}
+    urls = est.get("urls") or {}
+    url = options.get("url") or urls.get(cert_id) or urls.get("default")
+    if not url:
+        raise ServiceError(f"cert {cert_id!r} is configured to be issued by EST, but no EST server URL is configured")
+    auth = {key: options[key] for key in EST_AUTH_KEYS if key in options} or {
+        key: est[key] for key in EST_AUTH_KEYS if key in est
+    }
+    trusted = [certd({"id": ca_id}).get("pem", "") for ca_id in est.get("trusted_certs") or []]
+    basic = (auth["username"], auth["password"]) if "username" in auth else None
+    client = None
+    if "identity_cert" in auth:
+        try:
+            client = _est_identity(auth, options, csr_pem, url, trusted, basic)
+        except est_client.EstFailure as error:
+            raise est_client.EstFailure(
+                f"cert {cert_id!r} is configured to be issued by EST, but neither EST identity nor EST bootstrap "
+                f"identity could be obtained: {error}"
+            ) from None
+    return est_client.enroll(url, csr_pem, trusted_pems=trusted, basic=basic, client=client, private_dir=CERTD_HOME)
+
+
+def _est_identity(auth: dict, options: dict, csr_pem: str, url: str, trusted: list, basic) -> tuple[str, str]:
+    """(certificate, key) of the EST identity: the one certd holds while it is valid, else a new one enrolled with
+    the bootstrap identity (a new key; the CSR asks for clientAuth, its subject the certificate's or the CSR's)."""
+    cert_id, key_id = auth["identity_cert"], auth["identity_pk"]
+    held = certd({"id": cert_id})
+    if "pem" in held and x509.days_left(held["pem"]) >= 0:
+        return held["pem"], _fetch(KEYD_SOCKET, {"id": key_id}, f"the key of {key_id!r}")
+    if "bootstrap_identity_cert" not in auth:
+        raise est_client.EstFailure(f"there is no EST identity certificate {cert_id!r} and no bootstrap identity")
+    bootstrap = (
+        certd({"id": auth["bootstrap_identity_cert"]}).get("pem", ""),
+        _fetch(KEYD_SOCKET, {"id": auth["bootstrap_identity_pk"]}, "the EST bootstrap identity key"),
+    )
+    call(KEYD_SOCKET, {"op": "delete_key_pair", "id": key_id})
+    call(KEYD_SOCKET, {"op": "create_key_pair_if_not_exists", "id": key_id})
+    key = _fetch(KEYD_SOCKET, {"id": key_id}, f"the key of {key_id!r}")
+    subject = options.get("subject") or {"CN": options.get("common_name") or x509.csr_common_name(csr_pem)}
+    csr = x509.new_csr(key, subject.get("CN", ""), ("extendedKeyUsage=clientAuth",), subject=subject)
+    pem = est_client.enroll(url, csr, trusted_pems=trusted, basic=basic, client=bootstrap, private_dir=CERTD_HOME)
+    CERTD_CERTS.mkdir(mode=0o700, exist_ok=True)
+    _stored(CERTD_CERTS, cert_id).write_text(pem)
+    return pem, key
+
+
 def _issued_certificate(item_id: str) -> dict:
     path = _stored(CERTD_CERTS, item_id)
     return {"pem": path.read_text()} if path.is_file() else {"error": f"certificate {item_id!r} not found"}
@@ -181,9 +242,12 @@ def certd(request: dict) -> dict:
             return _preloaded(preloaded, item_id, "certificate", set())
         found = _issued_certificate(item_id)
         method = ((config.get("cert_issuance") or {}).get(item_id) or {}).get("method")
-        if "pem" not in found and method in ("est", "local_ca"):
+        if "pem" not in found and method == "est":
+            # Not issued yet: its owner makes a key and a CSR, then asks for it (create_cert).
+            return {**found, "issuable": True}
+        if "pem" not in found and method == "local_ca":
             message = (
-                f"certificate {item_id!r} is issued by {method}, which the edgefleet test double does not implement"
+                f"certificate {item_id!r} is issued by a local CA, which the edgefleet test double does not implement"
             )
             log("ERROR", message)
             return {"error": message}
@@ -196,16 +260,19 @@ def certd(request: dict) -> dict:
         try:
             if issuer is None:
                 options = (config.get("cert_issuance") or {}).get(item_id)
-                if not options or options.get("method") != "self_signed":
+                if options and options.get("method") == "est":
+                    pem = _issue_by_est(config, item_id, options, request["csr"])
+                elif not options or options.get("method") != "self_signed":
                     return {"error": f"no issuance options for {item_id!r} (the double issues self_signed only)"}
-                key = _fetch(KEYD_SOCKET, {"id": item_id}, f"the key of {item_id!r}")
-                pem = x509.issue(
-                    request["csr"],
-                    signer_key_pem=key,
-                    issuer_cert_pem=None,
-                    days=int(options.get("expiry_days") or x509.DEFAULT_EXPIRY_DAYS),
-                    common_name=options.get("common_name"),
-                )
+                else:
+                    key = _fetch(KEYD_SOCKET, {"id": item_id}, f"the key of {item_id!r}")
+                    pem = x509.issue(
+                        request["csr"],
+                        signer_key_pem=key,
+                        issuer_cert_pem=None,
+                        days=int(options.get("expiry_days") or x509.DEFAULT_EXPIRY_DAYS),
+                        common_name=options.get("common_name"),
+                    )
             else:
                 issuer_pem = certd({"id": issuer["cert_id"]})
                 if "pem" not in issuer_pem:
@@ -219,6 +286,11 @@ def certd(request: dict) -> dict:
                 )
                 # The new certificate, then its issuer's chain.
                 pem = leaf + issuer_pem["pem"]
+        except est_client.EstFailure as error:
+            # certd answers "internal error" and logs the causes, as its to_http_error does.
+            for line in ("internal error", "caused by: could not create cert", f"caused by: {error}"):
+                log("ERROR", f"!!! {line}")
+            return {"error": "internal error"}
         except (ServiceError, x509.X509Error, KeyError) as error:
             return {"error": f"could not create certificate {item_id!r}: {error}"}
         CERTD_CERTS.mkdir(mode=0o700, exist_ok=True)
@@ -289,14 +361,17 @@ def provision(trigger: str) -> dict:
     attestation = provisioning.get("attestation") or {}
     if attestation.get("method") != "x509":
         raise ServiceError("only X.509 attestation is implemented by the edgefleet test double")
-    cert_pem = _fetch(CERTD_SOCKET, {"id": attestation["identity_cert"]}, "the identity certificate")
+    cert_pem = _identity_certificate(attestation)
     send = _dps_sender(provisioning["global_endpoint"], cert_pem, attestation["identity_pk"])
     device = usable_device_backup() if trigger == "Startup" else None
     if device is not None:
         log("INFO", f"Provisioned with backup for {device['device_id']}.")
     else:
         # Prefer the registration ID specified in config, but use the certificate's subject otherwise (identity.rs).
-        registration_id = attestation.get("registration_id") or common_name(cert_pem)
+        registration_id = attestation.get("registration_id")
+        if isinstance(registration_id, dict):
+            registration_id = registration_id.get("CN")
+        registration_id = registration_id or common_name(cert_pem)
         state = register_with_dps(provisioning["scope_id"], registration_id, send)
         device = {"hub": state["assignedHub"], "device_id": state["deviceId"], "registration_id": registration_id}
     # The real identityd says this after a restored backup too.
@@ -305,6 +380,28 @@ def provision(trigger: str) -> dict:
     # prev_state is identityd's settings as it read them (the real one serialises its parsed settings).
     write_backup(SETTINGS_BACKUP, settings)
     return device
+
+
+def _identity_certificate(attestation: dict) -> str:
+    """The identity certificate certd holds; one it issues (EST) is asked for with a new key and a CSR whose subject
+    is the registration id (identityd's CsrSubject)."""
+    cert_id, key_id = attestation["identity_cert"], attestation["identity_pk"]
+    held = call(CERTD_SOCKET, {"id": cert_id})
+    if "pem" in held:
+        return held["pem"]
+    if not held.get("issuable"):
+        raise ServiceError(f"could not get the identity certificate: {held.get('error', 'no answer')}")
+    subject = attestation.get("registration_id")
+    if subject is None:
+        raise ServiceError("identity cert does not exist; cannot create new cert as registration ID is unknown")
+    table = subject if isinstance(subject, dict) else {"CN": subject}
+    call(KEYD_SOCKET, {"op": "create_key_pair_if_not_exists", "id": key_id})
+    key = _fetch(KEYD_SOCKET, {"id": key_id}, "the identity private key")
+    csr = x509.new_csr(key, table.get("CN", ""), subject=table)
+    issued = call(CERTD_SOCKET, {"op": "create_cert", "id": cert_id, "csr": csr})
+    if "pem" not in issued:
+        raise ServiceError(issued.get("error", "certd did not answer"))
+    return issued["pem"]
 
 
 def _dps_sender(endpoint: str, cert_pem: str, key_id: str):

@@ -49,10 +49,26 @@ def new_key(path: Path) -> None:
     os.replace(staged, path)
 
 
-def new_csr(key_pem: str, common_name: str, extensions: tuple[str, ...] = (), dns_names: tuple[str, ...] = ()) -> str:
+def _subject_argument(common_name: str, subject: dict | None) -> str:
+    """openssl's -subj: CN first (at most 64 characters, as certd truncates it), then the other attributes."""
+    attributes = {
+        "CN": common_name[:64],
+        **{key: value for key, value in (subject or {}).items() if key.upper() != "CN"},
+    }
+    escape = str.maketrans({"/": "\\/", "+": "\\+", "=": "\\=", "\\": "\\\\"})
+    return "".join(f"/{key}={str(value).translate(escape)}" for key, value in attributes.items())
+
+
+def new_csr(
+    key_pem: str,
+    common_name: str,
+    extensions: tuple[str, ...] = (),
+    dns_names: tuple[str, ...] = (),
+    subject: dict | None = None,
+) -> str:
     key = _scratch(key_pem)
     try:
-        args = ["req", "-new", "-key", key, "-subj", "/CN=" + common_name.replace("/", "\\/")[:64]]
+        args = ["req", "-new", "-utf8", "-key", key, "-subj", _subject_argument(common_name, subject)]
         for extension in extensions:
             args += ["-addext", extension]
         if dns_names:
@@ -113,6 +129,14 @@ def validity(pem: str) -> tuple[datetime.datetime, datetime.datetime]:
 
 def days_left(pem: str) -> int:
     return (validity(pem)[1] - datetime.datetime.now(datetime.UTC)).days
+
+
+def csr_common_name(csr_pem: str) -> str:
+    text = _openssl("req", "-noout", "-subject", "-nameopt", "RFC2253", stdin=csr_pem)
+    for part in text.split("=", 1)[-1].strip().split(","):
+        if part.startswith("CN="):
+            return part[3:]
+    return ""
 
 
 def subject_common_name(pem: str) -> str:

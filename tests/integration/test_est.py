@@ -1,0 +1,87 @@
+"""Identity certificates issued by EST on real lab hosts: the lab's EST server issues from its CA, which the collection
+takes as the fleet CA, uploads to DPS and proves for a group enrollment; the runtime double's certd enrolls with basic
+credentials (edge-01) or a bootstrap identity (edge-02), and a wrong password (edge-03) fails with certd's words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from test_identity_rotation import edge_agent_on, registrations
+
+PLAYBOOK = "playbooks/provision_edge.yml"
+BOOTSTRAP_DIR = "/etc/edgefleet-est"
+
+
+def test_est_issuance_with_basic_auth_and_a_bootstrap_identity(fleet_factory, ansible_playbook):
+    fleet = fleet_factory(3)
+    est = fleet.cloud["est"]
+    settings = {
+        "edgefleet_dps_enrollment_type": "group",
+        "edgefleet_pki_intermediate": False,
+        "edgefleet_pki_ca_create": False,
+        "edgefleet_pki_root_common_name": "edgefleet lab EST issuing CA",
+        "edgefleet_pki_ca_root_cert_content": Path(est["ca_cert"]).read_text(),
+        "edgefleet_pki_ca_root_key_content": Path(est["ca_key"]).read_text(),
+        "edgefleet_iotedge_identity_cert_method": "est",
+        "edgefleet_iotedge_est_url": est["url"],
+    }
+    with (fleet.inventory / "group_vars" / "all.yml").open("a") as group_vars:
+        group_vars.write(yaml.safe_dump(settings))
+    host_vars = fleet.inventory / "host_vars"
+    host_vars.mkdir(exist_ok=True)
+    (host_vars / "edge-01.yml").write_text(
+        yaml.safe_dump(
+            {"edgefleet_iotedge_est_username": est["username"], "edgefleet_iotedge_est_password": est["password"]}
+        )
+    )
+    # edge-02's bootstrap identity, as its manufacturer would have installed it.
+    bootstrap = fleet.est_control({"bootstrap_identity": "edge-02-bootstrap"})
+    fleet.sh("edge-02", f"mkdir -p {BOOTSTRAP_DIR} && chmod 0755 {BOOTSTRAP_DIR}")
+    fleet.sh("edge-02", f"cat > {BOOTSTRAP_DIR}/bootstrap.pem <<'EOF'\n{bootstrap['cert']}EOF")
+    fleet.sh("edge-02", f"cat > {BOOTSTRAP_DIR}/bootstrap.key.pem <<'EOF'\n{bootstrap['key']}EOF")
+    fleet.sh("edge-02", f"chmod 0644 {BOOTSTRAP_DIR}/bootstrap.pem {BOOTSTRAP_DIR}/bootstrap.key.pem")
+    (host_vars / "edge-02.yml").write_text(
+        yaml.safe_dump(
+            {
+                "edgefleet_iotedge_est_bootstrap_cert_path": f"{BOOTSTRAP_DIR}/bootstrap.pem",
+                "edgefleet_iotedge_est_bootstrap_key_path": f"{BOOTSTRAP_DIR}/bootstrap.key.pem",
+            }
+        )
+    )
+    (host_vars / "edge-03.yml").write_text(
+        yaml.safe_dump(
+            {"edgefleet_iotedge_est_username": est["username"], "edgefleet_iotedge_est_password": "wrong-pass"}
+        )
+    )
+
+    run = ansible_playbook(PLAYBOOK, inventory=fleet.inventory, extra_vars={"edgefleet_iotedge_wait_timeout": 60})
+    assert est["password"] not in run.output and "wrong-pass" not in run.output
+    assert run.recap("edge-01")["failed"] == 0 and run.recap("edge-02")["failed"] == 0, run.output
+    assert run.recap("edge-03")["failed"] == 1
+    issued = fleet.est_state()["issued"]
+    # edge-01 by basic auth; edge-02 first its EST identity with the bootstrap identity, then its device certificate
+    # with that EST identity.
+    assert sorted((r["subject"], r["auth"]) for r in issued) == [
+        ("CN=edge-01", "basic"),
+        ("CN=edge-02", "bootstrap"),
+        ("CN=edge-02", "certificate"),
+    ]
+    for host in ("edge-01", "edge-02"):
+        assert registrations(fleet)[host]["status"] == "assigned"
+        assert edge_agent_on(fleet, host) == "running"
+        certificate = fleet.sh(host, "cat /var/lib/aziot/certd/certs/device-id.pem")
+        subject = fleet.sh(
+            host, "openssl x509 -noout -subject -nameopt RFC2253 -in /var/lib/aziot/certd/certs/device-id.pem"
+        )
+        assert subject.strip() == f"subject=CN={host}" and certificate.count("BEGIN CERTIFICATE") == 2
+    # edge-03: certd's own words in its journal; DPS never saw the device.
+    journal = fleet.sh("edge-03", "journalctl --no-pager -o cat -u aziot-certd")
+    assert "EST endpoint did not return successful response: 401 Unauthorized" in journal, journal
+    assert "edge-03" not in registrations(fleet)
+
+    rerun = ansible_playbook(PLAYBOOK, "--limit", "edge-01,edge-02", inventory=fleet.inventory)
+    assert rerun.returncode == 0, rerun.output
+    assert {host: rerun.recap(host)["changed"] for host in ("edge-01", "edge-02")} == {"edge-01": 0, "edge-02": 0}
+    assert len(fleet.est_state()["issued"]) == len(issued)
+    assert all(record["subject"] != "CN=edge-03" for record in fleet.est_state()["issued"])
