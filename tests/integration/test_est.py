@@ -4,6 +4,7 @@ credentials (edge-01) or a bootstrap identity (edge-02), and a wrong password (e
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import yaml
@@ -85,3 +86,45 @@ def test_est_issuance_with_basic_auth_and_a_bootstrap_identity(fleet_factory, an
     assert {host: rerun.recap(host)["changed"] for host in ("edge-01", "edge-02")} == {"edge-01": 0, "edge-02": 0}
     assert len(fleet.est_state()["issued"]) == len(issued)
     assert all(record["subject"] != "CN=edge-03" for record in fleet.est_state()["issued"])
+
+
+def test_an_est_certificate_is_renewed_and_registered_again_by_the_runtime_alone(fleet_factory, ansible_playbook):
+    fleet = fleet_factory(1)
+    est = fleet.cloud["est"]
+    settings = {
+        "edgefleet_dps_enrollment_type": "group",
+        "edgefleet_pki_intermediate": False,
+        "edgefleet_pki_ca_create": False,
+        "edgefleet_pki_root_common_name": "edgefleet lab EST issuing CA",
+        "edgefleet_pki_ca_root_cert_content": Path(est["ca_cert"]).read_text(),
+        "edgefleet_pki_ca_root_key_content": Path(est["ca_key"]).read_text(),
+        "edgefleet_iotedge_identity_cert_method": "est",
+        "edgefleet_iotedge_est_url": est["url"],
+        "edgefleet_iotedge_est_username": est["username"],
+        "edgefleet_iotedge_est_password": est["password"],
+        "edgefleet_iotedge_est_auto_renew": True,
+    }
+    with (fleet.inventory / "group_vars" / "all.yml").open("a") as group_vars:
+        group_vars.write(yaml.safe_dump(settings))
+    # Certificates of three minutes (two, plus the minute they are backdated): the runtime renews at 80% of that.
+    fleet.est_control({"cert_validity_seconds": 120})
+    run = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
+    assert run.returncode == 0, run.output
+    first = fleet.sh("edge-01", "openssl x509 -noout -serial -in /var/lib/aziot/certd/certs/device-id.pem")
+    registered = registrations(fleet)["edge-01"]["lastUpdatedDateTimeUtc"]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(fleet.est_state()["issued"]) < 2:
+        time.sleep(5)
+    issued = fleet.est_state()["issued"]
+    assert [(r["subject"], r["operation"], r["auth"]) for r in issued[:2]] == [
+        ("CN=edge-01", "simpleenroll", "basic"),
+        ("CN=edge-01", "simpleenroll", "basic"),
+    ]
+    time.sleep(15)  # the registration with the new certificate, then the move into place
+    journal = fleet.sh("edge-01", "journalctl --no-pager -o cat -u aziot-identityd")
+    assert "Attempting to renew certificate device-id." in journal and "Certificate device-id was renewed." in journal
+    assert fleet.sh("edge-01", "openssl x509 -noout -serial -in /var/lib/aziot/certd/certs/device-id.pem") != first
+    assert registrations(fleet)["edge-01"]["lastUpdatedDateTimeUtc"] != registered
+    assert registrations(fleet)["edge-01"]["status"] == "assigned"
+    assert edge_agent_on(fleet, "edge-01") == "running"
+    fleet.est_control({"cert_validity_seconds": 30 * 86400})

@@ -18,6 +18,8 @@ import json
 import os
 import ssl
 import sys
+import threading
+import time
 import tomllib
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -427,11 +429,16 @@ def _dps_sender(endpoint: str, cert_pem: str, key_id: str):
     return send
 
 
+# How often identityd looks whether its issued identity certificate is due for renewal.
+RENEWAL_CHECK_SECONDS = 10
+
+
 class Identityd:
     """aziot-identityd's state: the device it is provisioned as, None after a failed reprovision."""
 
     def __init__(self) -> None:
         self.device: dict | None = None
+        self.lock = threading.Lock()
 
     def start(self) -> None:
         """Provisioning with trigger Startup; raises what made it fail (the daemon then exits)."""
@@ -468,11 +475,67 @@ class Identityd:
 
     def handle(self, request: dict) -> dict:
         operation = request.get("op")
-        if operation == "get_device":
-            return self.device if self.device is not None else {"error": "device identity not found"}
-        if operation == "reprovision":
-            return self.reprovision()
+        with self.lock:
+            if operation == "get_device":
+                return self.device if self.device is not None else {"error": "device identity not found"}
+            if operation == "reprovision":
+                return self.reprovision()
         return {"error": f"unknown operation {operation!r}"}
+
+    def renew_identity(self, attestation: dict, provisioning: dict, auto_renew: dict) -> None:
+        """identityd's renewal of an issued identity certificate (renewal.rs): a certificate for the old one's
+        subject under the temporary ids (a new key with rotate_key), a registration with it (trigger Api), then the
+        new credentials replace the old ones. A failure leaves the old ones in use."""
+        cert_id, key_id = attestation["identity_cert"], attestation["identity_pk"]
+        old = _fetch(CERTD_SOCKET, {"id": cert_id}, "the identity certificate")
+        new_key_id = f"{key_id}-temp" if auto_renew.get("rotate_key") else key_id
+        if new_key_id != key_id:
+            call(KEYD_SOCKET, {"op": "delete_key_pair", "id": new_key_id})
+            call(KEYD_SOCKET, {"op": "create_key_pair_if_not_exists", "id": new_key_id})
+        key = _fetch(KEYD_SOCKET, {"id": new_key_id}, "the renewal key")
+        csr = x509.new_csr(key, x509.subject_common_name(old))
+        issued = call(CERTD_SOCKET, {"op": "create_cert", "id": f"{cert_id}-temp", "csr": csr})
+        if "pem" not in issued:
+            raise ServiceError("failed to create new cert")
+        with self.lock:
+            log("INFO", "Provisioning starting. Reason: Api")
+            registration_id = attestation.get("registration_id")
+            if isinstance(registration_id, dict):
+                registration_id = registration_id.get("CN")
+            send = _dps_sender(provisioning["global_endpoint"], issued["pem"], new_key_id)
+            state = register_with_dps(provisioning["scope_id"], registration_id or common_name(issued["pem"]), send)
+            self.device = {
+                "hub": state["assignedHub"],
+                "device_id": state["deviceId"],
+                "registration_id": registration_id,
+            }
+            write_backup(DEVICE_BACKUP, json.dumps(self.device) + "\n")
+            if new_key_id != key_id:
+                call(KEYD_SOCKET, {"op": "move_key_pair", "from": new_key_id, "id": key_id})
+            call(CERTD_SOCKET, {"op": "move_cert", "from": f"{cert_id}-temp", "id": cert_id})
+            self._reconciled("Api")
+
+
+def renew_identity_when_due(daemon: Identityd) -> None:
+    """The renewal engine for an identity certificate certd issues ([provisioning.attestation.identity_auto_renew])."""
+    config = tomllib.loads(config_text("identityd"))
+    provisioning = config.get("provisioning") or {}
+    attestation = provisioning.get("attestation") or {}
+    auto_renew = attestation.get("identity_auto_renew")
+    if not auto_renew:
+        return
+    cert_id = attestation["identity_cert"]
+    while True:
+        time.sleep(RENEWAL_CHECK_SECONDS)
+        try:
+            current = _fetch(CERTD_SOCKET, {"id": cert_id}, "the identity certificate")
+            if not x509.renewal_due(auto_renew, current):
+                continue
+            log("INFO", f"Attempting to renew certificate {cert_id}.")
+            daemon.renew_identity(attestation, provisioning, auto_renew)
+            log("INFO", f"Certificate {cert_id} was renewed.")
+        except PROVISIONING_ERRORS as error:
+            log("WARN", f"Tried to renew {cert_id}, but {error}. Retrying in {RENEWAL_CHECK_SECONDS} seconds.")
 
 
 def identityd(listener) -> int:
@@ -483,6 +546,7 @@ def identityd(listener) -> int:
     except PROVISIONING_ERRORS as error:
         log("ERROR", f"Failed to provision with IoT Hub, and no valid device backup was found: {error}")
         return 1
+    threading.Thread(target=renew_identity_when_due, args=(daemon,), daemon=True).start()
     serve_json(listener, daemon.handle)
     return 0
 

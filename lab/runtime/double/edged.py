@@ -217,15 +217,7 @@ class EdgeCa:
         """cert_renewal's Policy::should_renew for the threshold: a share of the lifetime used, or time left."""
         if self.auto_renew is None:
             return False
-        not_before, not_after = x509.validity(self.certificate())
-        now = now or datetime.datetime.now(datetime.UTC)
-        if not_before >= not_after or not_after <= now:
-            return True
-        threshold = self.auto_renew["threshold"]
-        if threshold.endswith("%"):
-            return (now - not_before) * 100 / (not_after - not_before) >= int(threshold[:-1])
-        seconds = int(threshold[:-3]) * (60 if threshold.endswith("min") else 86400)
-        return (not_after - now).total_seconds() <= seconds
+        return x509.renewal_due(self.auto_renew, self.certificate(), now)
 
     def renew(self) -> None:
         """A new certificate with the old one's subject, under the temporary ids, then moved into place; a new key

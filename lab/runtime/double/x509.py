@@ -131,6 +131,20 @@ def days_left(pem: str) -> int:
     return (validity(pem)[1] - datetime.datetime.now(datetime.UTC)).days
 
 
+def renewal_due(auto_renew: dict, pem: str, now: datetime.datetime | None = None) -> bool:
+    """cert_renewal's Policy::should_renew: past a share of the lifetime (``N%``), within a time of the end
+    (``Nmin``, ``Nday``), or already expired."""
+    not_before, not_after = validity(pem)
+    now = now or datetime.datetime.now(datetime.UTC)
+    if not_before >= not_after or not_after <= now:
+        return True
+    threshold = auto_renew["threshold"]
+    if threshold.endswith("%"):
+        return (now - not_before) * 100 / (not_after - not_before) >= int(threshold[:-1])
+    seconds = int(threshold[:-3]) * (60 if threshold.endswith("min") else 86400)
+    return (not_after - now).total_seconds() <= seconds
+
+
 def csr_common_name(csr_pem: str) -> str:
     text = _openssl("req", "-noout", "-subject", "-nameopt", "RFC2253", stdin=csr_pem)
     for part in text.split("=", 1)[-1].strip().split(","):
