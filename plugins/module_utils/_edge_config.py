@@ -82,8 +82,16 @@ SETTINGS = (
     "iotedge_est_password",
     "iotedge_est_bootstrap_cert_path",
     "iotedge_est_bootstrap_key_path",
+    "iotedge_est_bootstrap_key_pkcs11_uri",
+    "iotedge_est_subject",
     "iotedge_est_expiry_days",
     "iotedge_est_auto_renew",
+    "iotedge_est_auto_renew_rotate_key",
+    "iotedge_est_auto_renew_threshold",
+    "iotedge_est_auto_renew_retry",
+    "iotedge_est_identity_auto_renew_rotate_key",
+    "iotedge_est_identity_auto_renew_threshold",
+    "iotedge_est_identity_auto_renew_retry",
     "iotedge_auto_reprovisioning_mode",
     "iotedge_always_reprovision_on_startup",
     "iotedge_dynamic_reprovisioning",
@@ -112,8 +120,11 @@ SECRET_SETTINGS = frozenset(
         "iotedge_est_password",
         "iotedge_identity_key_pkcs11_uri",
         "iotedge_pkcs11_base_slot",
+        "iotedge_est_bootstrap_key_pkcs11_uri",
     )
 )
+# Subject attributes an EST certificate may carry beside its CN (the registration id), as certd names them.
+SUBJECT_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,15}")
 
 # RFC 1123 host names: labels of letters, digits and '-', not starting or ending with '-'.
 # Every pattern is applied with fullmatch: '$' would also match before a trailing newline.
@@ -479,7 +490,8 @@ def _render_1_2(settings: _Settings) -> str:
     }
     if cert_issuance is not None:
         document["cert_issuance"] = cert_issuance
-    if key_method == "pkcs11":
+    # keyd needs the PKCS#11 library for the identity key or the EST bootstrap key in a token.
+    if key_method == "pkcs11" or settings.text("iotedge_est_bootstrap_key_pkcs11_uri") is not None:
         document["aziot_keys"] = _aziot_keys(settings)
     document["agent"] = {"name": "edgeAgent", "type": "docker", "config": {"image": common["agent_image"]}}
     edge_ca = _edge_ca_1_2(settings)
@@ -578,7 +590,8 @@ def _aziot_keys(settings: _Settings) -> dict:
         missing = lib_key if lib is None else slot_key
         raise EdgeConfigError(
             missing,
-            "is not set, and a PKCS#11 identity key (edgefleet_iotedge_identity_key_method: pkcs11) needs both "
+            "is not set, and a key in a PKCS#11 token (edgefleet_iotedge_identity_key_method: pkcs11, or "
+            "edgefleet_iotedge_est_bootstrap_key_pkcs11_uri) needs both "
             f"edgefleet_{lib_key} and edgefleet_{slot_key}. Set the library path (e.g. /usr/lib/libmypkcs11.so) and "
             "the base slot URI (e.g. pkcs11:slot-id=0?pin-value=...)",
         )
@@ -608,12 +621,18 @@ def _est(settings: _Settings, registration_id: str | None):
             "is not set, and edgefleet_iotedge_identity_cert_method is est. Set it to the EST server's URL, "
             "e.g. https://est.example.com/.well-known/est",
         )
-    identity_cert: dict = {"method": "est", "common_name": registration_id, "url": url}
+    identity_cert: dict = {"method": "est", "url": url}
+    subject = _est_subject(settings)
+    if subject:
+        # The CSR's subject is the registration id as CN with these beside it (apply.rs CsrSubject::Subject).
+        identity_cert["subject"] = {"CN": registration_id, **subject}
+    else:
+        identity_cert["common_name"] = registration_id
     expiry_days = settings.positive_int("iotedge_est_expiry_days")
     if expiry_days is not None:
         identity_cert["expiry_days"] = expiry_days
     if settings.boolean("iotedge_est_auto_renew", False):
-        identity_cert["auto_renew"] = dict(AUTO_RENEW)
+        identity_cert["auto_renew"] = _auto_renew_table(settings, "iotedge_est_auto_renew")
 
     est: dict = {}
     trusted = settings.raw("iotedge_est_trusted_certs")
@@ -643,23 +662,72 @@ def _est(settings: _Settings, registration_id: str | None):
     if username is not None:
         auth.update(username=username, password=password)
     path_fix = "Set it to an absolute path on the device"
+    key_in_token = settings.text("iotedge_est_bootstrap_key_pkcs11_uri") is not None
+    if key_in_token and settings.text("iotedge_est_bootstrap_key_path") is not None:
+        raise EdgeConfigError(
+            "iotedge_est_bootstrap_key_pkcs11_uri",
+            "and edgefleet_iotedge_est_bootstrap_key_path are both set: the bootstrap key is in a file or in a "
+            "PKCS#11 token. Set one of them",
+        )
+    bootstrap_key_setting = "iotedge_est_bootstrap_key_pkcs11_uri" if key_in_token else "iotedge_est_bootstrap_key_path"
+    bootstrap_key_value = (
+        _pkcs11_uri(settings, bootstrap_key_setting, "Set it to the PKCS#11 URI of the bootstrap key")
+        if key_in_token
+        else _absolute_path(settings, bootstrap_key_setting, path_fix, required=False)
+    )
     bootstrap_cert, bootstrap_key = _pair(
         settings,
         (
             "iotedge_est_bootstrap_cert_path",
             _absolute_path(settings, "iotedge_est_bootstrap_cert_path", path_fix, required=False),
         ),
-        (
-            "iotedge_est_bootstrap_key_path",
-            _absolute_path(settings, "iotedge_est_bootstrap_key_path", path_fix, required=False),
-        ),
+        (bootstrap_key_setting, bootstrap_key_value),
     )
     if bootstrap_cert is not None:
-        auth.update(bootstrap_identity_cert=file_uri(bootstrap_cert), bootstrap_identity_pk=file_uri(bootstrap_key))
+        auth.update(
+            bootstrap_identity_cert=file_uri(bootstrap_cert),
+            bootstrap_identity_pk=bootstrap_key if key_in_token else file_uri(bootstrap_key),
+        )
     if auth:
         est["auth"] = auth
+    identity_renewal = _auto_renew_table(settings, "iotedge_est_identity_auto_renew")
+    if identity_renewal != AUTO_RENEW:
+        # Written only when it is not the runtime's default, which certd then leaves out too.
+        est["identity_auto_renew"] = identity_renewal
     est["urls"] = {"default": url}
     return identity_cert, {"est": est}
+
+
+def _auto_renew_table(settings: _Settings, prefix: str) -> dict:
+    """An auto_renew table (cert_renewal's AutoRenewConfig) from <prefix>_rotate_key, _threshold and _retry."""
+    return {
+        "rotate_key": settings.boolean(f"{prefix}_rotate_key", AUTO_RENEW["rotate_key"]),
+        "threshold": _renewal_policy(settings, f"{prefix}_threshold", AUTO_RENEW["threshold"]),
+        "retry": _renewal_policy(settings, f"{prefix}_retry", AUTO_RENEW["retry"]),
+    }
+
+
+def _est_subject(settings: _Settings) -> dict:
+    """The subject attributes beside the CN (an EST server that wants O, OU, C...); never CN itself."""
+    key = "iotedge_est_subject"
+    value = settings.raw(key)
+    fix = 'Give a mapping of attribute to value, e.g. {O: "Contoso", C: "US"}; the CN is the registration id'
+    if value in (None, "", {}):
+        return {}
+    if not isinstance(value, dict):
+        raise EdgeConfigError(key, f"must be a mapping, got a {_type_name(value)}. {fix}")
+    subject = {}
+    for name, text in value.items():
+        if not isinstance(name, str) or not SUBJECT_ATTRIBUTE.fullmatch(name):
+            raise EdgeConfigError(key, f"has the attribute name {shown(name)}, which is not one. {fix}")
+        if name.upper() == "CN":
+            raise EdgeConfigError(key, f"sets CN, which is always the registration id. Remove it. {fix}")
+        if not isinstance(text, str) or not text or len(text) > 64 or _CONTROL.search(text):
+            raise EdgeConfigError(
+                key, f"{name} must be text of 1 to 64 characters without control characters, got {shown(text)}"
+            )
+        subject[name.upper()] = text
+    return subject
 
 
 def _refuse_for_1_1(settings: _Settings) -> None:

@@ -85,8 +85,16 @@ ROLE_DEFAULTS = {
     "iotedge_est_password": "",
     "iotedge_est_bootstrap_cert_path": "",
     "iotedge_est_bootstrap_key_path": "",
+    "iotedge_est_bootstrap_key_pkcs11_uri": "",
+    "iotedge_est_subject": {},
     "iotedge_est_expiry_days": None,
     "iotedge_est_auto_renew": False,
+    "iotedge_est_auto_renew_rotate_key": True,
+    "iotedge_est_auto_renew_threshold": "80%",
+    "iotedge_est_auto_renew_retry": "4%",
+    "iotedge_est_identity_auto_renew_rotate_key": True,
+    "iotedge_est_identity_auto_renew_threshold": "80%",
+    "iotedge_est_identity_auto_renew_retry": "4%",
     "iotedge_auto_reprovisioning_mode": "Dynamic",
     "iotedge_always_reprovision_on_startup": True,
     "iotedge_dynamic_reprovisioning": False,
@@ -407,6 +415,87 @@ def test_est_with_a_pkcs11_key_store(tmp_path):
         "pkcs11_base_slot": BASE_SLOT,
     }
     assert isinstance(document["provisioning"]["attestation"]["identity_cert"], dict)
+
+
+def test_est_with_a_subject_renewal_values_and_a_bootstrap_key_in_a_token(tmp_path):
+    """The upstream shapes: a subject table (CN the registration id), auto_renew and identity_auto_renew values other
+    than the runtime's, and the bootstrap key as a PKCS#11 URI with [aziot_keys]."""
+    settings = {
+        **EST,
+        "iotedge_est_subject": {"o": "Contoso", "L": "AQ"},
+        "iotedge_est_auto_renew": True,
+        "iotedge_est_auto_renew_rotate_key": False,
+        "iotedge_est_auto_renew_threshold": "50%",
+        "iotedge_est_auto_renew_retry": "10%",
+        "iotedge_est_identity_auto_renew_threshold": "7day",
+        "iotedge_est_bootstrap_cert_path": "/var/aziot/certs/est-bootstrap.pem",
+        "iotedge_est_bootstrap_key_pkcs11_uri": "pkcs11:token=edge;object=est-bootstrap?pin-value=1234",
+        "iotedge_pkcs11_lib_path": "/usr/lib/softhsm/libsofthsm2.so",
+        "iotedge_pkcs11_base_slot": "pkcs11:token=edge?pin-value=1234",
+    }
+    document, files = est_document(tmp_path, settings)
+    identity_cert = document["provisioning"]["attestation"]["identity_cert"]
+    assert (
+        identity_cert["subject"] == {"CN": "edge-01", "O": "Contoso", "L": "AQ"} and "common_name" not in identity_cert
+    )
+    assert identity_cert["auto_renew"] == {"rotate_key": False, "threshold": "50%", "retry": "10%"}
+    assert document["cert_issuance"]["est"]["identity_auto_renew"] == {
+        "rotate_key": True,
+        "threshold": "7day",
+        "retry": "4%",
+    }
+    assert document["aziot_keys"]["pkcs11_lib_path"] == "/usr/lib/softhsm/libsofthsm2.so"
+    # What the runtime makes of it: the registration id as CN with the rest, the bootstrap key in keyd's URI form.
+    attestation = files["identityd"]["provisioning"]["attestation"]
+    assert attestation["registration_id"] == {"CN": "edge-01", "L": "AQ", "O": "Contoso"}
+    assert attestation["identity_auto_renew"] == {"rotate_key": False, "threshold": "50%", "retry": "10%"}
+    assert files["certd"]["cert_issuance"]["est"]["identity_auto_renew"]["threshold"] == "7day"
+    assert (
+        files["keyd"]["preloaded_keys"]["est-bootstrap-id"] == "pkcs11:token=edge;object=est%2Dbootstrap?pin-value=1234"
+    )
+    assert files["keyd"]["principal"][1]["keys"] == ["est-bootstrap-id", "est-id", "est-id-temp"]
+
+
+@pytest.mark.parametrize(
+    "extra, variable, text",
+    [
+        ({"iotedge_est_subject": {"CN": "other"}}, "edgefleet_iotedge_est_subject", "sets CN"),
+        ({"iotedge_est_subject": {"O=x": "y"}}, "edgefleet_iotedge_est_subject", "is not one"),
+        ({"iotedge_est_subject": {"O": "a\nb"}}, "edgefleet_iotedge_est_subject", "without control characters"),
+        ({"iotedge_est_subject": ["O=x"]}, "edgefleet_iotedge_est_subject", "must be a mapping"),
+        (
+            {"iotedge_est_auto_renew": True, "iotedge_est_auto_renew_threshold": "100%"},
+            "edgefleet_iotedge_est_auto_renew_threshold",
+            "not a renewal policy",
+        ),
+        (
+            {"iotedge_est_identity_auto_renew_retry": "soon"},
+            "edgefleet_iotedge_est_identity_auto_renew_retry",
+            "not a renewal policy",
+        ),
+        (
+            {
+                "iotedge_est_bootstrap_cert_path": "/b.pem",
+                "iotedge_est_bootstrap_key_path": "/b.key",
+                "iotedge_est_bootstrap_key_pkcs11_uri": "pkcs11:token=t;object=b?pin-value=1",
+            },
+            "edgefleet_iotedge_est_bootstrap_key_pkcs11_uri",
+            "Set one of them",
+        ),
+        (
+            {
+                "iotedge_est_bootstrap_cert_path": "/b.pem",
+                "iotedge_est_bootstrap_key_pkcs11_uri": "pkcs11:token=t;object=b",
+            },
+            "edgefleet_iotedge_pkcs11_lib_path",
+            "needs both",
+        ),
+    ],
+)
+def test_bad_est_shapes_name_the_variable(extra, variable, text):
+    with pytest.raises(EdgeConfigError) as raised:
+        render_edge_config({**EST, **extra})
+    assert str(raised.value).startswith(variable + ":") and text in str(raised.value)
 
 
 # ---- 1.1: each variant through iotedged's settings loader -----------------------------------------------------
