@@ -274,3 +274,24 @@ def test_what_the_double_refuses_in_an_issued_identity(extra, message):
     with pytest.raises(ApplyError) as raised:
         validate(DPS + extra, parse(DPS + extra), "my-device")
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            '[provisioning]\nsource = "manual"\nconnection_string = "HostName=h;DeviceId=d;SharedAccessKey=YWJj"\n',
+            "provisioning source 'manual' is not implemented by the edgefleet test double",
+        ),
+        ('[provisioning]\nsource = "none"\n', "provisioning source 'none' is not implemented"),
+        (
+            DPS.replace('method = "x509"', 'method = "symmetric_key"') + 'symmetric_key = { value = "YWJj" }\n',
+            "DPS attestation method 'symmetric_key' is not implemented by the edgefleet test double",
+        ),
+        (DPS.replace('method = "x509"', 'method = "tpm"'), "DPS attestation method 'tpm' is not implemented"),
+    ],
+)
+def test_provisioning_the_double_cannot_run_is_refused_not_written_without_its_credentials(text, message):
+    with pytest.raises(ApplyError) as raised:
+        service_files(validate(text, parse(text), "my-device"), UIDS)
+    assert message in str(raised.value)

@@ -287,6 +287,17 @@ def validate(source: str, config: dict, machine_hostname: str) -> Settings:
         ) from None
     if kind == "dps" and (config.get("parent_hostname") or config.get("local_gateway_hostname")):
         raise ApplyError("DPS provisioning is not supported in nested mode")
+    # What the double cannot run is refused, never written half: their credentials have nowhere to go here.
+    if kind != "dps":
+        raise ApplyError(
+            f"provisioning source {kind!r} is not implemented by the edgefleet test double (DPS with X.509 only, "
+            "lab/README.md)"
+        )
+    if settings.method != "x509":
+        raise ApplyError(
+            f"DPS attestation method {settings.method!r} is not implemented by the edgefleet test double (X.509 "
+            "only, lab/README.md)"
+        )
     return settings
 
 
