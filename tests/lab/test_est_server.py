@@ -5,8 +5,12 @@ and what it refuses."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import http.client
+import os
+import shutil
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from lab.cloud import CloudLab
 from lab.runtime.double import est
 from lab.runtime.double import x509 as double_x509
+from lab.runtime.double.pkcs11 import Pkcs11Uri, TokenKey
 
 
 def trust(cloud: CloudLab) -> ssl.SSLContext:
@@ -233,4 +238,54 @@ def test_the_doubles_certd_enrolls_with_a_bootstrap_identity_as_client_certifica
         private_dir=tmp_path,
     )
     assert "BEGIN CERTIFICATE" in chain
+    assert cloud.state()["est"]["issued"][-1]["auth"] == "bootstrap"
+
+
+SOFTHSM = Path("/usr/lib/softhsm/libsofthsm2.so")
+
+
+@pytest.mark.skipif(
+    not SOFTHSM.exists() or shutil.which("p11tool") is None or shutil.which("curl") is None,
+    reason="needs softhsm2, gnutls-bin, curl and libengine-pkcs11-openssl (make setup installs them)",
+)
+def test_a_bootstrap_key_inside_a_token_signs_the_enrollments_handshake(cloud, tmp_path, monkeypatch):
+    """keyd's requests for certd when the EST client key is in a PKCS#11 token: the token signs, nothing is read out."""
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
+    environment = {**os.environ, "GNUTLS_SO_PIN": "5678", "GNUTLS_PIN": "1234"}
+    for argv in (
+        ["--initialize", "--label", "est", "pkcs11:token="],
+        ["--initialize-pin", "pkcs11:token=est"],
+        ["--login", "--generate-privkey=ecdsa", "--curve=secp256r1", "--label=bootstrap", "pkcs11:token=est"],
+    ):
+        subprocess.run(["p11tool", "--provider", str(SOFTHSM), *argv], env=environment, check=True, capture_output=True)
+    exported = subprocess.run(
+        ["p11tool", "--provider", str(SOFTHSM), "--login", "--export-pubkey", "pkcs11:token=est;object=bootstrap"],
+        env=environment, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    public_key = serialization.load_pem_public_key(exported[exported.index("-----BEGIN PUBLIC KEY-----") :].encode())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge-08-bootstrap")])
+    certificate = cloud.est.bootstrap_ca.issue(
+        subject, public_key, cloud.runtime.clock.now(), dt.timedelta(days=1), client=True
+    )
+    cert_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+    token_key = TokenKey(str(SOFTHSM), Pkcs11Uri(token="est", object_label="bootstrap", pin="1234"))
+    trusted = [cloud.ca_bundle.read_text()]
+
+    def send(method, url, body, headers):
+        status, content_type, raw = token_key.request(cert_pem, url, method, body, headers, trusted, 30, tmp_path)
+        return status, {"content-type": content_type}, raw
+
+    chain = est.enroll(
+        cloud.est_url,
+        double_csr(new_key_pem(), "edge-08"),
+        trusted_pems=trusted,
+        basic=None,
+        client=None,
+        private_dir=tmp_path,
+        send=send,
+    )
+    assert x509.load_pem_x509_certificates(chain.encode())[0].subject.rfc4514_string() == "CN=edge-08"
     assert cloud.state()["est"]["issued"][-1]["auth"] == "bootstrap"

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import ssl
@@ -160,6 +161,20 @@ def _token_operation(config: dict, location, item_id: str, request: dict) -> dic
         key = _token_key(config, location)
         if request["op"] == "public_key":
             return {"public_key": key.public_key_pem()}
+        if "body_base64" in request or "headers" in request:
+            # Any request (certd's EST enrollment with a token-held identity): bytes travel base64 in the JSON line.
+            body = request.get("body_base64")
+            status, content_type, raw = key.request(
+                request["cert_pem"],
+                request["url"],
+                request["method"],
+                base64.b64decode(body) if body is not None else None,
+                request.get("headers") or {},
+                request.get("trusted_pems") or [],
+                70,
+                KEYD_HOME / "tls",
+            )
+            return {"status": status, "content_type": content_type, "body_base64": base64.b64encode(raw).decode()}
         status, body = key.https(
             request["cert_pem"], request["url"], request["method"], request.get("body"), 70, KEYD_HOME / "tls"
         )
@@ -192,7 +207,7 @@ def _issue_by_est(config: dict, cert_id: str, options: dict, csr_pem: str) -> st
     }
     trusted = [certd({"id": ca_id}).get("pem", "") for ca_id in est.get("trusted_certs") or []]
     basic = (auth["username"], auth["password"]) if "username" in auth else None
-    client = None
+    client: dict = {}
     if "identity_cert" in auth:
         try:
             client = _est_identity(auth, options, csr_pem, url, trusted, basic)
@@ -201,31 +216,53 @@ def _issue_by_est(config: dict, cert_id: str, options: dict, csr_pem: str) -> st
                 f"cert {cert_id!r} is configured to be issued by EST, but neither EST identity nor EST bootstrap "
                 f"identity could be obtained: {error}"
             ) from None
-    return est_client.enroll(url, csr_pem, trusted_pems=trusted, basic=basic, client=client, private_dir=CERTD_HOME)
+    return est_client.enroll(url, csr_pem, trusted_pems=trusted, basic=basic, private_dir=CERTD_HOME, **client)
 
 
-def _est_identity(auth: dict, options: dict, csr_pem: str, url: str, trusted: list, basic) -> tuple[str, str]:
-    """(certificate, key) of the EST identity: the one certd holds while it is valid, else a new one enrolled with
+def _est_client(cert_pem: str, key_id: str, trusted: list) -> dict:
+    """est.enroll's client: the certificate and the key keyd hands out, or, for a key in a token, requests that keyd
+    makes with it (the token signs the TLS handshake)."""
+    key = call(KEYD_SOCKET, {"id": key_id})
+    if "pem" in key:
+        return {"client": (cert_pem, key["pem"])}
+    if not key.get("pkcs11"):
+        raise ServiceError(f"could not get the key of {key_id!r}: {key.get('error', 'no answer')}")
+
+    def send(method: str, url: str, body: bytes | None, headers: dict) -> tuple:
+        answer = call(
+            KEYD_SOCKET,
+            {
+                "op": "https", "id": key_id, "cert_pem": cert_pem, "url": url, "method": method, "headers": headers,
+                "trusted_pems": trusted, "body_base64": base64.b64encode(body).decode() if body is not None else None,
+            },
+        )  # fmt: skip
+        if "status" not in answer:
+            raise est_client.EstFailure(answer.get("error", "keyd did not answer"))
+        return answer["status"], {"content-type": answer["content_type"]}, base64.b64decode(answer["body_base64"])
+
+    return {"client": None, "send": send}
+
+
+def _est_identity(auth: dict, options: dict, csr_pem: str, url: str, trusted: list, basic) -> dict:
+    """est.enroll's client for the EST identity: the one certd holds while it is valid, else a new one enrolled with
     the bootstrap identity (a new key; the CSR asks for clientAuth, its subject the certificate's or the CSR's)."""
     cert_id, key_id = auth["identity_cert"], auth["identity_pk"]
     held = certd({"id": cert_id})
     if "pem" in held and x509.days_left(held["pem"]) >= 0:
-        return held["pem"], _fetch(KEYD_SOCKET, {"id": key_id}, f"the key of {key_id!r}")
+        return _est_client(held["pem"], key_id, trusted)
     if "bootstrap_identity_cert" not in auth:
         raise est_client.EstFailure(f"there is no EST identity certificate {cert_id!r} and no bootstrap identity")
-    bootstrap = (
-        certd({"id": auth["bootstrap_identity_cert"]}).get("pem", ""),
-        _fetch(KEYD_SOCKET, {"id": auth["bootstrap_identity_pk"]}, "the EST bootstrap identity key"),
-    )
+    bootstrap_cert = certd({"id": auth["bootstrap_identity_cert"]}).get("pem", "")
+    bootstrap = _est_client(bootstrap_cert, auth["bootstrap_identity_pk"], trusted)
     call(KEYD_SOCKET, {"op": "delete_key_pair", "id": key_id})
     call(KEYD_SOCKET, {"op": "create_key_pair_if_not_exists", "id": key_id})
     key = _fetch(KEYD_SOCKET, {"id": key_id}, f"the key of {key_id!r}")
     subject = options.get("subject") or {"CN": options.get("common_name") or x509.csr_common_name(csr_pem)}
     csr = x509.new_csr(key, subject.get("CN", ""), ("extendedKeyUsage=clientAuth",), subject=subject)
-    pem = est_client.enroll(url, csr, trusted_pems=trusted, basic=basic, client=bootstrap, private_dir=CERTD_HOME)
+    pem = est_client.enroll(url, csr, trusted_pems=trusted, basic=basic, private_dir=CERTD_HOME, **bootstrap)
     CERTD_CERTS.mkdir(mode=0o700, exist_ok=True)
     _stored(CERTD_CERTS, cert_id).write_text(pem)
-    return pem, key
+    return {"client": (pem, key)}
 
 
 def _issued_certificate(item_id: str) -> dict:

@@ -40,14 +40,13 @@ def _context(trusted_pems: list[str], client: tuple[str, str] | None, private_di
     return context
 
 
-def _call(url: str, context, method: str, operation: str, body: bytes | None, headers: dict) -> tuple[int, dict, bytes]:
+def _call(url: str, context, method: str, body: bytes | None, headers: dict) -> tuple[int, dict, bytes]:
     parts = urlsplit(url)
-    path = parts.path if parts.path.endswith("/") else parts.path + "/"
     connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     extra = {"context": context} if parts.scheme == "https" else {}
     connection = connection_class(parts.hostname, parts.port, timeout=TIMEOUT_SECONDS, **extra)
     try:
-        connection.request(method, path + operation, body=body, headers=headers)
+        connection.request(method, parts.path, body=body, headers=headers)
         response = connection.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     except (OSError, ssl.SSLError) as error:
@@ -93,9 +92,17 @@ def enroll(
     basic: tuple[str, str] | None,
     client: tuple[str, str] | None,
     private_dir: Path,
+    send=None,
 ) -> str:
-    """The issued certificate, then the EST server's CA certificates, as PEM."""
-    context = _context(trusted_pems, client, private_dir)
+    """The issued certificate, then the EST server's CA certificates, as PEM. ``send(method, url, body, headers)`` ->
+    (status, headers, body) makes the requests instead when the client key is in a token (keyd's)."""
+    if send is None:
+        context = _context(trusted_pems, client, private_dir)
+
+        def send(method, full_url, body, headers):
+            return _call(full_url, context, method, body, headers)
+
+    base = url if url.endswith("/") else url + "/"
     headers = {}
     if basic is not None:
         token = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
@@ -106,7 +113,7 @@ def enroll(
         ("POST", "simpleenroll", csr_der_base64(csr_pem), enroll_headers),
         ("GET", "cacerts", None, headers),
     ):
-        status, response_headers, response_body = _call(url, context, method, operation, body, request_headers)
+        status, response_headers, response_body = send(method, base + operation, body, request_headers)
         if status != 200:
             reason = REASONS.get(status, "")
             raise EstFailure(

@@ -136,22 +136,48 @@ class TokenKey:
         return found.group(0)
 
     def https(self, cert_pem: str, url: str, method: str, body: dict | None, timeout: int, work_dir: Path) -> tuple:
-        """One HTTPS request with mutual TLS whose handshake the token signs: (status, parsed JSON body or None)."""
+        """A JSON request (DPS) with mutual TLS whose handshake the token signs: (status, parsed JSON body or None)."""
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        status, _content_type, raw = self.request(cert_pem, url, method, payload, headers, [], timeout, work_dir)
+        return status, json.loads(raw) if raw.strip() else None
+
+    def request(
+        self,
+        cert_pem: str,
+        url: str,
+        method: str,
+        body: bytes | None,
+        headers: dict,
+        trusted_pems: list,
+        timeout: int,
+        work_dir: Path,
+    ) -> tuple[int, str, bytes]:
+        """One HTTPS request with mutual TLS whose handshake the token signs: (status, content type, body). The
+        server is trusted by the system store and ``trusted_pems``."""
         curl = self._tool("curl")
         work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=work_dir) as private:
             private_dir = Path(private)
-            cert_file, config_file, body_file = (private_dir / n for n in ("cert.pem", "openssl.cnf", "body"))
+            cert_file, config_file, body_file, sent_file, trust_file = (
+                private_dir / name for name in ("cert.pem", "openssl.cnf", "body", "sent", "trusted.pem")
+            )
             cert_file.write_text(cert_pem)
             config_file.touch(mode=0o600)
             config_file.write_text(_engine_config(self.lib_path, self.uri.pin))
             command = [
                 curl, "--silent", "--show-error", "--max-time", str(timeout), "--request", method,
                 "--cert", str(cert_file), "--engine", "pkcs11", "--key-type", "ENG", "--key", self.object_uri("private"),
-                "--output", str(body_file), "--write-out", "%{http_code}",
+                "--output", str(body_file), "--write-out", "%{http_code} %{content_type}",
             ]  # fmt: skip
+            if trusted_pems:
+                trust_file.write_text("".join(trusted_pems))
+                command += ["--cacert", str(trust_file), "--capath", "/etc/ssl/certs"]
+            for name, value in headers.items():
+                command += ["--header", f"{name}: {value}"]
             if body is not None:
-                command += ["--header", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+                sent_file.write_bytes(body)
+                command += ["--data-binary", f"@{sent_file}"]
             done = subprocess.run(
                 [*command, url],
                 capture_output=True,
@@ -162,8 +188,9 @@ class TokenKey:
             )
             if done.returncode != 0:
                 raise Pkcs11Error(f"the TLS request with {self.uri.without_pin()} failed: {_last_line(done.stderr)}")
-            raw = body_file.read_text() if body_file.exists() else ""
-        return int(done.stdout.strip() or 0), json.loads(raw) if raw.strip() else None
+            raw = body_file.read_bytes() if body_file.exists() else b""
+        status, _space, content_type = done.stdout.strip().partition(" ")
+        return int(status or 0), content_type, raw
 
 
 def _engine_config(lib_path: str, pin: str | None) -> str:
