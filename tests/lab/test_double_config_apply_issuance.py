@@ -34,6 +34,9 @@ trusted_certs = ["file:///var/secrets/est-id-ca.pem"]
 PKCS11_KEYS = {"homedir_path": "/var/lib/aziot/keyd", "pkcs11_base_slot": "pkcs11:slot-id=0?pin-value=1234",
                "pkcs11_lib_path": "/usr/lib/libmypkcs11.so"}  # fmt: skip
 X509 = {"method": "x509", "identity_cert": "device-id", "identity_pk": "device-id"}
+PLAIN = (
+    DPS + 'identity_cert = "file:///var/secrets/device-id.pem"\nidentity_pk = "file:///var/secrets/device-id.key.pem"\n'
+)
 
 CASES = {
     "dps-x509-pkcs11-est": (
@@ -178,6 +181,61 @@ retry = "10%"
         {**X509, "registration_id": {"CN": "my-device", "L": "AQ", "ST": "Antarctica"},
          "identity_auto_renew": {"rotate_key": False, "threshold": "50%", "retry": "10%"}},
     ),
+    "dps-x509-pkcs11-est-custom-bootstrap": (
+        DPS
+        + """
+[provisioning.attestation.identity_cert]
+method = "est"
+common_name = "my-device"
+url = "https://example.org/.well-known/custom/est"
+bootstrap_identity_cert = "file:///var/secrets/est-custom-bootstrap-id.pem"
+bootstrap_identity_pk = "pkcs11:slot-id=0;object=est-custom-bootstrap-id?pin-value=1234"
+"""
+        + PKCS11
+        + TRUSTED
+        + """
+[cert_issuance.est.auth]
+username = "estuser"
+password = "estpwd"
+bootstrap_identity_cert = "file:///var/secrets/est-bootstrap-id.pem"
+bootstrap_identity_pk = "pkcs11:slot-id=0;object=est-bootstrap-id?pin-value=1234"
+
+[cert_issuance.est.urls]
+default = "https://example.org/.well-known/est"
+""",
+        {
+            "cert_issuance": {
+                "est": {
+                    "trusted_certs": ["est-server-ca-1"], "username": "estuser", "password": "estpwd",
+                    "identity_cert": "est-id", "identity_pk": "est-id",
+                    "bootstrap_identity_cert": "est-bootstrap-id", "bootstrap_identity_pk": "est-bootstrap-id",
+                    "urls": {"default": "https://example.org/.well-known/est"},
+                },
+                "device-id": {
+                    "method": "est", "url": "https://example.org/.well-known/custom/est",
+                    "identity_cert": "est-id-device-id", "identity_pk": "est-id-device-id",
+                    "bootstrap_identity_cert": "est-bootstrap-id-device-id",
+                    "bootstrap_identity_pk": "est-bootstrap-id-device-id",
+                    "common_name": "my-device",
+                },
+            },
+            "preloaded_certs": {"est-bootstrap-id": "file:///var/secrets/est-bootstrap-id.pem",
+                                "est-bootstrap-id-device-id": "file:///var/secrets/est-custom-bootstrap-id.pem",
+                                "est-server-ca-1": "file:///var/secrets/est-id-ca.pem"},
+            "principal": [{"uid": 5556, "certs": ["device-id"]}],
+        },
+        {
+            "aziot_keys": PKCS11_KEYS,
+            "preloaded_keys": {
+                "est-bootstrap-id": "pkcs11:slot-id=0;object=est%2Dbootstrap%2Did?pin-value=1234",
+                "est-bootstrap-id-device-id": "pkcs11:slot-id=0;object=est%2Dcustom%2Dbootstrap%2Did?pin-value=1234",
+            },
+            "principal": [{"uid": 5556, "keys": ["aziot_identityd_master_id", "device-id"]},
+                          {"uid": 5555, "keys": ["est-bootstrap-id-device-id", "est-id-device-id-temp",
+                                                 "est-id-device-id", "est-bootstrap-id", "est-id", "est-id-temp"]}],
+        },
+        {**X509, "registration_id": "my-device"},
+    ),
     "dps-x509-pkcs11-localca": (
         DPS
         + 'identity_cert = { method = "local_ca", common_name = "my-device" }\n'
@@ -239,6 +297,17 @@ def test_issued_identity_certificates_as_upstream_writes_them(case):
     )
     assert ordered({key: part["keyd"][key] for key in ("aziot_keys", "preloaded_keys", "principal")}) == ordered(keyd)
     assert ordered(part["attestation"]) == ordered(attestation)
+    # The other files do not depend on the identity certificate: tpmd's is empty, edged's as for a preloaded one.
+    plain = service_files(validate(PLAIN, parse(PLAIN), "my-device"), UIDS)
+    assert written["tpmd"] == plain["tpmd"] and tomllib.loads(written["tpmd"]) == {}
+    assert written["edged"] == plain["edged"]
+    identityd = tomllib.loads(written["identityd"])
+    assert {key: value for key, value in identityd.items() if key != "provisioning"} == {
+        "hostname": "my-device",
+        "homedir": "/var/lib/aziot/identityd",
+        "prefer_module_identity_cache": False,
+        "principal": [{"uid": UIDS["iotedge"], "name": "aziot-edge"}],
+    }
 
 
 def test_est_tables_follow_the_home_directory_with_a_blank_line_and_the_edge_ca_among_the_certificates():
