@@ -271,6 +271,18 @@ def _identity_problems(cert, key, *, registration_id: str, request, ca) -> list:
     return problems
 
 
+def _reissue_or_renew(plan: _Plan, cert, problems: list, renew_at: datetime.datetime) -> bool:
+    """An identity with a problem is reissued, one inside renew_before_days renewed; True when either was decided."""
+    if problems:
+        plan.action, plan.reasons = "reissue", problems
+        return True
+    if not_after_of(cert) < renew_at:
+        plan.action = "renew"
+        plan.reasons = [f"expires on {format_time(not_after_of(cert))}, within renew_before_days"]
+        return True
+    return False
+
+
 def _csr_key_differs(plan: _Plan, cert) -> bool:
     return plan.csr_public_key is not None and public_key_der(plan.csr_public_key) != public_key_der(cert.public_key())
 
@@ -298,12 +310,7 @@ def _assess_device_key(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at:
         # The device no longer holds the key of its certificate (re-imaged, key deleted): nothing to roll from.
         plan.key_replaced = True
         reasons.append("the device's CSR carries another key than its certificate")
-    if reasons:
-        plan.action, plan.reasons = "reissue", reasons
-        return
-    if not_after_of(cert) < renew_at:
-        plan.action = "renew"
-        plan.reasons = [f"expires on {format_time(not_after_of(cert))}, within renew_before_days"]
+    if _reissue_or_renew(plan, cert, reasons, renew_at):
         return
     expected_chain = cert_pem if cert_pem.endswith(b"\n") else cert_pem + b"\n"
     if read_file(plan.chain_path) != expected_chain + chain_tail:
@@ -355,12 +362,7 @@ def _assess(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at: datetime.d
     plan.before = _identity_view(cert)
     plan.current_cert = cert
     reasons = _identity_problems(cert, key, registration_id=plan.registration_id, request=request, ca=ca)
-    if reasons:
-        plan.action, plan.reasons = "reissue", reasons
-        return
-    if not_after_of(cert) < renew_at:
-        plan.action = "renew"
-        plan.reasons = [f"expires on {format_time(not_after_of(cert))}, within renew_before_days"]
+    if _reissue_or_renew(plan, cert, reasons, renew_at):
         return
     repairs = []
     expected_chain = cert_pem if cert_pem.endswith(b"\n") else cert_pem + b"\n"

@@ -14,10 +14,9 @@ PLAYBOOK = "playbooks/provision_edge.yml"
 BOOTSTRAP_DIR = "/etc/edgefleet-est"
 
 
-def test_est_issuance_with_basic_auth_and_a_bootstrap_identity(fleet_factory, ansible_playbook):
-    fleet = fleet_factory(3)
-    est = fleet.cloud["est"]
-    settings = {
+def est_fleet(est: dict) -> dict:
+    """A group enrollment whose CA is the EST server's, handed in as the fleet CA, and EST issuance for every host."""
+    return {
         "edgefleet_dps_enrollment_type": "group",
         "edgefleet_pki_intermediate": False,
         "edgefleet_pki_ca_create": False,
@@ -27,6 +26,12 @@ def test_est_issuance_with_basic_auth_and_a_bootstrap_identity(fleet_factory, an
         "edgefleet_iotedge_identity_cert_method": "est",
         "edgefleet_iotedge_est_url": est["url"],
     }
+
+
+def test_est_issuance_with_basic_auth_and_a_bootstrap_identity(fleet_factory, ansible_playbook):
+    fleet = fleet_factory(3)
+    est = fleet.cloud["est"]
+    settings = est_fleet(est)
     with (fleet.inventory / "group_vars" / "all.yml").open("a") as group_vars:
         group_vars.write(yaml.safe_dump(settings))
     host_vars = fleet.inventory / "host_vars"
@@ -92,14 +97,7 @@ def test_an_est_certificate_is_renewed_and_registered_again_by_the_runtime_alone
     fleet = fleet_factory(1)
     est = fleet.cloud["est"]
     settings = {
-        "edgefleet_dps_enrollment_type": "group",
-        "edgefleet_pki_intermediate": False,
-        "edgefleet_pki_ca_create": False,
-        "edgefleet_pki_root_common_name": "edgefleet lab EST issuing CA",
-        "edgefleet_pki_ca_root_cert_content": Path(est["ca_cert"]).read_text(),
-        "edgefleet_pki_ca_root_key_content": Path(est["ca_key"]).read_text(),
-        "edgefleet_iotedge_identity_cert_method": "est",
-        "edgefleet_iotedge_est_url": est["url"],
+        **est_fleet(est),
         "edgefleet_iotedge_est_username": est["username"],
         "edgefleet_iotedge_est_password": est["password"],
         "edgefleet_iotedge_est_auto_renew": True,
