@@ -596,7 +596,6 @@ def _iotedge_provision_rules(rules: _Rules, config_settings) -> None:
         rules.controller_path(name)
     for name in ("edgefleet_iotedge_identity_cert_src", "edgefleet_iotedge_identity_key_src"):
         rules.controller_path(name)
-    _device_key_rules(rules)
     timeout = rules.get("edgefleet_iotedge_wait_timeout")
     if isinstance(timeout, int) and timeout < 1:
         rules.fail("edgefleet_iotedge_wait_timeout", f"must be at least 1 second, got {timeout}")
@@ -611,6 +610,8 @@ def _iotedge_provision_rules(rules: _Rules, config_settings) -> None:
             render_edge_config(config_settings)
         except (EdgeConfigError, EdgeConfigLibraryError) as error:
             rules.errors.append(str(error))  # never holds a secret (see _edge_config)
+    # After the rendering, so that a configuration that cannot be rendered at all says so too.
+    _device_key_rules(rules)
 
 
 def _device_key_rules(rules: _Rules) -> None:
