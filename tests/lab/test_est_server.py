@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lab.cloud import CloudLab
-from lab.runtime.double import est
+from lab.runtime.double import aziotd, est
 from lab.runtime.double import x509 as double_x509
 from lab.runtime.double.pkcs11 import Pkcs11Uri, TokenKey
 
@@ -289,3 +289,22 @@ def test_a_bootstrap_key_inside_a_token_signs_the_enrollments_handshake(cloud, t
     )
     assert x509.load_pem_x509_certificates(chain.encode())[0].subject.rfc4514_string() == "CN=edge-08"
     assert cloud.state()["est"]["issued"][-1]["auth"] == "bootstrap"
+
+
+def test_the_doubles_certd_issues_by_est_with_basic_credentials_alone(cloud):
+    """certd's issuance (aziotd._issue_by_est) with [cert_issuance.est] basic credentials and no EST identity."""
+    config = {
+        "cert_issuance": {
+            "est": {
+                "username": cloud.settings.est_username,
+                "password": cloud.est_password,
+                "urls": {"default": cloud.est_url},
+            }
+        }
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(aziotd, "CERTD_HOME", Path(cloud.state_dir) / "certd-home")
+        patch.setenv("SSL_CERT_FILE", str(cloud.ca_bundle))
+        chain = aziotd._issue_by_est(config, "device-id", {"method": "est"}, double_csr(new_key_pem(), "edge-09"))
+    assert x509.load_pem_x509_certificates(chain.encode())[0].subject.rfc4514_string() == "CN=edge-09"
+    assert cloud.state()["est"]["issued"][-1]["auth"] == "basic"

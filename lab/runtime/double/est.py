@@ -90,8 +90,8 @@ def enroll(
     *,
     trusted_pems: list[str],
     basic: tuple[str, str] | None,
-    client: tuple[str, str] | None,
     private_dir: Path,
+    client: tuple[str, str] | None = None,
     send=None,
 ) -> str:
     """The issued certificate, then the EST server's CA certificates, as PEM. ``send(method, url, body, headers)`` ->
