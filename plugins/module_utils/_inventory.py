@@ -41,6 +41,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._edge_config imp
     render_edge_config,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ConfigurationError
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._identity_csr import CsrError, TokenKeyUri
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub import parse_hub_connection_string
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     GENERATION_1_1_LIMIT,
@@ -654,10 +655,10 @@ def _token_key_rules(rules: _Rules) -> None:
     name = "edgefleet_iotedge_identity_key_pkcs11_uri"
     uri = rules.get(name)
     if isinstance(uri, str) and uri.startswith("pkcs11:"):
-        path, _question, query = uri[len("pkcs11:") :].partition("?")
-        keys = {component.partition("=")[0] for component in path.split(";")}
-        has_pin = any(component.partition("=")[0] == "pin-value" for component in query.split("&"))
-        if "slot-id" in keys or "token" not in keys or "object" not in keys or not has_pin:
+        # The host module's own parse (identity_csr): the preflight refuses what it would, naming the variable.
+        try:
+            TokenKeyUri.parse(uri)
+        except CsrError:
             rules.fail(
                 name,
                 "must name the token by its label, the key and the user PIN for a key generated on the device: "
