@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import json
+import os
+import shutil
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -125,6 +128,52 @@ def cloud(lab_session: CloudLab, monkeypatch: pytest.MonkeyPatch) -> CloudLab:
     lab_session.reset()
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(lab_session.ca_bundle))
     return lab_session
+
+
+SOFTHSM = Path("/usr/lib/softhsm/libsofthsm2.so")
+
+
+@dataclass(frozen=True)
+class SoftToken:
+    """A SoftHSM2 token of the test's own (its files in the test's directory), as the role initialises one."""
+
+    label: str
+    pin: str
+
+    def _p11tool(self, *argv: str) -> str:
+        environment = {**os.environ, "GNUTLS_SO_PIN": "5678", "GNUTLS_PIN": self.pin}
+        done = subprocess.run(
+            ["p11tool", "--provider", str(SOFTHSM), *argv], env=environment, check=True, capture_output=True, text=True
+        )
+        return done.stdout
+
+    def generate(self, object_label: str) -> ec.EllipticCurvePublicKey:
+        """A P-256 key made inside the token; only its public half comes out."""
+        token = f"pkcs11:token={self.label}"
+        self._p11tool("--login", "--generate-privkey=ecdsa", "--curve=secp256r1", f"--label={object_label}", token)
+        exported = self._p11tool("--login", "--export-pubkey", f"{token};object={object_label}")
+        public_key = serialization.load_pem_public_key(
+            exported[exported.index("-----BEGIN PUBLIC KEY-----") :].encode()
+        )
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)
+        return public_key
+
+    def uri(self, object_label: str) -> str:
+        return f"pkcs11:token={self.label};object={object_label}?pin-value={self.pin}"
+
+
+@pytest.fixture
+def soft_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftToken:
+    if not SOFTHSM.exists() or shutil.which("p11tool") is None or shutil.which("curl") is None:
+        pytest.skip("needs softhsm2, gnutls-bin, curl and libengine-pkcs11-openssl (make setup installs them)")
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
+    token = SoftToken("lab", "1234")
+    token._p11tool("--initialize", "--label", token.label, "pkcs11:token=")
+    token._p11tool("--initialize-pin", f"pkcs11:token={token.label}")
+    return token
 
 
 class HttpsClient:

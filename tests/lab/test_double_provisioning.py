@@ -6,6 +6,7 @@ five files ``iotedge config apply`` writes; 1.1's backup provisioning is called 
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -14,11 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from lab.runtime.double import aziotd, dps, iotedged, system
+from lab.runtime.double import x509 as double_x509
 from lab.runtime.double.config_apply import SERVICE_USERS, Host, parse, service_files, validate
 
 REGISTER = "RuntimeRegistration_RegisterDevice"
+NOW = dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture
@@ -63,15 +70,30 @@ class IdentityHost:
     daemons: dict = field(default_factory=dict)
     identityd: aziotd.Identityd | None = None
 
+    @property
+    def keyd_home(self) -> Path:
+        return aziotd.KEYD_HOME
+
+    @property
+    def certd_home(self) -> Path:
+        return aziotd.CERTD_HOME
+
     def apply(self, issued, registration_id: str | None = None, scope: str | None = None) -> None:
         """Write the identity files and the five configs as ``iotedge config apply`` does."""
         cert, key = issued.write(self.secrets, "device-id")
         registration = f'registration_id = "{registration_id}"\n' if registration_id else ""
+        self.apply_source(
+            f'[provisioning.attestation]\nmethod = "x509"\n{registration}'
+            f'identity_cert = "file://{cert}"\nidentity_pk = "file://{key}"\n',
+            scope,
+        )
+
+    def apply_source(self, attestation_and_more: str, scope: str | None = None) -> None:
+        """config apply of a config.toml: hostname and DPS, then the given attestation and tables."""
         source = (
             'hostname = "edge-01"\n\n[provisioning]\nsource = "dps"\n'
             f'global_endpoint = "{self.cloud.global_endpoint}"\nid_scope = "{scope or self.cloud.id_scope}"\n\n'
-            f'[provisioning.attestation]\nmethod = "x509"\n{registration}'
-            f'identity_cert = "file://{cert}"\nidentity_pk = "file://{key}"\n'
+            + attestation_and_more
         )
         files = service_files(validate(source, parse(source), "machine"), dict.fromkeys(SERVICE_USERS, os.getuid()))
         for service in ("keyd", "certd", "identityd"):
@@ -97,6 +119,12 @@ def device(dps_lab, tmp_path, monkeypatch) -> IdentityHost:
     host.secrets.mkdir()
     monkeypatch.setattr(aziotd, "ETC", host.etc)
     monkeypatch.setattr(aziotd, "IDENTITYD_HOME", host.home)
+    # What keyd creates and certd issues stays in the test's directory.
+    for name, directory in (("KEYD_HOME", "keyd"), ("CERTD_HOME", "certd")):
+        (tmp_path / directory).mkdir()
+        monkeypatch.setattr(aziotd, name, tmp_path / directory)
+    monkeypatch.setattr(aziotd, "KEYD_KEYS", tmp_path / "keyd" / "keys")
+    monkeypatch.setattr(aziotd, "CERTD_CERTS", tmp_path / "certd" / "certs")
     host.daemons.update({aziotd.CERTD_SOCKET: aziotd.certd, aziotd.KEYD_SOCKET: aziotd.keyd})
 
     def call(path: str, request: dict, timeout: float = 300) -> dict:
@@ -301,6 +329,108 @@ def test_reprovision_when_identityd_cannot_be_reached(monkeypatch, capsys):
 
 def test_identityd_answers_an_unknown_operation():
     assert aziotd.Identityd().handle({"op": "reboot"}) == {"error": "unknown operation 'reboot'"}
+
+
+# ---- 1.2+: an identity certificate that certd issues with a local CA -----------------------------------------
+
+
+@pytest.fixture
+def fleet_group(kit, root):
+    """A DPS group enrollment for the test root, verified out of band: any chain up to it registers."""
+    kit.cloud.dps.put_certificate("lab-root", {"certificate": root.pem, "isVerified": True}, None)
+    service = kit.https(kit.cloud.dps_port)
+    body = kit.group_enrollment("fleet", ca_name="lab-root", capabilities={"iotEdge": True})
+    status, _headers, answer = service.request(
+        "PUT", "/enrollmentGroups/fleet?api-version=2021-10-01", body, kit.dps_auth()
+    )
+    assert status == 200, answer
+
+
+def local_ca_source(registration_id: str, cert: Path, pk: str, options: str = "", keys: str = "") -> str:
+    return (
+        f'[provisioning.attestation]\nmethod = "x509"\nregistration_id = "{registration_id}"\n'
+        f'identity_cert = {{ method = "local_ca", common_name = "{registration_id}"{options} }}\n\n'
+        f'{keys}[cert_issuance.local_ca]\ncert = "file://{cert}"\npk = "{pk}"\n'
+    )
+
+
+def issued_chain(device: IdentityHost, cert_id: str = "device-id") -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates((device.certd_home / "certs" / f"{cert_id}.pem").read_bytes())
+
+
+def test_the_local_ca_issues_the_identity_certificate_and_identityd_registers_with_it(device, fleet_group, pki, root):
+    local_ca = pki.ca("edge-lc local CA", root)
+    cert, key = local_ca.write(device.secrets, "local-ca")
+    device.apply_source(local_ca_source("edge-lc", cert, f"file://{key}"))
+    assert device.start().device["device_id"] == "edge-lc"
+    assert len(registrations(device.cloud)) == 1
+    leaf, *issuers = issued_chain(device)
+    # The local CA's file follows the new certificate, as certd appends the issuer's stack.
+    assert issuers == [local_ca.certificate, root.certificate]
+    assert leaf.subject.rfc4514_string() == "CN=edge-lc"
+    assert leaf.issuer == local_ca.certificate.subject
+    leaf.verify_directly_issued_by(local_ca.certificate)
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc == dt.timedelta(days=30)
+    # The key is the one keyd created for the identity; the local CA's key was only used to sign.
+    identity_key = serialization.load_pem_private_key((device.keyd_home / "keys/device-id.pem").read_bytes(), None)
+    assert leaf.public_key() == identity_key.public_key()
+
+
+def test_the_local_ca_uses_the_options_lifetime_and_never_outlives_itself(device, fleet_group, pki, root):
+    local_ca = pki.ca("edge-lc local CA", root, not_after=NOW + dt.timedelta(days=100))
+    cert, key = local_ca.write(device.secrets, "local-ca")
+    device.apply_source(local_ca_source("edge-lc", cert, f"file://{key}", ", expiry_days = 365"))
+    device.start()
+    leaf = issued_chain(device)[0]
+    # certd ends it with its issuer; openssl 3.0's x509 -req counts whole days, so the double ends it within a day.
+    issuer_end = local_ca.certificate.not_valid_after_utc
+    assert issuer_end - dt.timedelta(days=1) < leaf.not_valid_after_utc <= issuer_end
+
+
+def test_a_local_ca_signs_with_a_key_inside_a_token(device, fleet_group, pki, root, soft_token):
+    public_key = soft_token.generate("local-ca")
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge-lc token CA")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(root.certificate.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(root.key, hashes.SHA256())
+    )
+    cert = device.secrets / "local-ca.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    keys = '[aziot_keys]\npkcs11_lib_path = "/usr/lib/softhsm/libsofthsm2.so"\n\n'
+    device.apply_source(local_ca_source("edge-lc", cert, soft_token.uri("local-ca"), keys=keys))
+    assert device.start().device["device_id"] == "edge-lc"
+    leaf, issuer = issued_chain(device)
+    assert issuer == certificate
+    # Signed by the token's key: the certificate verifies with the public half the token let out.
+    leaf.verify_directly_issued_by(certificate)
+    assert not list(device.keyd_home.glob("**/local-ca*"))
+
+
+def test_local_ca_issuance_without_a_local_ca_is_certds_error(device, pki):
+    certd_config = device.etc / "certd" / "config.d" / "00-super.toml"
+    certd_config.parent.mkdir(parents=True)
+    certd_config.write_text('[cert_issuance.device-id]\nmethod = "local_ca"\n')
+    assert aziotd.certd({"id": "device-id"}) == {"error": "certificate 'device-id' not found", "issuable": True}
+    csr = double_x509.new_csr(new_key_pem(), "edge-lc")
+    assert aziotd.certd({"op": "create_cert", "id": "device-id", "csr": csr}) == {
+        "error": "could not create certificate 'device-id': cert 'device-id' is configured to be issued by local CA, "
+        "but local CA is not configured"
+    }
+
+
+def new_key_pem() -> str:
+    return (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
 
 
 # ---- 1.1: iotedged's backup provisioning --------------------------------------------------------------------

@@ -7,10 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import http.client
-import os
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -241,37 +238,15 @@ def test_the_doubles_certd_enrolls_with_a_bootstrap_identity_as_client_certifica
     assert cloud.state()["est"]["issued"][-1]["auth"] == "bootstrap"
 
 
-SOFTHSM = Path("/usr/lib/softhsm/libsofthsm2.so")
-
-
-@pytest.mark.skipif(
-    not SOFTHSM.exists() or shutil.which("p11tool") is None or shutil.which("curl") is None,
-    reason="needs softhsm2, gnutls-bin, curl and libengine-pkcs11-openssl (make setup installs them)",
-)
-def test_a_bootstrap_key_inside_a_token_signs_the_enrollments_handshake(cloud, tmp_path, monkeypatch):
+def test_a_bootstrap_key_inside_a_token_signs_the_enrollments_handshake(cloud, tmp_path, soft_token):
     """keyd's requests for certd when the EST client key is in a PKCS#11 token: the token signs, nothing is read out."""
-    (tmp_path / "tokens").mkdir()
-    conf = tmp_path / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\n")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
-    environment = {**os.environ, "GNUTLS_SO_PIN": "5678", "GNUTLS_PIN": "1234"}
-    for argv in (
-        ["--initialize", "--label", "est", "pkcs11:token="],
-        ["--initialize-pin", "pkcs11:token=est"],
-        ["--login", "--generate-privkey=ecdsa", "--curve=secp256r1", "--label=bootstrap", "pkcs11:token=est"],
-    ):
-        subprocess.run(["p11tool", "--provider", str(SOFTHSM), *argv], env=environment, check=True, capture_output=True)
-    exported = subprocess.run(
-        ["p11tool", "--provider", str(SOFTHSM), "--login", "--export-pubkey", "pkcs11:token=est;object=bootstrap"],
-        env=environment, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    public_key = serialization.load_pem_public_key(exported[exported.index("-----BEGIN PUBLIC KEY-----") :].encode())
+    public_key = soft_token.generate("bootstrap")
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge-08-bootstrap")])
     certificate = cloud.est.bootstrap_ca.issue(
         subject, public_key, cloud.runtime.clock.now(), dt.timedelta(days=1), client=True
     )
     cert_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-    token_key = TokenKey(str(SOFTHSM), Pkcs11Uri(token="est", object_label="bootstrap", pin="1234"))
+    token_key = TokenKey("/usr/lib/softhsm/libsofthsm2.so", Pkcs11Uri.parse(soft_token.uri("bootstrap")))
     trusted = [cloud.ca_bundle.read_text()]
 
     def send(method, url, body, headers):
@@ -308,3 +283,130 @@ def test_the_doubles_certd_issues_by_est_with_basic_credentials_alone(cloud):
         chain = aziotd._issue_by_est(config, "device-id", {"method": "est"}, double_csr(new_key_pem(), "edge-09"))
     assert x509.load_pem_x509_certificates(chain.encode())[0].subject.rfc4514_string() == "CN=edge-09"
     assert cloud.state()["est"]["issued"][-1]["auth"] == "basic"
+
+
+# ---- certd's renewal of its EST identity ([cert_issuance.est.identity_auto_renew]) --------------------------------
+
+
+@pytest.fixture
+def est_certd(cloud, tmp_path, monkeypatch):
+    """certd and keyd of the double answering in-process, configured for an EST identity got with a bootstrap one."""
+    for name, directory in (("ETC", "etc"), ("KEYD_HOME", "keyd"), ("CERTD_HOME", "certd")):
+        (tmp_path / directory).mkdir()
+        monkeypatch.setattr(aziotd, name, tmp_path / directory)
+    monkeypatch.setattr(aziotd, "KEYD_KEYS", tmp_path / "keyd" / "keys")
+    monkeypatch.setattr(aziotd, "CERTD_CERTS", tmp_path / "certd" / "certs")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cloud.ca_bundle))
+    daemons = {aziotd.KEYD_SOCKET: aziotd.keyd, aziotd.CERTD_SOCKET: aziotd.certd}
+    monkeypatch.setattr(aziotd, "call", lambda path, request, timeout=300: daemons[path](request))
+    cert_pem, key_pem = cloud.est.bootstrap_identity("edge-10")
+    (tmp_path / "bootstrap.pem").write_text(cert_pem)
+    (tmp_path / "bootstrap.key.pem").write_text(key_pem)
+
+    def configure(renewal: str) -> dict:
+        certd_toml = (
+            f'[cert_issuance.est]\nurls = {{ default = "{cloud.est_url}" }}\n'
+            'identity_cert = "est-id"\nidentity_pk = "est-id"\n'
+            'bootstrap_identity_cert = "est-bootstrap-id"\nbootstrap_identity_pk = "est-bootstrap-id"\n\n'
+            f"[cert_issuance.est.identity_auto_renew]\n{renewal}\n"
+            '[cert_issuance.device-id]\nmethod = "est"\n\n'
+            f'[preloaded_certs]\nest-bootstrap-id = "file://{tmp_path}/bootstrap.pem"\n'
+        )
+        keyd_toml = f'[preloaded_keys]\nest-bootstrap-id = "file://{tmp_path}/bootstrap.key.pem"\n'
+        for service, text in (("certd", certd_toml), ("keyd", keyd_toml)):
+            (tmp_path / "etc" / service / "config.d").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "etc" / service / "config.d" / "00-super.toml").write_text(text)
+        return aziotd.load_config("certd")
+
+    return configure
+
+
+def est_identity(tmp_path) -> tuple[x509.Certificate, bytes]:
+    """The EST identity certd holds and the public key of keyd's est-id key."""
+    certificate = x509.load_pem_x509_certificate((tmp_path / "certd/certs/est-id.pem").read_bytes())
+    key = serialization.load_pem_private_key((tmp_path / "keyd/keys/est-id.pem").read_bytes(), None)
+    return certificate, key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def public_der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_certd_renews_its_est_identity_with_itself_and_a_new_key(cloud, est_certd, tmp_path):
+    config = est_certd('rotate_key = true\nthreshold = "3650day"\nretry = "1%"\n')
+    issued = aziotd.certd({"op": "create_cert", "id": "device-id", "csr": double_csr(new_key_pem(), "edge-10")})
+    assert "pem" in issued, issued
+    assert [entry["auth"] for entry in cloud.state()["est"]["issued"]] == ["bootstrap", "certificate"]
+    old, old_key = est_identity(tmp_path)
+    assert aziotd.est_identity_credentials(config) == {("est-id", "est-id"): "est-id"}
+    policy = {**aziotd.EST_IDENTITY_RENEWAL_DEFAULT, **config["cert_issuance"]["est"]["identity_auto_renew"]}
+    assert double_x509.renewal_due(policy, (tmp_path / "certd/certs/est-id.pem").read_text())
+
+    aziotd.renew_est_identity(config, ("est-id", "est-id"), "est-id", policy)
+
+    new, new_key = est_identity(tmp_path)
+    assert new.serial_number != old.serial_number and new.subject == old.subject
+    # rotate_key: a new key, moved over the old id; the temporary one is gone; the certificate is for the new key.
+    assert new_key != old_key and public_der(new) == new_key
+    assert not (tmp_path / "keyd/keys/est-id-temp.pem").exists()
+    # Enrolled with the old EST identity as client certificate, asking for clientAuth again.
+    last = cloud.state()["est"]["issued"][-1]
+    assert last["auth"] == "certificate"
+    assert new.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value == x509.ExtendedKeyUsage(
+        [ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
+
+
+def test_an_expired_est_identity_is_renewed_with_the_bootstrap_identity_and_keeps_its_key(
+    cloud, est_certd, tmp_path, pki, root
+):
+    config = est_certd('rotate_key = false\nthreshold = "80%"\nretry = "4%"\n')
+    aziotd.certd({"op": "create_cert", "id": "device-id", "csr": double_csr(new_key_pem(), "edge-10")})
+    _current, key = est_identity(tmp_path)
+    expired = pki.leaf("edge-10", root, not_after=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    (tmp_path / "certd/certs/est-id.pem").write_bytes(expired.certificate.public_bytes(serialization.Encoding.PEM))
+    policy = {**aziotd.EST_IDENTITY_RENEWAL_DEFAULT, **config["cert_issuance"]["est"]["identity_auto_renew"]}
+
+    aziotd.renew_est_identity(config, ("est-id", "est-id"), "est-id", policy)
+
+    new, same_key = est_identity(tmp_path)
+    assert cloud.state()["est"]["issued"][-1]["auth"] == "bootstrap"
+    assert same_key == key and public_der(new) == key
+    assert new.not_valid_after_utc > dt.datetime.now(dt.UTC)
+
+
+def test_the_renewal_engine_logs_as_certd_and_keeps_the_identity_it_could_not_renew(
+    cloud, est_certd, tmp_path, monkeypatch, capsys
+):
+    est_certd('rotate_key = true\nthreshold = "3650day"\nretry = "1%"\n')
+    aziotd.certd({"op": "create_cert", "id": "device-id", "csr": double_csr(new_key_pem(), "edge-10")})
+    before = (tmp_path / "certd/certs/est-id.pem").read_text()
+
+    def run_rounds(count: int) -> str:
+        rounds = iter(range(count))
+
+        def sleep(_seconds):
+            if next(rounds, None) is None:
+                raise StopIteration
+
+        monkeypatch.setattr(aziotd.time, "sleep", sleep)
+        with pytest.raises(StopIteration):
+            aziotd.renew_est_identities_when_due()
+        return capsys.readouterr().err
+
+    log = run_rounds(1)
+    assert "[INFO] - Attempting to renew certificate est-id." in log
+    assert "[INFO] - Certificate est-id was renewed." in log
+    renewed = (tmp_path / "certd/certs/est-id.pem").read_text()
+    assert renewed != before
+
+    # keyd lost the identity's key: the attempt fails, the certificate stays, the next round tries again.
+    (tmp_path / "keyd/keys/est-id.pem").unlink()
+    log = run_rounds(2)
+    assert log.count("[WARN] - Tried to renew est-id, but could not get the key of 'est-id'") == 2
+    assert "Retrying in 10 seconds." in log
+    assert (tmp_path / "certd/certs/est-id.pem").read_text() == renewed

@@ -3,8 +3,8 @@
 - aziot-keyd (aziotks) hands out the preloaded private keys it can read (a key aziotks cannot read fails here, as
   on a real device), and creates the keys the edge daemon asks for (the Edge CA's) in its home.
 - aziot-certd (aziotcs) hands out the preloaded certificates it can read (a list of ids is their concatenation, as
-  the trust bundle), and issues what its [cert_issuance] says: a self-signed Edge CA, or a certificate signed by an
-  issuer the caller names (module server certificates), keeping them in its home.
+  the trust bundle), and issues what its [cert_issuance] says (self-signed, by the local CA, by EST), or a
+  certificate signed by an issuer the caller names (module server certificates), keeping them in its home.
 - aziot-identityd (aziotid) provisions at startup: it gets the identity certificate and key from certd and keyd,
   then uses its backup of the last provisioning when there is one, or else registers with DPS over mutual TLS
   (trusting only the system store), polling every 5 s until assigned; it keeps the backups and tells the edge daemon
@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import ssl
@@ -45,6 +46,10 @@ CERTD_CERTS = CERTD_HOME / "certs"
 # identityd's backups in its home (identity.rs): the device of the last provisioning, and the settings in force then.
 DEVICE_BACKUP = "device_info"
 SETTINGS_BACKUP = "prev_state"
+# An EST identity's certificate and key change together: its renewal and its use take turns (the engine's lock).
+EST_IDENTITY_LOCK = threading.RLock()
+# How often identityd and certd look whether a certificate they issued is due for renewal.
+RENEWAL_CHECK_SECONDS = 10
 # A registration polls DPS every 5 s until assigned, each request allowed 70 s (dps.py): callers wait long.
 REPROVISION_TIMEOUT_SECONDS = 600
 
@@ -119,7 +124,7 @@ def keyd(request: dict) -> dict:
         if item_id in preloaded:
             return _preloaded(preloaded, item_id, "key pair", set())
         return {"pem": created.read_text()} if created.is_file() else {"error": f"key pair {item_id!r} not found"}
-    if op in ("public_key", "https"):
+    if op in ("public_key", "https", "sign_certificate"):
         return _token_operation(config, preloaded.get(item_id), item_id, request)
     if item_id in preloaded:
         return {"ok": True} if op == "create_key_pair_if_not_exists" else {"error": f"{item_id!r} is preloaded"}
@@ -154,13 +159,19 @@ def _token_key(config: dict, location: str) -> TokenKey:
 
 
 def _token_operation(config: dict, location, item_id: str, request: dict) -> dict:
-    """What keyd does with a key it keeps in a token: its public key, or a mutual-TLS request the token signs for."""
+    """What keyd does with a key it keeps in a token: its public key, a mutual-TLS request the token signs for, or a
+    certificate it signs (certd's issuance by a local CA whose key is in the token)."""
     if not isinstance(location, str) or not location.startswith("pkcs11:"):
         return {"error": f"key pair {item_id!r} is not a PKCS#11 key"}
     try:
         key = _token_key(config, location)
         if request["op"] == "public_key":
             return {"public_key": key.public_key_pem()}
+        if request["op"] == "sign_certificate":
+            pem = key.sign_certificate(
+                request["csr"], request.get("issuer_pem"), request["days"], request.get("subject"), KEYD_HOME / "sign"
+            )
+            return {"pem": pem}
         if "body_base64" in request or "headers" in request:
             # Any request (certd's EST enrollment with a token-held identity): bytes travel base64 in the JSON line.
             body = request.get("body_base64")
@@ -194,9 +205,8 @@ EST_AUTH_KEYS = (
 )
 
 
-def _issue_by_est(config: dict, cert_id: str, options: dict, csr_pem: str) -> str:
-    """certd's EST issuance (est.rs): the URL and credentials of the certificate, else [cert_issuance.est]'s; an EST
-    identity first obtained with the bootstrap identity when there is none (lib.rs)."""
+def _est_options(config: dict, cert_id: str, options: dict) -> tuple[str, dict]:
+    """get_est_opts: the URL and credentials of the certificate's options, else [cert_issuance.est]'s."""
     est = (config.get("cert_issuance") or {}).get("est") or {}
     urls = est.get("urls") or {}
     url = options.get("url") or urls.get(cert_id) or urls.get("default")
@@ -205,18 +215,35 @@ def _issue_by_est(config: dict, cert_id: str, options: dict, csr_pem: str) -> st
     auth = {key: options[key] for key in EST_AUTH_KEYS if key in options} or {
         key: est[key] for key in EST_AUTH_KEYS if key in est
     }
-    trusted = [certd({"id": ca_id}).get("pem", "") for ca_id in est.get("trusted_certs") or []]
-    basic = (auth["username"], auth["password"]) if "username" in auth else None
+    return url, auth
+
+
+def _est_trusted(config: dict) -> list:
+    est = (config.get("cert_issuance") or {}).get("est") or {}
+    return [certd({"id": ca_id}).get("pem", "") for ca_id in est.get("trusted_certs") or []]
+
+
+def _basic(auth: dict):
+    return (auth["username"], auth["password"]) if "username" in auth else None
+
+
+def _issue_by_est(config: dict, cert_id: str, options: dict, csr_pem: str) -> str:
+    """certd's EST issuance (est.rs): the URL and credentials of the certificate, else [cert_issuance.est]'s; an EST
+    identity first obtained with the bootstrap identity when there is none (lib.rs)."""
+    url, auth = _est_options(config, cert_id, options)
+    trusted = _est_trusted(config)
+    basic = _basic(auth)
     client: dict = {}
-    if "identity_cert" in auth:
-        try:
-            client = _est_identity(auth, options, csr_pem, url, trusted, basic)
-        except est_client.EstFailure as error:
-            raise est_client.EstFailure(
-                f"cert {cert_id!r} is configured to be issued by EST, but neither EST identity nor EST bootstrap "
-                f"identity could be obtained: {error}"
-            ) from None
-    return est_client.enroll(url, csr_pem, trusted_pems=trusted, basic=basic, private_dir=CERTD_HOME, **client)
+    with EST_IDENTITY_LOCK:
+        if "identity_cert" in auth:
+            try:
+                client = _est_identity(auth, options, csr_pem, url, trusted, basic)
+            except est_client.EstFailure as error:
+                raise est_client.EstFailure(
+                    f"cert {cert_id!r} is configured to be issued by EST, but neither EST identity nor EST bootstrap "
+                    f"identity could be obtained: {error}"
+                ) from None
+        return est_client.enroll(url, csr_pem, trusted_pems=trusted, basic=basic, private_dir=CERTD_HOME, **client)
 
 
 def _est_client(cert_pem: str, key_id: str, trusted: list) -> dict:
@@ -260,9 +287,99 @@ def _est_identity(auth: dict, options: dict, csr_pem: str, url: str, trusted: li
     subject = options.get("subject") or {"CN": options.get("common_name") or x509.csr_common_name(csr_pem)}
     csr = x509.new_csr(key, subject.get("CN", ""), ("extendedKeyUsage=clientAuth",), subject=subject)
     pem = est_client.enroll(url, csr, trusted_pems=trusted, basic=basic, private_dir=CERTD_HOME, **bootstrap)
-    CERTD_CERTS.mkdir(mode=0o700, exist_ok=True)
-    _stored(CERTD_CERTS, cert_id).write_text(pem)
+    _store_issued(cert_id, pem)
     return {"client": (pem, key)}
+
+
+def _store_issued(cert_id: str, pem: str) -> None:
+    """A certificate certd issued, replaced whole (the renewal thread writes while requests read)."""
+    CERTD_CERTS.mkdir(mode=0o700, exist_ok=True)
+    target = _stored(CERTD_CERTS, cert_id)
+    staged = target.with_name(f".{target.name}.new")
+    staged.write_text(pem)
+    os.replace(staged, target)
+
+
+# [cert_issuance.est.identity_auto_renew] when the config has none (cert_renewal's AutoRenewConfig default).
+EST_IDENTITY_RENEWAL_DEFAULT = {"rotate_key": True, "threshold": "80%", "retry": "4%"}
+
+
+def est_identity_credentials(config: dict) -> dict:
+    """init_est_id_renewal: the EST identities certd has issued, as (identity cert id, key id) -> the id whose EST
+    options (URL, credentials) renew it: [cert_issuance.est]'s own, then each certificate's (the last one wins)."""
+    issuance = config.get("cert_issuance") or {}
+    found: dict = {}
+    est = issuance.get("est") or {}
+    candidates = [(est.get("identity_cert"), est.get("identity_pk"), est.get("identity_cert"))]
+    for cert_id in sorted(issuance):
+        options = issuance[cert_id]
+        if cert_id not in ("est", "local_ca") and isinstance(options, dict) and options.get("method") == "est":
+            candidates.append((options.get("identity_cert"), options.get("identity_pk"), cert_id))
+    for cert, key, owner in candidates:
+        if cert and key and "pem" in _issued_certificate(cert):
+            found[(cert, key)] = owner
+    return found
+
+
+def renew_est_identity(config: dict, credential: tuple, owner: str, policy: dict) -> None:
+    """EstIdRenewal (renewal.rs): a new EST identity for the old one's subject, enrolled with the old one while it is
+    valid (else with the bootstrap identity), its key new under ``<key>-temp`` with rotate_key, then put in place."""
+    with EST_IDENTITY_LOCK:
+        _renew_est_identity_locked(config, credential, owner, policy)
+
+
+def _renew_est_identity_locked(config: dict, credential: tuple, owner: str, policy: dict) -> None:
+    cert_id, key_id = credential
+    url, auth = _est_options(config, owner, ((config.get("cert_issuance") or {}).get(owner) or {}))
+    trusted = _est_trusted(config)
+    old = _issued_certificate(cert_id)["pem"]
+    if x509.validity(old)[1] <= datetime.datetime.now(datetime.UTC):
+        if "bootstrap_identity_cert" not in auth:
+            raise ServiceError("bootstrap credentials not available")
+        bootstrap = certd({"id": auth["bootstrap_identity_cert"]}).get("pem", "")
+        client = _est_client(bootstrap, auth["bootstrap_identity_pk"], trusted)
+    else:
+        client = _est_client(old, key_id, trusted)
+    new_key_id = f"{key_id}-temp" if policy.get("rotate_key", True) else key_id
+    if new_key_id != key_id:
+        call(KEYD_SOCKET, {"op": "delete_key_pair", "id": new_key_id})
+        call(KEYD_SOCKET, {"op": "create_key_pair_if_not_exists", "id": new_key_id})
+    key = _fetch(KEYD_SOCKET, {"id": new_key_id}, "the EST identity key")
+    subject = x509.subject_table(old)
+    csr = x509.new_csr(key, subject.get("CN", ""), ("extendedKeyUsage=clientAuth",), subject=subject)
+    try:
+        pem = est_client.enroll(url, csr, trusted_pems=trusted, basic=_basic(auth), private_dir=CERTD_HOME, **client)
+    except est_client.EstFailure as error:
+        raise ServiceError(f"failed to issue new EST identity cert: {error}") from None
+    _store_issued(cert_id, pem)
+    if new_key_id != key_id and "ok" not in call(
+        KEYD_SOCKET, {"op": "move_key_pair", "from": new_key_id, "id": key_id}
+    ):
+        # The new certificate is useless without its key: the old one goes back.
+        _store_issued(cert_id, old)
+
+
+def renew_est_identities_when_due() -> None:
+    """certd's renewal engine for EST identities ([cert_issuance.est.identity_auto_renew]), checked every 10 s."""
+    while True:
+        time.sleep(RENEWAL_CHECK_SECONDS)
+        try:
+            config = load_config("certd")
+        except ServiceError as error:
+            log("WARN", f"EST identity renewal: {error}")
+            continue
+        est = (config.get("cert_issuance") or {}).get("est") or {}
+        policy = {**EST_IDENTITY_RENEWAL_DEFAULT, **(est.get("identity_auto_renew") or {})}
+        for credential, owner in est_identity_credentials(config).items():
+            cert_id = credential[0]
+            try:
+                if not x509.renewal_due(policy, _issued_certificate(cert_id)["pem"]):
+                    continue
+                log("INFO", f"Attempting to renew certificate {cert_id}.")
+                renew_est_identity(config, credential, owner, policy)
+                log("INFO", f"Certificate {cert_id} was renewed.")
+            except (ServiceError, x509.X509Error, est_client.EstFailure, OSError, KeyError) as error:
+                log("WARN", f"Tried to renew {cert_id}, but {error}. Retrying in {RENEWAL_CHECK_SECONDS} seconds.")
 
 
 def _issued_certificate(item_id: str) -> dict:
@@ -270,9 +387,71 @@ def _issued_certificate(item_id: str) -> dict:
     return {"pem": path.read_text()} if path.is_file() else {"error": f"certificate {item_id!r} not found"}
 
 
+def _create_cert(config: dict, cert_id: str, request: dict) -> str:
+    """create_cert_inner: signed by the issuer the caller names (module server certificates), else as the
+    certificate's [cert_issuance] options say: self-signed, by the local CA, or by EST."""
+    options = (config.get("cert_issuance") or {}).get(cert_id) or {}
+    csr = request["csr"]
+    issuer = request.get("issuer")
+    if issuer is not None:
+        return _signed(csr, issuer["key_id"], issuer["cert_id"], options)
+    method = options.get("method")
+    if method == "self_signed":
+        return _signed(csr, cert_id, None, options)
+    if method == "local_ca":
+        local_ca = (config.get("cert_issuance") or {}).get("local_ca")
+        if not local_ca:
+            raise ServiceError(
+                f"cert {cert_id!r} is configured to be issued by local CA, but local CA is not configured"
+            )
+        return _signed(csr, local_ca["pk"], local_ca["cert"], options)
+    if method == "est":
+        return _issue_by_est(config, cert_id, options, csr)
+    raise ServiceError("issuer is required for locally-issued certs")
+
+
+def _subject_option(options: dict) -> dict | None:
+    """The issuance options' subject (CertSubject): a common name, or a subject table."""
+    if options.get("subject"):
+        return dict(options["subject"])
+    if options.get("common_name"):
+        return {"CN": options["common_name"]}
+    return None
+
+
+def _signed(csr_pem: str, key_id: str, issuer_cert_id: str | None, options: dict) -> str:
+    """The CSR signed with keyd's key ``key_id`` (read from its file, or signed inside its token by keyd) as the
+    first certificate of ``issuer_cert_id`` (None: self-signed), for the options' expiry_days (30 when unset); the
+    issuer's chain follows the new certificate."""
+    issuer_pem = None
+    if issuer_cert_id is not None:
+        found = certd({"id": issuer_cert_id})
+        if "pem" not in found:
+            raise ServiceError(f"cert for issuer id {issuer_cert_id!r} not found: {found.get('error')}")
+        issuer_pem = found["pem"]
+    days = int(options.get("expiry_days") or x509.DEFAULT_EXPIRY_DAYS)
+    subject = _subject_option(options)
+    first_issuer = x509.first_certificate(issuer_pem) if issuer_pem else None
+    key = call(KEYD_SOCKET, {"id": key_id})
+    if key.get("pkcs11"):
+        signed = call(
+            KEYD_SOCKET,
+            {"op": "sign_certificate", "id": key_id, "csr": csr_pem, "issuer_pem": first_issuer, "days": days,
+             "subject": subject},
+        )  # fmt: skip
+        if "pem" not in signed:
+            raise ServiceError(signed.get("error", "keyd did not answer"))
+        leaf = signed["pem"]
+    elif "pem" in key:
+        leaf = x509.issue(csr_pem, signer_key_pem=key["pem"], issuer_cert_pem=first_issuer, days=days, subject=subject)
+    else:
+        raise ServiceError(f"could not get the key of {key_id!r}: {key.get('error', 'no answer')}")
+    return leaf + (issuer_pem or "")
+
+
 def certd(request: dict) -> dict:
-    """Preloaded certificates first; then those certd issued. Ops: create_cert (self-signed by its [cert_issuance]
-    options, or signed by the ``issuer`` the caller names), move_cert, delete_cert."""
+    """Preloaded certificates first; then those certd issued. Ops: create_cert (by the ``issuer`` the caller names,
+    else by the certificate's [cert_issuance] options: self-signed, local CA or EST), move_cert, delete_cert."""
     config = load_config("certd")
     preloaded = config.get("preloaded_certs") or {}
     op, item_id = request.get("op", "get"), request.get("id", "")
@@ -281,50 +460,16 @@ def certd(request: dict) -> dict:
             return _preloaded(preloaded, item_id, "certificate", set())
         found = _issued_certificate(item_id)
         method = ((config.get("cert_issuance") or {}).get(item_id) or {}).get("method")
-        if "pem" not in found and method == "est":
+        if "pem" not in found and method in ("est", "local_ca"):
             # Not issued yet: its owner makes a key and a CSR, then asks for it (create_cert).
             return {**found, "issuable": True}
-        if "pem" not in found and method == "local_ca":
-            message = (
-                f"certificate {item_id!r} is issued by a local CA, which the edgefleet test double does not implement"
-            )
-            log("ERROR", message)
-            return {"error": message}
         return found
     if item_id in preloaded:
         return {"error": f"certificate {item_id!r} is preloaded"}
     target = _stored(CERTD_CERTS, item_id)
     if op == "create_cert":
-        issuer = request.get("issuer")
         try:
-            if issuer is None:
-                options = (config.get("cert_issuance") or {}).get(item_id)
-                if options and options.get("method") == "est":
-                    pem = _issue_by_est(config, item_id, options, request["csr"])
-                elif not options or options.get("method") != "self_signed":
-                    return {"error": f"no issuance options for {item_id!r} (the double issues self_signed only)"}
-                else:
-                    key = _fetch(KEYD_SOCKET, {"id": item_id}, f"the key of {item_id!r}")
-                    pem = x509.issue(
-                        request["csr"],
-                        signer_key_pem=key,
-                        issuer_cert_pem=None,
-                        days=int(options.get("expiry_days") or x509.DEFAULT_EXPIRY_DAYS),
-                        common_name=options.get("common_name"),
-                    )
-            else:
-                issuer_pem = certd({"id": issuer["cert_id"]})
-                if "pem" not in issuer_pem:
-                    return issuer_pem
-                key = _fetch(KEYD_SOCKET, {"id": issuer["key_id"]}, f"the key of {issuer['key_id']!r}")
-                leaf = x509.issue(
-                    request["csr"],
-                    signer_key_pem=key,
-                    issuer_cert_pem=x509.first_certificate(issuer_pem["pem"]),
-                    days=x509.DEFAULT_EXPIRY_DAYS,
-                )
-                # The new certificate, then its issuer's chain.
-                pem = leaf + issuer_pem["pem"]
+            pem = _create_cert(config, item_id, request)
         except est_client.EstFailure as error:
             # certd answers "internal error" and logs the causes, as its to_http_error does.
             for line in ("internal error", "caused by: could not create cert", f"caused by: {error}"):
@@ -332,8 +477,7 @@ def certd(request: dict) -> dict:
             return {"error": "internal error"}
         except (ServiceError, x509.X509Error, KeyError) as error:
             return {"error": f"could not create certificate {item_id!r}: {error}"}
-        CERTD_CERTS.mkdir(mode=0o700, exist_ok=True)
-        target.write_text(pem)
+        _store_issued(item_id, pem)
         return {"pem": pem}
     if op == "move_cert":
         os.replace(_stored(CERTD_CERTS, request["from"]), target)
@@ -464,10 +608,6 @@ def _dps_sender(endpoint: str, cert_pem: str, key_id: str):
         return answer["status"], answer["body"]
 
     return send
-
-
-# How often identityd looks whether its issued identity certificate is due for renewal.
-RENEWAL_CHECK_SECONDS = 10
 
 
 class Identityd:
@@ -627,5 +767,7 @@ def main(argv: list[str] | None = None) -> int:
         log("ERROR", f"unknown service {service}")
         return 1
     log("INFO", f"Starting {service} {IDENTITY_SERVICE_VERSION} (edgefleet test double)")
+    if service == "aziot-certd":
+        threading.Thread(target=renew_est_identities_when_due, daemon=True).start()
     serve_json(listener, handlers[service])
     return 0

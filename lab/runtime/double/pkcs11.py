@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from . import x509
+
 # Every byte but ASCII letters and digits is percent-encoded, upper-case (percent_encoding::NON_ALPHANUMERIC).
 _ALPHANUMERIC = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
@@ -134,6 +136,29 @@ class TokenKey:
         if done.returncode != 0 or found is None:
             raise Pkcs11Error(f"could not read the public key of {self.uri.without_pin()}: {_last_line(done.stderr)}")
         return found.group(0)
+
+    def sign_certificate(
+        self, csr_pem: str, issuer_cert_pem: str | None, days: int, subject: dict | None, work_dir: Path
+    ) -> str:
+        """A certificate for the CSR that the token's key signs (a local CA's key in a token): openssl through
+        libp11's engine, the key never read out."""
+        work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=work_dir) as private:
+            config_file = Path(private) / "openssl.cnf"
+            config_file.touch(mode=0o600)
+            config_file.write_text(_engine_config(self.lib_path, self.uri.pin))
+            signer = x509.TokenSigner(self.object_uri("private"), str(config_file))
+            try:
+                return x509.issue(
+                    csr_pem,
+                    signer_key_pem=None,
+                    issuer_cert_pem=issuer_cert_pem,
+                    days=days,
+                    subject=subject,
+                    token_signer=signer,
+                )
+            except x509.X509Error as error:
+                raise Pkcs11Error(f"{self.uri.without_pin()} could not sign the certificate: {error}") from None
 
     def https(self, cert_pem: str, url: str, method: str, body: dict | None, timeout: int, work_dir: Path) -> tuple:
         """A JSON request (DPS) with mutual TLS whose handshake the token signs: (status, parsed JSON body or None)."""

@@ -12,6 +12,7 @@ import datetime
 import os
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 EDGE_CA_EXTENSIONS = (
@@ -19,6 +20,8 @@ EDGE_CA_EXTENSIONS = (
     "keyUsage=critical,digitalSignature,keyCertSign",
 )
 SERVER_EXTENSIONS = ("extendedKeyUsage=serverAuth",)
+# openssl -subj takes these characters of a value escaped.
+SUBJECT_ESCAPE = str.maketrans({"/": "\\/", "+": "\\+", "=": "\\=", "\\": "\\\\"})
 # certd's validity when the issuance options name none (aziot-certd's default).
 DEFAULT_EXPIRY_DAYS = 30
 
@@ -27,8 +30,8 @@ class X509Error(Exception):
     """openssl refused; the message is its own."""
 
 
-def _openssl(*args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(["openssl", *args], input=stdin, capture_output=True, text=True, check=False)
+def _openssl(*args: str, stdin: str | None = None, environment: dict | None = None) -> str:
+    done = subprocess.run(["openssl", *args], input=stdin, capture_output=True, text=True, check=False, env=environment)
     if done.returncode != 0:
         raise X509Error(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"openssl {args[0]} failed")
     return done.stdout
@@ -55,8 +58,7 @@ def _subject_argument(common_name: str, subject: dict | None) -> str:
         "CN": common_name[:64],
         **{key: value for key, value in (subject or {}).items() if key.upper() != "CN"},
     }
-    escape = str.maketrans({"/": "\\/", "+": "\\+", "=": "\\=", "\\": "\\\\"})
-    return "".join(f"/{key}={str(value).translate(escape)}" for key, value in attributes.items())
+    return "".join(f"/{key}={str(value).translate(SUBJECT_ESCAPE)}" for key, value in attributes.items())
 
 
 def new_csr(
@@ -81,31 +83,58 @@ def new_csr(
 def issue(
     csr_pem: str,
     *,
-    signer_key_pem: str,
+    signer_key_pem: str | None,
     issuer_cert_pem: str | None,
     days: int,
-    common_name: str | None = None,
+    subject: dict | None = None,
+    token_signer: TokenSigner | None = None,
 ) -> str:
     """The CSR signed by the issuer (self-signed when ``issuer_cert_pem`` is None), its extensions copied.
 
-    ``common_name`` overrides the CSR's (certd's issuance option). A certificate never outlives its issuer.
+    The signing key is ``signer_key_pem``, or a key in a PKCS#11 token that ``token_signer`` names (libp11's engine
+    signs; the key never leaves the token). ``subject`` replaces the CSR's (certd's issuance option, in its order).
+    A certificate never outlives its issuer.
     """
-    files = [_scratch(csr_pem), _scratch(signer_key_pem)]
+    files = [_scratch(csr_pem)]
+    environment = None
     try:
         args = ["x509", "-req", "-in", files[0], "-copy_extensions", "copyall", "-sha256", "-set_serial", _serial()]
+        if token_signer is not None:
+            signer, environment = token_signer.key_uri, {**os.environ, "OPENSSL_CONF": token_signer.openssl_conf}
+            args += ["-engine", "pkcs11", "-CAkeyform" if issuer_cert_pem else "-keyform", "engine"]
+        else:
+            signer = _scratch(signer_key_pem or "")
+            files.append(signer)
         if issuer_cert_pem is None:
-            args += ["-signkey", files[1]]
+            args += ["-signkey", signer]
         else:
             files.append(_scratch(issuer_cert_pem))
-            args += ["-CA", files[2], "-CAkey", files[1]]
+            args += ["-CA", files[-1], "-CAkey", signer]
             days = max(1, min(days, days_left(issuer_cert_pem)))
-        if common_name:
-            args += ["-subj", "/CN=" + common_name.replace("/", "\\/")[:64]]
+        if subject:
+            args += ["-subj", _subject_in_order(subject)]
         args += ["-days", str(days)]
-        return _openssl(*args)
+        return _openssl(*args, environment=environment)
     finally:
         for path in files:
             os.unlink(path)
+
+
+@dataclass(frozen=True)
+class TokenSigner:
+    """A key in a token for openssl: its RFC 7512 URI and the OpenSSL configuration that loads libp11's engine."""
+
+    key_uri: str
+    openssl_conf: str
+
+
+def _subject_in_order(subject: dict) -> str:
+    """openssl's -subj for certd's subject option: its attributes in the table's (sorted) order, the CN cut to 64."""
+    parts = []
+    for name in sorted(subject):
+        value = str(subject[name])
+        parts.append(f"/{name}={(value[:64] if name.upper() == 'CN' else value).translate(SUBJECT_ESCAPE)}")
+    return "".join(parts)
 
 
 def _serial() -> str:
@@ -151,6 +180,16 @@ def csr_common_name(csr_pem: str) -> str:
         if part.startswith("CN="):
             return part[3:]
     return ""
+
+
+def subject_table(pem: str) -> dict:
+    """The first certificate's subject as {short name: value}, in its order (a renewal asks for the same subject)."""
+    text = _openssl("x509", "-noout", "-subject", "-nameopt", "sep_multiline,sname,utf8", stdin=first_certificate(pem))
+    table = {}
+    for line in text.splitlines()[1:]:
+        name, _separator, value = line.strip().partition("=")
+        table[name] = value
+    return table
 
 
 def subject_common_name(pem: str) -> str:
