@@ -138,7 +138,13 @@ def test_deployments_target_apply_and_stay_immutable(cloud, registry, configurat
         labels={"owner": "lab"},
     )
     created = configurations.create_configuration(deployment)
-    assert created.etag and created.system_metrics.results == {"targetedCount": 1, "appliedCount": 1}
+    # Nothing reported yet: targeted and applied, neither successful nor failed.
+    assert created.etag and created.system_metrics.results == {
+        "targetedCount": 1,
+        "appliedCount": 1,
+        "reportedSuccessfulCount": 0,
+        "reportedFailedCount": 0,
+    }
     agent = registry.get_module_twin("edge-d", "$edgeAgent")
     assert agent.properties.desired["modules"]["sensor"]["status"] == "running"
     fetched = configurations.get_configuration("base-1")

@@ -13,17 +13,23 @@ from cryptography import x509
 
 from lab.cloud.clock import Clock, IdGenerator
 from lab.cloud.http import strip_etag
+from lab.cloud.iothub import deployments
 from lab.cloud.iothub.errors import IotHubError
 from lab.cloud.iothub.models import (
+    APPLIED,
+    DESIRED,
     EDGE_SYSTEM_MODULES,
+    TARGETED,
     Configuration,
     Device,
     Module,
     Twin,
     merge_patch,
+    remove_path,
+    set_path,
     strip_metadata,
 )
-from lab.cloud.iothub.query import QueryError, compile_condition, compile_select
+from lab.cloud.iothub.query import QueryError, compile_condition, parse_query
 from lab.cloud.x509 import common_name, sha1_thumbprint, sha256_thumbprint
 
 AUTH_TYPES = ("sas", "selfSigned", "certificateAuthority", "none")
@@ -39,14 +45,6 @@ def _if_match(if_match: str | None, current: str, what: str) -> None:
         raise IotHubError.precondition_failed(what)
 
 
-def _normalized(value: Any) -> Any:
-    """Content compared for immutability: drop nulls and empty objects the SDK may add or omit."""
-    if isinstance(value, dict):
-        cleaned = {k: _normalized(v) for k, v in value.items() if v is not None}
-        return {k: v for k, v in cleaned.items() if v != {}}
-    return value
-
-
 class IotHubBackend:
     def __init__(self, clock: Clock, ids: IdGenerator, host_name: str = "127.0.0.1") -> None:
         self.clock = clock
@@ -57,6 +55,7 @@ class IotHubBackend:
     def reset(self) -> None:
         self.devices: dict[str, Device] = {}
         self.configurations: dict[str, Configuration] = {}
+        self._sequence = 0
 
     # ---- helpers -------------------------------------------------------------------------------------------
 
@@ -267,6 +266,9 @@ class IotHubBackend:
             twin.reported_updated = self.clock.now()
             twin.version += 1
             twin.etag = self.ids.hub_etag()
+            if not module_id:
+                # Target conditions may name the device twin's reported properties.
+                self._apply_deployments(self.device(device_id))
         if connection_state is not None:
             if connection_state not in ("Connected", "Disconnected"):
                 raise IotHubError.argument_invalid("'connectionState' must be 'Connected' or 'Disconnected'")
@@ -332,30 +334,19 @@ class IotHubBackend:
         if condition is None:
             return ""
         if not isinstance(condition, str):
-            raise IotHubError.argument_invalid("'targetCondition' must be a string")
+            raise IotHubError.invalid_target_condition("'targetCondition' must be a string")
         try:
             compile_condition(condition)
         except QueryError as exc:
-            raise IotHubError.argument_invalid(f"'targetCondition' is invalid: {exc}") from exc
+            raise IotHubError.invalid_target_condition(f"'targetCondition' is invalid: {exc}") from exc
         return condition
 
-    @staticmethod
-    def _check_content(content: Any) -> dict[str, Any]:
-        if not isinstance(content, dict) or not any(
-            content.get(key) for key in ("modulesContent", "moduleContent", "deviceContent")
-        ):
-            raise IotHubError.argument_invalid("'content' needs modulesContent, moduleContent or deviceContent")
-        modules = content.get("modulesContent")
-        if modules:
-            if not isinstance(modules, dict):
-                raise IotHubError.argument_invalid("'content.modulesContent' must be an object")
-            layered = any("properties.desired." in key for entry in modules.values() for key in (entry or {}))
-            for module_id in EDGE_SYSTEM_MODULES:
-                if not layered and not isinstance((modules.get(module_id) or {}).get("properties.desired"), dict):
-                    raise IotHubError.argument_invalid(
-                        f"'content.modulesContent.{module_id}.properties.desired' is required in an edge deployment"
-                    )
-        return _normalized(content)
+    def _check_quota(self, content: dict[str, Any]) -> None:
+        """100 edge deployments and 100 device configurations per paid hub (counted apart, as the quotas list them)."""
+        edge = bool(content.get("modulesContent"))
+        same_kind = sum(1 for record in self.configurations.values() if record.is_edge_deployment == edge)
+        if same_kind >= deployments.MAX_CONFIGURATIONS:
+            raise IotHubError.configuration_count_limit(deployments.MAX_CONFIGURATIONS)
 
     def put_configuration(self, configuration_id: str, body: Any, if_match: str | None) -> tuple[Configuration, bool]:
         """Create or update; content is immutable after creation, as in the real hub. Returns (record, created)."""
@@ -369,14 +360,16 @@ class IotHubBackend:
         if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
             raise IotHubError.argument_invalid("'priority' must be a non-negative integer")
         labels = body.get("labels") or {}
-        metrics = (body.get("metrics") or {}).get("queries") or {}
+        metrics = deployments.check_metric_queries((body.get("metrics") or {}).get("queries") or {})
         condition = self._check_condition(body.get("targetCondition"))
-        content = self._check_content(body.get("content"))
+        content = deployments.check_content(body.get("content"))
         existing = self.configurations.get(configuration_id)
         now = self.clock.now()
         if existing is None:
             if strip_etag(if_match) not in (None, "*"):
                 raise IotHubError.precondition_failed(f"configuration '{configuration_id}' (it does not exist)")
+            self._check_quota(content)
+            self._sequence += 1
             record = Configuration(
                 configuration_id=configuration_id,
                 etag=self._device_etag(),
@@ -386,8 +379,9 @@ class IotHubBackend:
                 target_condition=condition,
                 priority=priority,
                 labels=dict(labels),
-                metric_queries=dict(metrics),
+                metric_queries=metrics,
                 schema_version=str(body.get("schemaVersion") or "1.0"),
+                sequence=self._sequence,
             )
             self.configurations[configuration_id] = record
             created = True
@@ -395,41 +389,48 @@ class IotHubBackend:
             if if_match is None:
                 raise IotHubError.configuration_exists(configuration_id)
             _if_match(if_match, existing.etag, f"configuration '{configuration_id}'")
-            if content != existing.content:
-                raise IotHubError.argument_invalid(
-                    "Configuration content cannot be updated; only targetCondition, priority, labels and metrics can "
-                    "change. Delete and re-create it, or create a new id with a higher priority."
-                )
+            if not deployments.same_content(content, existing.content):
+                raise IotHubError.immutable_configuration_content(configuration_id)
             record = existing
             record.target_condition, record.priority = condition, priority
-            record.labels, record.metric_queries = dict(labels), dict(metrics)
+            record.labels, record.metric_queries = dict(labels), metrics
             record.etag, record.updated = self._device_etag(), now
             created = False
         self._apply_all_deployments()
         return record, created
 
     def delete_configuration(self, configuration_id: str, if_match: str | None) -> None:
+        """The devices fall back to what else targets them; an edge device nothing else targets keeps its modules
+        (deleting a deployment does not remove modules), a device configuration's settings are removed."""
         record = self.configuration(configuration_id)
         _if_match(if_match, record.etag, f"configuration '{configuration_id}'")
         del self.configurations[configuration_id]
-        for device in self.devices.values():
-            if device.applied_configuration == configuration_id:
-                device.applied_configuration = None
         self._apply_all_deployments()
 
     def list_configurations(self, top: int | None) -> list[Configuration]:
         rows = [self.configurations[key] for key in sorted(self.configurations)]
         return rows[:top] if top else rows
 
-    def configuration_metrics(self, record: Configuration) -> tuple[int, int]:
-        targeted = applied = 0
-        if record.is_edge_deployment:
-            matches = compile_condition(record.target_condition)
-            for device in self.devices.values():
-                if device.iot_edge and matches(device.twin_wire()):
-                    targeted += 1
-                    applied += device.applied_configuration == record.configuration_id
-        return targeted, applied
+    def _metric_documents(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(device twins, module twins) as the query language sees them."""
+        devices = [self.devices[key] for key in sorted(self.devices)]
+        modules = [device.module_twin_wire(device.modules[m]) for device in devices for m in sorted(device.modules)]
+        return [device.twin_wire() for device in devices], modules
+
+    def configuration_wire(self, record: Configuration) -> dict[str, Any]:
+        """The record with its system and custom metrics evaluated now."""
+        device_twins, module_twins = self._metric_documents()
+        system: dict[str, int] = {}
+        for name, text in record.system_metric_queries().items():
+            if name == "targetedCount":
+                system[name] = sum(1 for twin in device_twins if deployments.targets(record, twin))
+            else:
+                system[name] = deployments.count_rows(text, device_twins, module_twins)
+        custom = {
+            name: deployments.count_rows(text, device_twins, module_twins)
+            for name, text in record.metric_queries.items()
+        }
+        return record.to_wire(system, custom)
 
     def test_queries(self, body: Any) -> dict[str, Any]:
         body = body if isinstance(body, dict) else {}
@@ -440,42 +441,90 @@ class IotHubBackend:
             result["targetConditionError"] = str(exc)
         for name, text in (body.get("customMetricQueries") or {}).items():
             try:
-                compile_select(text)
+                parse_query(text)
             except QueryError as exc:
                 result["customMetricQueryErrors"][name] = str(exc)
         return result
 
     def apply_configuration_content(self, device_id: str, body: Any) -> None:
+        """Configuration_ApplyOnEdgeDevice: the modules' desired properties, written as sent (no targeting)."""
         device = self.device(device_id)
-        modules = body.get("modulesContent") if isinstance(body, dict) else None
-        if not isinstance(modules, dict):
-            raise IotHubError.argument_invalid("'modulesContent' is required")
-        self._write_modules_content(device, modules)
+        if not isinstance(body, dict) or not isinstance(body.get("modulesContent"), dict):
+            raise IotHubError.invalid_configuration_content("'modulesContent' is required")
+        if body.get("deviceContent") or body.get("moduleContent"):
+            raise IotHubError.invalid_configuration_content("only 'modulesContent' can be applied on an edge device")
+        for module_id, entry in body["modulesContent"].items():
+            if not isinstance(entry, dict) or set(entry) != {DESIRED} or not isinstance(entry[DESIRED], dict):
+                raise IotHubError.invalid_configuration_content(
+                    f"'modulesContent.{module_id}' must be {{\"properties.desired\": {{...}}}}"
+                )
+        modules = {module_id: entry[DESIRED] for module_id, entry in body["modulesContent"].items()}
+        if len(deployments.deployment_modules(body["modulesContent"])) > deployments.MAX_MODULES_PER_DEPLOYMENT:
+            raise IotHubError.invalid_configuration_content(
+                f"a deployment can have at most {deployments.MAX_MODULES_PER_DEPLOYMENT} modules"
+            )
+        self._write_modules_desired(device, modules)
 
-    def _write_modules_content(self, device: Device, modules: dict[str, Any]) -> None:
-        for module_id, entry in modules.items():
+    def _replace_desired(self, twin: Twin, desired: dict[str, Any]) -> None:
+        """A service-side write: only a real change bumps the desired $version (edgeAgent reacts to every bump)."""
+        if twin.desired == desired:
+            return
+        self._set_desired(twin, copy.deepcopy(desired))
+        twin.version += 1
+        twin.etag = self.ids.hub_etag()
+
+    def _write_modules_desired(self, device: Device, modules: dict[str, dict[str, Any]]) -> None:
+        """Module twins that exist get their desired properties; content for a module not (yet) registered is
+        written when it is (put_module re-evaluates the device)."""
+        for module_id, desired in modules.items():
             module = device.modules.get(module_id)
-            desired = (entry or {}).get("properties.desired")
-            if module is not None and isinstance(desired, dict) and module.twin.desired != desired:
-                self._set_desired(module.twin, copy.deepcopy(desired))
-                module.twin.version += 1
-                module.twin.etag = self.ids.hub_etag()
+            if module is not None:
+                self._replace_desired(module.twin, desired)
 
     def _apply_deployments(self, device: Device) -> None:
-        """Give an edge device the highest-priority matching deployment (ties: newest) as module desired state."""
-        if not device.iot_edge:
-            return
-        twin_document = device.twin_wire()
-        candidates = [
-            c
-            for c in self.configurations.values()
-            if c.is_edge_deployment and compile_condition(c.target_condition)(twin_document)
+        """Re-evaluate every automatic configuration for one device (its tags, reported properties or the set of
+        configurations changed): device configurations on the device twin, edge deployments on its modules."""
+        device_twin = device.twin_wire()
+        self._apply_device_configurations(device, device_twin)
+        if device.iot_edge:
+            self._apply_edge_deployments(device, device_twin)
+
+    def _apply_edge_deployments(self, device: Device, device_twin: dict[str, Any]) -> None:
+        targeting = [
+            c for c in self.configurations.values() if c.is_edge_deployment and deployments.targets(c, device_twin)
         ]
-        if not candidates:
-            return
-        best = max(candidates, key=lambda c: (c.priority, c.created, c.configuration_id))
-        device.applied_configuration = best.configuration_id
-        self._write_modules_content(device, best.content["modulesContent"])
+        base, layers = deployments.choose_edge(targeting)
+        applied = {record.configuration_id for record in ([base] if base else []) + layers}
+        agent = device.modules.get("$edgeAgent")
+        if agent is not None:
+            agent.twin.configurations = {
+                record.configuration_id: {"status": APPLIED if record.configuration_id in applied else TARGETED}
+                for record in sorted(targeting, key=lambda r: r.configuration_id)
+            }
+        device.applied_configuration = base.configuration_id if base else None
+        device.applied_layers = [layer.configuration_id for layer in layers]
+        if base is not None:
+            self._write_modules_desired(device, deployments.merged_modules_desired(base, layers))
+
+    def _apply_device_configurations(self, device: Device, device_twin: dict[str, Any]) -> None:
+        """The highest-priority device configuration's paths on the device twin; the previous one's paths removed
+        first (a configuration that stops applying takes its settings with it)."""
+        targeting = [
+            c for c in self.configurations.values() if c.is_device_configuration and deployments.targets(c, device_twin)
+        ]
+        best = max(targeting, key=Configuration.rank) if targeting else None
+        desired = copy.deepcopy(device.twin.desired)
+        for path in device.device_content_paths:
+            remove_path(desired, path)
+        items = deployments.device_content_items(best) if best else []
+        for path, value in items:
+            set_path(desired, path, value)
+        device.device_content_paths = [path for path, _value in items]
+        device.twin.configurations = {
+            record.configuration_id: {"status": APPLIED if record is best else TARGETED}
+            for record in sorted(targeting, key=lambda r: r.configuration_id)
+        }
+        self._replace_desired(device.twin, desired)
 
     def _apply_all_deployments(self) -> None:
         for device in self.devices.values():
@@ -490,17 +539,12 @@ class IotHubBackend:
         if not isinstance(text, str):
             raise IotHubError.argument_invalid('Query body must be {"query": "SELECT * FROM devices ..."}')
         try:
-            collection, predicate = compile_select(text)
+            parsed = parse_query(text)
         except QueryError as exc:
             raise IotHubError.argument_invalid(f"Query is not supported: {exc}") from exc
-        documents: list[dict[str, Any]] = []
-        for key in sorted(self.devices):
-            device = self.devices[key]
-            if collection == "devices":
-                documents.append(device.twin_wire())
-            else:
-                documents.extend(device.module_twin_wire(device.modules[m]) for m in sorted(device.modules))
-        rows = [doc for doc in documents if predicate(doc)]
+        device_twins, module_twins = self._metric_documents()
+        documents = device_twins if parsed.collection == "devices" else module_twins
+        rows = [parsed.project(doc) for doc in documents if parsed.predicate(doc)]
         size = page_size or DEFAULT_PAGE_SIZE
         offset = 0
         if continuation:
@@ -585,6 +629,7 @@ class IotHubBackend:
                     **device.to_wire(),
                     "twin": device.twin_wire(),
                     "appliedConfiguration": device.applied_configuration,
+                    "appliedLayers": list(device.applied_layers),
                     "modules": [
                         {**device.modules[m].to_wire(), "twin": device.module_twin_wire(device.modules[m])}
                         for m in sorted(device.modules)
@@ -594,8 +639,5 @@ class IotHubBackend:
         return {
             "hostName": self.host_name,
             "devices": devices,
-            "configurations": [
-                self.configurations[k].to_wire(*self.configuration_metrics(self.configurations[k]))
-                for k in sorted(self.configurations)
-            ],
+            "configurations": [self.configuration_wire(self.configurations[k]) for k in sorted(self.configurations)],
         }

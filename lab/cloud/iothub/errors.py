@@ -38,7 +38,7 @@ class IotHubError(ServiceError):
 
     @classmethod
     def configuration_not_found(cls, configuration_id: str) -> IotHubError:
-        return cls(404, "ConfigurationNotFound", 404104, f"Configuration {configuration_id} not found")
+        return cls(404, "ConfigurationNotFound", 404301, f"Configuration {configuration_id} not found")
 
     @classmethod
     def route_not_found(cls, path: str) -> IotHubError:
@@ -58,7 +58,40 @@ class IotHubError(ServiceError):
 
     @classmethod
     def configuration_exists(cls, configuration_id: str) -> IotHubError:
-        return cls(409, "ConfigurationAlreadyExists", 409003, f"Configuration {configuration_id} already exists")
+        return cls(409, "ConfigurationAlreadyExists", 409401, f"Configuration {configuration_id} already exists")
+
+    # Configuration codes: Microsoft's "Troubleshoot Azure IoT Hub error codes" (4004xx, 4043xx, 4094xx, 413101).
+    @classmethod
+    def invalid_target_condition(cls, message: str) -> IotHubError:
+        return cls(400, "InvalidConfigurationTargetCondition", 400401, message)
+
+    @classmethod
+    def invalid_configuration_content(cls, message: str) -> IotHubError:
+        return cls(400, "InvalidConfigurationContent", 400402, message)
+
+    @classmethod
+    def immutable_configuration_content(cls, configuration_id: str) -> IotHubError:
+        return cls(
+            400,
+            "CannotModifyImmutableConfigurationContent",
+            400403,
+            f"Configuration {configuration_id}: content cannot be updated; only targetCondition, priority, labels and "
+            "metrics can change. Delete and re-create it, or create a new id with a higher priority.",
+        )
+
+    @classmethod
+    def invalid_custom_metric(cls, message: str) -> IotHubError:
+        return cls(400, "InvalidConfigurationCustomMetricsQuery", 400404, message)
+
+    @classmethod
+    def configuration_count_limit(cls, limit: int) -> IotHubError:
+        # The .NET SDK maps it to MessageTooLargeException (413); text as users quote it (azure-docs issue 94528).
+        return cls(
+            413,
+            "ConfigurationCountLimitExceeded",
+            413101,
+            f"Number of deployments exceed the maximum quota {limit} for this IotHub.",
+        )
 
     @classmethod
     def precondition_failed(cls, what: str) -> IotHubError:

@@ -11,6 +11,8 @@ from lab.cloud.clock import iso_utc
 
 NEVER = "0001-01-01T00:00:00Z"
 EDGE_SYSTEM_MODULES = ("$edgeAgent", "$edgeHub")
+DESIRED = "properties.desired"
+APPLIED, TARGETED = "Applied", "Targeted"
 
 
 def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -39,6 +41,9 @@ class Twin:
     reported_version: int = 1
     desired_updated: dt.datetime | None = None
     reported_updated: dt.datetime | None = None
+    # The hub's "configurations" section: {configuration id: {"status": "Applied"|"Targeted"}}
+    # (iotedge doc/reported_states_during_deployment.md); absent while no automatic configuration targets the twin.
+    configurations: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def properties_wire(self) -> dict[str, Any]:
         desired_time = iso_utc(self.desired_updated) if self.desired_updated else NEVER
@@ -102,7 +107,11 @@ class Device:
     status_updated: dt.datetime | None = None
     connection_state_updated: dt.datetime | None = None
     modules: dict[str, Module] = field(default_factory=dict)
+    # The standard edge deployment and the layered ones merged on it (ascending priority), as last evaluated.
     applied_configuration: str | None = None
+    applied_layers: list[str] = field(default_factory=list)
+    # The desired-property paths the applied device configuration wrote (removed when it stops applying).
+    device_content_paths: list[list[str]] = field(default_factory=list)
 
     def to_wire(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -144,6 +153,8 @@ class Device:
             "modelId": "",
             "version": twin.version,
         }
+        if twin.configurations:
+            body["configurations"] = copy.deepcopy(twin.configurations)
         return body
 
     def twin_wire(self) -> dict[str, Any]:
@@ -170,8 +181,40 @@ class Device:
         return body
 
 
+def desired_path(key: str) -> list[str] | None:
+    """``properties.desired.a.b`` -> ``['a', 'b']``; ``properties.desired`` -> ``[]``; anything else -> None."""
+    if key == DESIRED:
+        return []
+    if key.startswith(DESIRED + ".") and all(key[len(DESIRED) + 1 :].split(".")):
+        return key[len(DESIRED) + 1 :].split(".")
+    return None
+
+
+def set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``value`` (a copy) at ``path`` inside ``target``, creating or replacing the objects on the way."""
+    for part in path[:-1]:
+        if not isinstance(target.get(part), dict):
+            target[part] = {}
+        target = target[part]
+    target[path[-1]] = copy.deepcopy(value)
+
+
+def remove_path(target: dict[str, Any], path: list[str]) -> None:
+    """Remove the value at ``path`` and the objects it leaves empty on the way up."""
+    if not path or not isinstance(target.get(path[0]), dict if len(path) > 1 else object):
+        return
+    if len(path) > 1:
+        remove_path(target[path[0]], path[1:])
+        if target[path[0]]:
+            return
+    target.pop(path[0], None)
+
+
 @dataclass
 class Configuration:
+    """An automatic configuration: an edge deployment (``modulesContent``, standard or layered) or an automatic
+    device configuration (``deviceContent``). ``content`` is kept exactly as sent, empty objects included."""
+
     configuration_id: str
     etag: str
     content: dict[str, Any]
@@ -182,12 +225,50 @@ class Configuration:
     labels: dict[str, str] = field(default_factory=dict)
     metric_queries: dict[str, str] = field(default_factory=dict)
     schema_version: str = "1.0"
+    # Creation order: breaks priority ties between configurations created within one clock tick.
+    sequence: int = 0
 
     @property
     def is_edge_deployment(self) -> bool:
         return bool(self.content.get("modulesContent"))
 
-    def to_wire(self, targeted: int, applied: int) -> dict[str, Any]:
+    @property
+    def is_device_configuration(self) -> bool:
+        return bool(self.content.get("deviceContent"))
+
+    @property
+    def is_layered(self) -> bool:
+        """A deployment is layered when a module's content names a path below ``properties.desired`` (az iot edge
+        deployment create's rule; the REST body has no flag)."""
+        modules = self.content.get("modulesContent") or {}
+        return any(key.startswith(DESIRED + ".") for entry in modules.values() for key in (entry or {}))
+
+    def rank(self) -> tuple[int, dt.datetime, int]:
+        """Highest priority wins; ties go to the most recently created."""
+        return self.priority, self.created, self.sequence
+
+    def system_metric_queries(self) -> dict[str, str]:
+        """The query texts the hub shows in ``systemMetrics.queries`` (az iot extension's captured hub answers)."""
+        condition = self.target_condition.strip()
+        config = f"configurations.[[{self.configuration_id}]].status = 'Applied'"
+        if not self.is_edge_deployment:
+            targeted = "" if not condition else "select deviceId from devices"
+            if condition and condition != "*":
+                targeted += f" where {condition}"
+            return {"targetedCount": targeted, "appliedCount": f"select deviceId from devices where {config}"}
+        targeted = "" if not condition else "select deviceId from devices where capabilities.iotEdge = true"
+        if condition and condition != "*":
+            targeted += f" and {condition}"
+        applied = f"select deviceId from devices.modules where moduleId = '$edgeAgent' and {config}"
+        reported = f"{applied} and properties.desired.$version = properties.reported.lastDesiredVersion"
+        return {
+            "targetedCount": targeted,
+            "appliedCount": applied,
+            "reportedSuccessfulCount": f"{reported} and properties.reported.lastDesiredStatus.code = 200",
+            "reportedFailedCount": f"{reported} and properties.reported.lastDesiredStatus.code != 200",
+        }
+
+    def to_wire(self, system_results: dict[str, int], custom_results: dict[str, int]) -> dict[str, Any]:
         return {
             "id": self.configuration_id,
             "schemaVersion": self.schema_version,
@@ -198,15 +279,7 @@ class Configuration:
             "createdTimeUtc": iso_utc(self.created),
             "lastUpdatedTimeUtc": iso_utc(self.updated),
             "priority": self.priority,
-            "systemMetrics": {
-                "results": {"targetedCount": targeted, "appliedCount": applied},
-                "queries": {
-                    "targetedCount": "select deviceId from devices where capabilities.iotEdge = true and "
-                    + (self.target_condition or "true"),
-                    "appliedCount": f"select deviceId from devices.modules where moduleId = '$edgeAgent' "
-                    f"and configurations.[[{self.configuration_id}]].status = 'Applied'",
-                },
-            },
-            "metrics": {"results": dict.fromkeys(self.metric_queries, 0), "queries": dict(self.metric_queries)},
+            "systemMetrics": {"results": dict(system_results), "queries": self.system_metric_queries()},
+            "metrics": {"results": dict(custom_results), "queries": dict(self.metric_queries)},
             "etag": self.etag,
         }

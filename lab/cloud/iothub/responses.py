@@ -158,20 +158,19 @@ class IotHubResponses(BaseService):
         return self._update_twin(request, device_id, module_id, replace=True)
 
     def _configuration_wire(self, configuration_id: str) -> dict[str, Any]:
-        record = self.backend.configuration(configuration_id)
-        return record.to_wire(*self.backend.configuration_metrics(record))
+        return self.backend.configuration_wire(self.backend.configuration(configuration_id))
 
     def list_configurations(self, request: Request, _principal: Any) -> Response:
         top = _int_param(request.query.get("top"), "top")
         rows = self.backend.list_configurations(top)
-        return Response.json(200, [r.to_wire(*self.backend.configuration_metrics(r)) for r in rows])
+        return Response.json(200, [self.backend.configuration_wire(r) for r in rows])
 
     def get_configuration(self, request: Request, _principal: Any, configuration_id: str) -> Response:
         return Response.json(200, self._configuration_wire(configuration_id))
 
     def put_configuration(self, request: Request, _principal: Any, configuration_id: str) -> Response:
         record, _created = self.backend.put_configuration(configuration_id, _json(request), request.header("If-Match"))
-        return Response.json(200, self._configuration_wire(record.configuration_id))
+        return Response.json(200, self.backend.configuration_wire(record))
 
     def delete_configuration(self, request: Request, _principal: Any, configuration_id: str) -> Response:
         self.backend.delete_configuration(configuration_id, request.header("If-Match"))

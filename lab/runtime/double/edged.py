@@ -82,57 +82,186 @@ def _hub_call(device: dict, method: str, module: str | None, body: dict | None =
     return answer
 
 
-def report_to_hub(device: dict, modules: list[dict]) -> None:
-    """edgeAgent's reported properties: the runtime status of the system modules and the deployment's modules."""
+# The lab's image-pull convention: an image whose registry host is in the ``.invalid`` top-level domain (RFC 6761:
+# it never resolves, so a real engine could not pull it either), e.g. ``unpullable.invalid/sensor:2.0``, fails to
+# pull; every other image "pulls" at once (lab/README.md).
+UNPULLABLE_TLD = ".invalid"
+# edgeAgent's lastDesiredStatus codes (iotedge doc/reported_states_during_deployment.md, DeploymentStatusCode.cs).
+STATUS_OK, STATUS_SCHEMA, STATUS_EMPTY, STATUS_FAILED = 200, 412, 417, 500
+# The deployment schema edgeAgent 1.5 accepts: major 1, at most 1.1 (EdgeAgentConnection.ExpectedSchemaVersion).
+EXPECTED_SCHEMA = (1, 1)
+SYSTEM_MODULES = ("edgeAgent", "edgeHub")
 
-    def section(module: dict) -> dict:
-        return {
-            "runtimeStatus": module["status"]["runtimeStatus"]["status"],
-            "settings": {"image": module["config"]["settings"]["image"]},
-            "lastStartTimeUtc": module["status"]["startTime"],
-        }
 
-    system = {m["name"]: section(m) for m in modules if m["name"] in ("edgeAgent", "edgeHub")}
-    custom = {m["name"]: section(m) for m in modules if m["name"] not in ("edgeAgent", "edgeHub")}
-    reported = {"runtime": {"type": "docker"}, "systemModules": system, "modules": custom}
-    _hub_call(device, "PATCH", "$edgeAgent", {"reported": reported, "connectionState": "Connected"})
+def registry_host(image: str) -> str | None:
+    """Docker's rule: the first path component names a registry when it has a dot or a port, or is localhost."""
+    first, slash, _rest = image.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first.split(":")[0]
+    return None
+
+
+def image_pullable(image: str) -> bool:
+    host = registry_host(image)
+    return not (host and host.lower().endswith(UNPULLABLE_TLD))
+
+
+def desired_module_specs(desired: dict) -> dict[str, dict]:
+    """name -> {image, status} for edgeHub and the deployment's modules, stopped ones included."""
+    specs = {}
+    edge_hub = ((desired.get("systemModules") or {}).get("edgeHub")) or {}
+    if (edge_hub.get("settings") or {}).get("image"):
+        specs["edgeHub"] = {"image": edge_hub["settings"]["image"], "status": edge_hub.get("status") or "running"}
+    for name, module in (desired.get("modules") or {}).items():
+        image = ((module or {}).get("settings") or {}).get("image")
+        if image:
+            specs[name] = {"image": image, "status": module.get("status") or "running"}
+    return specs
 
 
 def desired_modules(desired: dict) -> dict[str, str]:
     """name -> image for edgeHub and the deployment's modules that should run (``status`` other than stopped)."""
-    wanted = {}
-    edge_hub = ((desired.get("systemModules") or {}).get("edgeHub") or {}).get("settings") or {}
-    if edge_hub.get("image"):
-        wanted["edgeHub"] = edge_hub["image"]
-    for name, module in (desired.get("modules") or {}).items():
-        image = ((module or {}).get("settings") or {}).get("image")
-        if image and (module.get("status") or "running") == "running":
-            wanted[name] = image
-    return wanted
+    return {name: spec["image"] for name, spec in desired_module_specs(desired).items() if spec["status"] == "running"}
+
+
+def deployment_problem(desired: dict) -> dict | None:
+    """lastDesiredStatus for a deployment edgeAgent refuses before planning (EdgeAgentConnection.cs), else None."""
+    if not {key: value for key, value in desired.items() if not key.startswith("$")}:
+        message = "This device has an empty configuration for the edge agent. Please set a deployment manifest."
+        return {"code": STATUS_EMPTY, "description": message}
+    schema = str(desired.get("schemaVersion") or "")
+    parts = schema.split(".")
+    if not 2 <= len(parts) <= 4 or not all(part.isdigit() for part in parts):
+        return {"code": STATUS_SCHEMA, "description": f"Invalid desired properties schema version {schema}"}
+    version = tuple(int(part) for part in parts[:2])
+    if version[0] != EXPECTED_SCHEMA[0] or version > EXPECTED_SCHEMA:
+        return {
+            "code": STATUS_SCHEMA,
+            "description": f"The desired properties schema version {schema} is not compatible with the expected "
+            "version 1.1.0",
+        }
+    return None
+
+
+def pull_failure(operation: str, image: str) -> str:
+    """What edgeAgent's exception says when edged could not pull (ModuleManagementHttpClient + edgelet-docker)."""
+    return f'Error calling {operation}: registry operation error: pull image "{image}"'
+
+
+def reconcile(desired: dict, current: list[dict], agent: dict, started: str) -> tuple[list[dict], dict]:
+    """edgeAgent's plan for one desired state: (the module records afterwards, lastDesiredStatus).
+
+    Modules the deployment no longer names are removed; a new module whose image cannot be pulled is never created,
+    a changed one keeps running its previous image; the deployment then reports 500 with the failures, as the
+    planner's AggregateException reads; otherwise 200."""
+    problem = deployment_problem(desired)
+    if problem is not None:
+        return current, problem
+    existing = {module["name"]: module for module in current}
+    modules, failures = [agent], []
+    for name, spec in sorted(desired_module_specs(desired).items()):
+        before = existing.get(name)
+        if before and before["config"]["settings"]["image"] == spec["image"]:
+            modules.append(with_status(before, spec["status"], started))
+            continue
+        log("INFO", f"Pulling image via tag {spec['image']}...")
+        if not image_pullable(spec["image"]):
+            log("WARN", f"Could not pull image {spec['image']}: the registry host does not resolve")
+            failures.append(
+                pull_failure(f"prepare update for module {name}" if before else f"Create module {name}", spec["image"])
+            )
+            if before:
+                modules.append(before)
+            continue
+        log("INFO", f"Creating and starting module {name}...")
+        modules.append(with_status(module_record(name, spec["image"], started), spec["status"], started))
+    if failures:
+        description = "One or more errors occurred. " + " ".join(f"({failure})" for failure in failures)
+        return modules, {"code": STATUS_FAILED, "description": description}
+    return modules, {"code": STATUS_OK, "description": ""}
+
+
+def with_status(module: dict, status: str, started: str) -> dict:
+    """The record with the desired status applied: a stopped module is listed as stopped, a started one runs."""
+    runtime = module["status"]["runtimeStatus"]["status"]
+    if status == runtime:
+        return module
+    record = json.loads(json.dumps(module))
+    record["status"]["runtimeStatus"] = {"status": status, "description": status}
+    if status == "running":
+        record["status"]["startTime"] = started
+    return record
+
+
+def reported_properties(modules: list[dict], version: int | None, status: dict | None, removed=()) -> dict:
+    """edgeAgent's reported properties: lastDesiredVersion/Status, the runtime, and each module as it runs.
+    ``removed`` names modules reported before and gone now (null removes them, as edgeAgent's patch does)."""
+
+    def section(module: dict) -> dict:
+        return {
+            "runtimeStatus": module["status"]["runtimeStatus"]["status"],
+            "status": module["status"]["runtimeStatus"]["status"],
+            "settings": {"image": module["config"]["settings"]["image"]},
+            "lastStartTimeUtc": module["status"]["startTime"],
+            "type": "docker",
+        }
+
+    system = {m["name"]: section(m) for m in modules if m["name"] in SYSTEM_MODULES}
+    custom: dict = {m["name"]: section(m) for m in modules if m["name"] not in SYSTEM_MODULES}
+    custom.update(dict.fromkeys((name for name in removed if name not in SYSTEM_MODULES), None))
+    if "edgeHub" in removed:
+        system["edgeHub"] = None
+    reported: dict = {"schemaVersion": "1.0", "runtime": {"type": "docker"}, "systemModules": system, "modules": custom}
+    if version is not None:
+        reported["lastDesiredVersion"] = version
+    if status is not None:
+        reported["lastDesiredStatus"] = status
+    return reported
+
+
+def report_to_hub(
+    device: dict, modules: list[dict], version: int | None = None, status: dict | None = None, removed=()
+) -> None:
+    """Send edgeAgent's reported properties (through the lab hub's device-traffic stand-in) and its connection."""
+    reported = reported_properties(modules, version, status, removed)
+    _hub_call(device, "PATCH", "$edgeAgent", {"reported": reported, "connectionState": "Connected"})
+
+
+class DeploymentFollower:
+    """edgeAgent's loop in the double: reconcile when the desired $version changes (or the last one failed, as
+    edgeAgent retries), then report what runs."""
+
+    def __init__(self, device: dict, agent: dict) -> None:
+        self.device = device
+        self.agent = agent
+        self.version: int | None = None
+        self.status: dict | None = None
+        self.reported_names: set[str] = set()
+
+    def step(self, desired: dict) -> bool:
+        """One reconcile against ``desired``; True when something was reported."""
+        version = desired.get("$version")
+        if version == self.version and (self.status or {}).get("code") == STATUS_OK:
+            return False
+        modules, status = reconcile(desired, ManagementApi.modules or [self.agent], self.agent, now())
+        names = {module["name"] for module in modules}
+        changed = (version, status) != (self.version, self.status) or modules != ManagementApi.modules
+        if "edgeHub" in names - self.reported_names:
+            edge_hub_server_certificate(self.device)
+        ManagementApi.modules = modules
+        if changed:
+            report_to_hub(self.device, modules, version, status, sorted(self.reported_names - names))
+        self.version, self.status, self.reported_names = version, status, names
+        return changed
 
 
 def follow_deployments(device: dict, agent: dict) -> None:
     """Apply ``$edgeAgent``'s desired properties to the module records and report, whenever they change."""
-    applied = None
+    follower = DeploymentFollower(device, agent)
     while True:
         try:
             desired = _hub_call(device, "GET", "$edgeAgent").get("properties", {}).get("desired", {})
-            wanted = desired_modules(desired)
-            if wanted != applied:
-                current = {module["name"]: module for module in ManagementApi.modules}
-                modules = [agent]
-                for name, image in sorted(wanted.items()):
-                    existing = current.get(name)
-                    if existing and existing["config"]["settings"]["image"] == image:
-                        modules.append(existing)
-                        continue
-                    log("INFO", f"Creating and starting module {name}...")
-                    modules.append(module_record(name, image, now()))
-                    if name == "edgeHub":
-                        edge_hub_server_certificate(device)
-                ManagementApi.modules = modules
-                report_to_hub(device, modules)
-                applied = wanted
+            follower.step(desired)
         except (OSError, ValueError, ssl.SSLError) as error:
             log("WARN", f"Could not read or report the deployment on {device['hub']}: {error}")
         time.sleep(DEPLOYMENT_POLL_SECONDS)
