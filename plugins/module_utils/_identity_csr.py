@@ -19,6 +19,7 @@ user's (iot-identity-service docs/pkcs11).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import grp
 import hashlib
 import os
@@ -62,6 +63,10 @@ P11TOOL_KEY_TYPES = {
 }
 # What `p11tool --list-privkeys` exits with when nothing matches.
 P11TOOL_NO_MATCH = 2
+# A renewal with a new key: the next key waits beside the current one until the rotation makes it current, and the
+# replaced key stays as the previous one until the controller has promoted the new identity (for a rollback).
+NEXT_SUFFIX = ".next"
+PREVIOUS_SUFFIX = ".previous"
 
 
 class CsrError(Exception):
@@ -86,6 +91,8 @@ class CsrRequest:
     pkcs11_init_token: bool = False
     pkcs11_so_pin: str = ""
     pkcs11_user_groups: list = field(default_factory=list)
+    # A second key beside the current one, for the next renewal to be issued for (edgefleet_identity_rotate_key).
+    next_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,11 @@ def validate(request: CsrRequest) -> None:
     if request.key_store not in KEY_STORES:
         raise CsrError(f"key_store: {request.key_store!r} is not one of {', '.join(KEY_STORES)}")
     if request.key_store == "pkcs11":
+        if request.next_key:
+            raise CsrError(
+                "next_key: a key inside a PKCS#11 token is renewed by signing it again; a next key is made in a file "
+                "only (key_store: file)"
+            )
         TokenKeyUri.parse(request.pkcs11_key_uri)
         if not os.path.isabs(request.pkcs11_lib_path or ""):
             raise CsrError("pkcs11_lib_path: give the absolute path of the token's PKCS#11 library")
@@ -143,16 +155,36 @@ def validate(request: CsrRequest) -> None:
 
 
 def ensure_identity_csr(request: CsrRequest, run) -> dict:
-    """Make the key if the host has none, then return a CSR for it. ``run(argv, environ_update=None)`` ->
-    (rc, stdout, stderr)."""
+    """Make the key if the host has none, then return a CSR for it; with ``next_key``, the same for the next key.
+    ``run(argv, environ_update=None)`` -> (rc, stdout, stderr)."""
     validate(request)
     if request.key_store == "pkcs11":
-        return ensure_token_csr(request, run)
+        return {**ensure_token_csr(request, run), **_no_next_key()}
     if shutil.which("openssl") is None:
         raise CsrError(
             "the host has no openssl command, which makes the identity key and its CSR on the device. Install it "
             "(apt-get install openssl) or let the controller make the key (edgefleet_identity_key_origin: controller)"
         )
+    result = _ensure_file_key(request, run)
+    if not request.next_key:
+        return {**result, **_no_next_key()}
+    upcoming = _ensure_file_key(dataclasses.replace(request, key_path=request.key_path + NEXT_SUFFIX), run)
+    return {
+        **result,
+        "changed": result["changed"] or upcoming["changed"],
+        "actions": result["actions"] + upcoming["actions"],
+        "next_key_path": upcoming["key_path"],
+        "next_csr": upcoming["csr"],
+        "next_public_key_sha256": upcoming["public_key_sha256"],
+    }
+
+
+def _no_next_key() -> dict:
+    return {"next_key_path": None, "next_csr": None, "next_public_key_sha256": None}
+
+
+def _ensure_file_key(request: CsrRequest, run) -> dict:
+    """The key in ``request.key_path`` (made when missing, its mode corrected) and a CSR for it."""
     actions: list = []
     uid, gid = _owner_ids(request.owner)
     _ensure_directory(os.path.dirname(request.key_path), uid, gid, actions, request.check_mode)
@@ -185,6 +217,57 @@ def ensure_identity_csr(request: CsrRequest, run) -> dict:
     result["key_type"], result["public_key_sha256"] = _public_key(request.key_path, run)
     result["csr"] = _csr(request, run)
     return result
+
+
+def move_key(request: CsrRequest, activate: str | None, run) -> dict:
+    """A rotation's step on the host: make the key with public key ``activate`` the current one, or (without it)
+    remove the previous key."""
+    if request.key_store != "file":
+        raise CsrError("activate and remove_previous: only a key in a file (key_store: file) has a next key")
+    validate(dataclasses.replace(request, next_key=False))
+    if activate:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", activate):
+            raise CsrError(f"activate: give the SHA-256 of a public key as 64 hex digits, got {activate!r}")
+        return activate_key(request.key_path, activate, run, check_mode=request.check_mode)
+    return remove_previous_key(request.key_path, check_mode=request.check_mode)
+
+
+def activate_key(key_path: str, public_key_sha256: str, run, *, check_mode: bool) -> dict:
+    """Make the key with this public key the current one (``key_path``): the next key, the current one then kept as
+    the previous one (a rotation); or the previous key, the current one going back to next (a rollback). Each step
+    replaces a name at once, so the runtime always finds a key at ``key_path``."""
+    slots = {"current": key_path, "next": key_path + NEXT_SUFFIX, "previous": key_path + PREVIOUS_SUFFIX}
+    held = {name: _public_key(path, run)[1] for name, path in slots.items() if os.path.isfile(path)}
+    wanted = public_key_sha256.lower()
+    result = {"changed": False, "actions": [], "key_path": key_path, "public_key_sha256": wanted}
+    if held.get("current") == wanted:
+        return result
+    source = next((name for name in ("next", "previous") if held.get(name) == wanted), None)
+    if source is None or "current" not in held:
+        found = ", ".join(f"{name} {held[name][:16]}" for name in held) or "none"
+        raise CsrError(
+            f"activate: no key on the host has the public key {wanted[:16]}... (SHA-256; keys found: {found}). The "
+            "key of the new certificate is gone: remove the identity's next/ directory on the controller to have a new "
+            "key made and certified"
+        )
+    keep_as = "previous" if source == "next" else "next"
+    result["changed"] = True
+    result["actions"] = [f"keep {key_path} as {slots[keep_as]}", f"make {slots[source]} the current key {key_path}"]
+    if not check_mode:
+        if os.path.lexists(slots[keep_as]):
+            os.unlink(slots[keep_as])
+        os.link(key_path, slots[keep_as])
+        os.replace(slots[source], key_path)
+    return result
+
+
+def remove_previous_key(key_path: str, *, check_mode: bool) -> dict:
+    """The key a completed rotation replaced: nothing can use it any more (DPS dropped its certificate)."""
+    previous = key_path + PREVIOUS_SUFFIX
+    present = os.path.lexists(previous)
+    if present and not check_mode:
+        os.unlink(previous)
+    return {"changed": present, "actions": [f"remove {previous}"] if present else [], "key_path": key_path}
 
 
 def _owner_ids(owner: str) -> tuple:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -101,6 +102,9 @@ class IdentityRequest(DeviceBatchRequest):
     # Devices that make their own key: registration id -> the PEM CSR it sent, or None (none this run: check mode,
     # or the device was not reached). Their certificates are issued for the CSR's key; no key file is written.
     csrs: dict = field(default_factory=dict)
+    # Devices that keep a next key beside their current one (edgefleet_identity_rotate_key): registration id -> the
+    # PEM CSR for it, or None. A staged renewal is issued for that key, so the renewal replaces the key too.
+    next_csrs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -121,6 +125,8 @@ class _Plan:
     # The device makes its own key: its CSR's public key (None when it sent none), never a key file here.
     device_key: bool = False
     csr_public_key = None
+    # The device's next key (its next CSR's public key): what a staged renewal is issued for, when there is one.
+    next_public_key = None
     # The device's CSR carries another key than its certificate: the device no longer holds the old one.
     key_replaced: bool = False
     refused: str | None = None
@@ -219,15 +225,27 @@ def _validate_rotation(request: IdentityRequest, ids: list) -> None:
 
 
 def _validate_csrs(request: IdentityRequest, ids: list) -> None:
-    csrs = request.csrs
+    for name in ("csrs", "next_csrs"):
+        _validate_csr_map(name, getattr(request, name), ids)
+    without_csr = sorted(set(request.next_csrs) - set(request.csrs))
+    if without_csr:
+        raise PkiError(
+            f"next_csrs: {', '.join(map(str, without_csr))} not in csrs; a next key belongs to a device that makes its "
+            "own key"
+        )
+
+
+def _validate_csr_map(name: str, csrs, ids: list) -> None:
     if not isinstance(csrs, dict):
-        raise PkiError(f"csrs: must map registration ids to PEM CSRs (or null), got {shown(csrs)}")
+        raise PkiError(f"{name}: must map registration ids to PEM CSRs (or null), got {shown(csrs)}")
     unknown = sorted(set(csrs) - set(ids))
     if unknown:
-        raise PkiError(f"csrs: {', '.join(map(str, unknown))} not among devices; list only registration ids of devices")
+        raise PkiError(
+            f"{name}: {', '.join(map(str, unknown))} not among devices; list only registration ids of devices"
+        )
     for registration_id, pem in csrs.items():
         if pem is not None and not isinstance(pem, str):
-            raise PkiError(f"csrs[{registration_id}]: must be PEM text or null, got {shown(pem)}")
+            raise PkiError(f"{name}[{registration_id}]: must be PEM text or null, got {shown(pem)}")
 
 
 def _take_csr(plan: _Plan, request: IdentityRequest) -> None:
@@ -243,6 +261,17 @@ def _take_csr(plan: _Plan, request: IdentityRequest) -> None:
         plan.action, plan.refused = "refused", f"csrs[{plan.registration_id}]: the device's CSR {problem}"
         plan.reasons = [plan.refused]
     plan.csr_public_key = public_key
+    next_pem = request.next_csrs.get(plan.registration_id)
+    if next_pem is None or problem:
+        return
+    next_key, next_problem = csr_problem(next_pem, registration_id=plan.registration_id, key_type=request.key_type)
+    if next_problem is None and public_key_der(next_key) == public_key_der(public_key):
+        next_problem = "is for the device's current key, not a second one"
+    if next_problem:
+        plan.action, plan.refused = "refused", f"next_csrs[{plan.registration_id}]: the device's CSR {next_problem}"
+        plan.reasons = [plan.refused]
+        return
+    plan.next_public_key = next_key
 
 
 def _parse_identity(cert_pem: bytes, key_pem: bytes, *, cert_path: str, key_path: str):
@@ -284,7 +313,16 @@ def _reissue_or_renew(plan: _Plan, cert, problems: list, renew_at: datetime.date
 
 
 def _csr_key_differs(plan: _Plan, cert) -> bool:
-    return plan.csr_public_key is not None and public_key_der(plan.csr_public_key) != public_key_der(cert.public_key())
+    return _key_differs(plan.csr_public_key, cert)
+
+
+def _key_differs(public_key, cert) -> bool:
+    return public_key is not None and public_key_der(public_key) != public_key_der(cert.public_key())
+
+
+def _staged_key(plan: _Plan):
+    """The key a staged renewal is for: the device's next key when it keeps one, else the current one."""
+    return plan.next_public_key if plan.next_public_key is not None else plan.csr_public_key
 
 
 def _assess_device_key(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at: datetime.datetime) -> None:
@@ -392,9 +430,23 @@ def _staged_identity(plan: _Plan, *, request, ca, renew_at: datetime.datetime):
         return None
     if _identity_problems(cert, key, registration_id=plan.registration_id, request=request, ca=ca):
         return None
-    if plan.device_key and _csr_key_differs(plan, cert):
+    if plan.device_key and _key_differs(_staged_key(plan), cert):
         return None
     return cert if not_after_of(cert) >= renew_at else None
+
+
+def _waits_for_another_key(plan: _Plan) -> bool:
+    """A device's rotation was under way (next/ holds a certificate) for another key than the one it now keeps for the
+    next renewal: it was staged before the device made a next key, or the next key was made anew."""
+    if not plan.device_key or plan.next_public_key is None:
+        return False
+    cert_pem = read_file(plan.next_files()["cert_path"])
+    if cert_pem is None:
+        return False
+    try:
+        return _key_differs(plan.next_public_key, load_certificates(cert_pem, path=plan.next_files()["cert_path"])[0])
+    except PkiError:
+        return True
 
 
 def _plan_rotation(plan: _Plan, *, request, ca, renew_at: datetime.datetime) -> None:
@@ -409,12 +461,16 @@ def _plan_rotation(plan: _Plan, *, request, ca, renew_at: datetime.datetime) -> 
     # A device that replaced its key cannot use the old identity meanwhile: its new one is issued in place.
     due = plan.action in ("renew", "reissue") and plan.before is not None and not plan.key_replaced
     asked = plan.registration_id in request.rotate and plan.next_cert is None
+    for_another_key = plan.next_cert is None and _waits_for_another_key(plan)
     if plan.next_cert is not None:
         plan.rotation = "staged"
         plan.reasons = ["a new identity waits in next/ until the device registers with it"]
-    elif due or asked:
+    elif due or asked or for_another_key:
         plan.rotation = "stage"
-        plan.reasons = plan.reasons if due else ["rotation asked for (rotate)"]
+        if for_another_key and not due:
+            plan.reasons = ["the identity waiting in next/ is for another key than the device's next key"]
+        elif asked and not due:
+            plan.reasons = ["rotation asked for (rotate)"]
     if plan.rotation != "none" and plan.action in ("renew", "reissue"):
         plan.action, plan.cert = "none", plan.current_cert
 
@@ -428,6 +484,11 @@ def _identity_view(cert) -> dict:
         "not_after": format_time(not_after_of(cert)),
         "issuer": cert.issuer.rfc4514_string(),
     }
+
+
+def _public_key_sha256(cert) -> str | None:
+    """What a device finds its key by (identity_csr's activate): SHA-256 of the certificate's public key, hex."""
+    return hashlib.sha256(public_key_der(cert.public_key())).hexdigest() if cert is not None else None
 
 
 def _new_identity_window(request: IdentityRequest, *, now, cap) -> tuple[datetime.datetime, datetime.datetime]:
@@ -543,7 +604,8 @@ def _result(plans, *, ca, ca_path: str, predicted_not_after: datetime.datetime) 
         counts[plan.action] += 1
         rotations[plan.rotation] += 1
         promoted = plan.rotation == "promote"
-        view = _identity_view(plan.next_cert if promoted else plan.cert) if plan.cert is not None else predicted
+        shown_cert = (plan.next_cert if promoted else plan.cert) if plan.cert is not None else None
+        view = _identity_view(shown_cert) if shown_cert is not None else predicted
         changed = plan.action not in ("none", "refused") or plan.rotation in ("stage", "promote")
         identity = {
             "registration_id": plan.registration_id,
@@ -554,10 +616,15 @@ def _result(plans, *, ca, ca_path: str, predicted_not_after: datetime.datetime) 
             "key_origin": "device" if plan.device_key else "controller",
             **plan.files(),
             **view,
+            "public_key_sha256": _public_key_sha256(shown_cert),
         }
         if plan.rotation in ("stage", "staged"):
             staged_view = _identity_view(plan.next_cert) if plan.next_cert is not None else predicted
-            identity["next"] = {**plan.next_files(), **staged_view}
+            identity["next"] = {
+                **plan.next_files(),
+                **staged_view,
+                "public_key_sha256": _public_key_sha256(plan.next_cert),
+            }
         if promoted:
             identity["retired_path"] = plan.retired_path
         identities[plan.registration_id] = identity
@@ -620,16 +687,15 @@ def _apply(plans, to_issue, *, request, ca, chain_tail, window) -> None:
         plan.cert = _issue_into(plan, plan.directory, issuer, request.key_type, chain_tail)
         _drop_controller_key(plan)
     for plan in to_stage:
-        plan.next_cert = _issue_into(plan, plan.next_dir, issuer, request.key_type, chain_tail)
+        plan.next_cert = _issue_into(plan, plan.next_dir, issuer, request.key_type, chain_tail, staged=True)
 
 
-def _issue_into(plan: _Plan, directory: str, issuer, key_type: str, chain_tail: bytes):
-    """The device's certificate (with a new key, unless the device made its own), written into ``directory``
-    together; returns the certificate."""
+def _issue_into(plan: _Plan, directory: str, issuer, key_type: str, chain_tail: bytes, *, staged: bool = False):
+    """The device's certificate (with a new key, unless the device made its own: then for its CSR's key, or for its
+    next key when staged), written into ``directory`` together; returns the certificate."""
     key = None if plan.device_key else generate_private_key(key_type)
-    cert = issuer.issue(
-        common_name=plan.registration_id, public_key=plan.csr_public_key if key is None else key.public_key()
-    )
+    device_key = _staged_key(plan) if staged else plan.csr_public_key
+    cert = issuer.issue(common_name=plan.registration_id, public_key=device_key if key is None else key.public_key())
     cert_pem = certificate_pem(cert)
     files = [
         (IDENTITY_CERT, cert_pem, CERT_MODE),

@@ -81,6 +81,27 @@ options:
     type: list
     elements: str
     default: []
+  next_key:
+    description:
+      - With O(key_store=file), also keep a second key, C(<key_path>.next), made once like the first, and return a CSR
+        for it (RV(next_csr)). The controller issues a renewal for that key, so a renewal replaces the key as well as
+        the certificate (the collection's C(edgefleet_identity_rotate_key)).
+      - A key inside a PKCS#11 token is renewed by signing it again; V(true) is refused with O(key_store=pkcs11).
+    type: bool
+    default: false
+  activate:
+    description:
+      - SHA-256 (hex) of the public key of a new certificate. Instead of making keys, make the key with that public
+        key the current one in O(key_path). From C(<key_path>.next) (a rotation) the current key is kept as
+        C(<key_path>.previous); from C(<key_path>.previous) (a rollback) the current key goes back to
+        C(<key_path>.next). Each rename replaces a name at once, so the runtime always finds a key. No change when
+        the current key already has it; an error naming the keys found when none has.
+    type: str
+  remove_previous:
+    description:
+      - Instead of making keys, remove C(<key_path>.previous), the key a completed rotation replaced.
+    type: bool
+    default: false
 seealso:
   - module: edgefleet.iotedge.pki_identity
 """
@@ -130,6 +151,18 @@ public_key_sha256:
   description: SHA-256 of the key's public part (its DER SubjectPublicKeyInfo), lowercase hex.
   returned: always
   type: str
+next_key_path:
+  description: With O(next_key), the path of the next key; V(null) otherwise.
+  returned: when neither O(activate) nor O(remove_previous) is given
+  type: str
+next_csr:
+  description: With O(next_key), the PEM CSR for the next key; V(null) otherwise, and in check mode when it would be made.
+  returned: when neither O(activate) nor O(remove_previous) is given
+  type: str
+next_public_key_sha256:
+  description: With O(next_key), SHA-256 of the next key's public part; V(null) otherwise.
+  returned: when neither O(activate) nor O(remove_previous) is given
+  type: str
 actions:
   description: What this run changed (or, in check mode, would change), one line each.
   returned: always
@@ -145,6 +178,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._identity_csr im
     CsrError,
     CsrRequest,
     ensure_identity_csr,
+    move_key,
 )
 
 
@@ -161,16 +195,23 @@ def main():
             "pkcs11_init_token": {"type": "bool", "default": False},
             "pkcs11_so_pin": {"type": "str", "default": "", "no_log": True},
             "pkcs11_user_groups": {"type": "list", "elements": "str", "default": []},
+            "next_key": {"type": "bool", "default": False},
+            "activate": {"type": "str"},
+            "remove_previous": {"type": "bool", "default": False},
         },
         required_if=[
             ("key_store", "file", ["key_path"]),
             ("key_store", "pkcs11", ["pkcs11_lib_path", "pkcs11_key_uri"]),
         ],
+        mutually_exclusive=[("activate", "remove_previous"), ("activate", "next_key"), ("remove_previous", "next_key")],
         supports_check_mode=True,
     )
+    activate, remove_previous = module.params.pop("activate"), module.params.pop("remove_previous")
     params = {name: value if value is not None else "" for name, value in module.params.items()}
     request = CsrRequest(**params, check_mode=module.check_mode)
     try:
+        if activate or remove_previous:
+            module.exit_json(**move_key(request, activate, module.run_command))
         result = ensure_identity_csr(request, module.run_command)
     except CsrError as error:
         module.fail_json(msg=str(error))

@@ -123,6 +123,16 @@ options:
         others are issued. A device with a certificate and no CSR keeps its certificate; a renewal waits for a CSR.
     type: dict
     default: {}
+  next_csrs:
+    description:
+      - Devices of O(csrs) that keep a second, next key beside their current one
+        (M(edgefleet.iotedge.identity_csr)'s O(edgefleet.iotedge.identity_csr#module:next_key)). Maps each
+        registration id to the PEM CSR for that key, or to V(null).
+      - A renewal staged in C(next/) (due, O(rotate), a CA rollover) is issued for the next key, so the device's key
+        changes with its certificate; a waiting one for another key is issued again. The CSR is checked as in
+        O(csrs), and must carry another key than the current one.
+    type: dict
+    default: {}
 seealso:
   - module: edgefleet.iotedge.pki_ca
 """
@@ -192,8 +202,13 @@ identities:
     next:
       description:
         - The identity waiting in C(next/) - C(cert_path), C(key_path), C(chain_path), thumbprints, C(not_after),
-          C(issuer) - when C(rotation) is V(stage) or V(staged).
+          C(issuer), C(public_key_sha256) - when C(rotation) is V(stage) or V(staged).
       type: dict
+    public_key_sha256:
+      description:
+        - SHA-256 of the leaf's public key (DER SubjectPublicKeyInfo), lowercase hex, by which a device that made its
+          own keys finds the key a certificate is for; V(null) in check mode for new ones.
+      type: str
     retired_path:
       description:
         - Where the replaced identity was kept, when C(rotation) is V(promote); with O(state=retired), where the
@@ -242,6 +257,7 @@ def main():
             "rotate": {"type": "list", "elements": "str", "default": []},
             "promote": {"type": "list", "elements": "str", "default": []},
             "csrs": {"type": "dict", "default": {}},
+            "next_csrs": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )

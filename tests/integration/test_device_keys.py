@@ -113,3 +113,71 @@ def test_keys_made_on_three_devices_never_reach_the_controller(fleet_factory, an
     assert {host: (identities / host / "identity.cert.pem").exists() for host in fleet.hosts} == dict.fromkeys(
         fleet.hosts, True
     )
+
+
+def test_renewals_with_new_keys_made_on_the_devices_and_one_that_goes_back(fleet_factory, ansible_playbook):
+    """edgefleet_identity_rotate_key: each host keeps a next key; a rotation makes it current and drops the old one;
+    a rotation DPS refuses puts the old key back and the next run completes it with the key that waited."""
+    fleet = fleet_factory(2)
+    with (fleet.inventory / "group_vars" / "all.yml").open("a") as group_vars:
+        group_vars.write("edgefleet_identity_key_origin: device\nedgefleet_identity_rotate_key: true\n")
+    first = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
+    assert first.returncode == 0, first.output
+    identities = fleet.state_dir / "pki" / "identities"
+    next_key = f"{HOST_KEY}.next"
+
+    def digest(host: str, path: str) -> str:
+        return fleet.sh(host, f"sha256sum {path}").split()[0]
+
+    before = {}
+    for host in fleet.hosts:
+        assert fleet.stat(host, next_key) == "aziotks:aziotks 600"
+        assert digest(host, next_key) != key_digest_on(fleet, host)
+        assert not (identities / host / "next").exists()  # not due: nothing is issued for the next key yet
+        before[host] = (serial_on(fleet, host), key_digest_on(fleet, host), digest(host, next_key))
+    rerun = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
+    assert {host: rerun.recap(host)["changed"] for host in fleet.hosts} == dict.fromkeys(fleet.hosts, 0)
+
+    # edge-02's registration with its new identity fails once: it goes back to its old key and certificate.
+    fleet.add_fault(
+        {"operation": "RuntimeRegistration_RegisterDevice", "path": "/registrations/edge-02/"}, {"status": 503}, count=1
+    )
+    rotated = ansible_playbook(
+        PLAYBOOK,
+        inventory=fleet.inventory,
+        extra_vars={"edgefleet_identity_rotate": True, "edgefleet_identity_rotation_timeout": 20},
+    )
+    assert rotated.returncode != 0
+    assert "edge-02 (edge-02): the identity rotation did not complete" in rotated.output
+    fleet.clear_faults()
+
+    # edge-01: the key that waited is the current one; the old key left the host; a new next key waits.
+    serial, key, upcoming = before["edge-01"]
+    assert serial_on(fleet, "edge-01") != serial and key_digest_on(fleet, "edge-01") == upcoming
+    assert fleet.sh("edge-01", f"ls {HOST_KEY}.previous", check=False).strip() == ""
+    assert digest("edge-01", next_key) not in (key, upcoming)
+    assert host_public_key(fleet, "edge-01") == controller_public_key(identities / "edge-01" / "identity.cert.pem")
+    assert enrollment_certificates(fleet)["edge-01"] == {"primary": serial_on(fleet, "edge-01")}
+    assert registrations(fleet)["edge-01"]["status"] == "assigned"
+    assert edge_agent_on(fleet, "edge-01") == "running"
+    assert fleet.stat("edge-01", HOST_KEY) == "aziotks:aziotks 600"
+    # edge-02: back on its old key and certificate; the new key waits again as next, for the certificate in next/.
+    serial, key, upcoming = before["edge-02"]
+    assert (serial_on(fleet, "edge-02"), key_digest_on(fleet, "edge-02"), digest("edge-02", next_key)) == before[
+        "edge-02"
+    ]
+    waiting = identities / "edge-02" / "next" / "identity.cert.pem"
+    assert controller_public_key(waiting) == fleet.sh("edge-02", f"openssl pkey -in {next_key} -pubout")
+    assert edge_agent_on(fleet, "edge-02") == "running"
+    # Never a device key on the controller, nor in the output.
+    assert [path for path in private_keys_under(fleet.state_dir / "pki") if not path.startswith("ca/")] == []
+    assert "PRIVATE KEY" not in rotated.output
+
+    # The next run completes edge-02's rotation with the key and certificate that waited; then nothing changes.
+    completed = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
+    assert completed.returncode == 0, completed.output
+    assert key_digest_on(fleet, "edge-02") == upcoming and serial_on(fleet, "edge-02") != serial
+    assert enrollment_certificates(fleet)["edge-02"] == {"primary": serial_on(fleet, "edge-02")}
+    assert not (identities / "edge-02" / "next").exists()
+    settled = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
+    assert {host: settled.recap(host)["changed"] for host in fleet.hosts} == dict.fromkeys(fleet.hosts, 0)

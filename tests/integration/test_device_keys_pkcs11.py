@@ -68,3 +68,16 @@ def test_keys_generated_inside_a_token_on_two_devices(fleet_factory, ansible_pla
     rerun = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
     assert rerun.returncode == 0, rerun.output
     assert {host: rerun.recap(host)["changed"] for host in fleet.hosts} == dict.fromkeys(fleet.hosts, 0)
+
+    # A renewal of edge-01 (asked for) signs the token's key again and rolls: the new certificate is pushed, the host
+    # registers with it through the token, the old certificate leaves DPS, and the key never moved.
+    key_before, serial = token_public_key(fleet, "edge-01"), serial_on(fleet, "edge-01")
+    rotated = ansible_playbook(
+        PLAYBOOK, "--limit", "edge-01", inventory=fleet.inventory, extra_vars={"edgefleet_identity_rotate": True}
+    )
+    assert rotated.returncode == 0, rotated.output
+    assert serial_on(fleet, "edge-01") != serial and token_public_key(fleet, "edge-01") == key_before
+    assert enrollment_certificates(fleet)["edge-01"] == {"primary": serial_on(fleet, "edge-01")}
+    assert not (identities / "edge-01" / "next").exists()
+    assert registrations(fleet)["edge-01"]["status"] == "assigned"
+    assert edge_agent_on(fleet, "edge-01") == "running"

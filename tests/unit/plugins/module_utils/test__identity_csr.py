@@ -20,6 +20,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._identity_csr im
     CsrError,
     CsrRequest,
     ensure_identity_csr,
+    move_key,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import csr_problem, key_type_of
 
@@ -118,6 +119,93 @@ def test_bad_input_fails_before_anything_is_made(tmp_path, overrides, message):
     with pytest.raises(CsrError, match=message):
         ensure(tmp_path, **overrides)
     assert not (tmp_path / "var").exists()
+
+
+# ---- the next key (edgefleet_identity_rotate_key) and the rotation's moves -----------------------------------------
+
+
+def key_paths(tmp_path) -> tuple:
+    current = tmp_path / "var/aziot/secrets/device-id.key.pem"
+    return current, Path(f"{current}.next"), Path(f"{current}.previous")
+
+
+def sha256_of(key_path) -> str:
+    return hashlib.sha256(public_der(key_path)).hexdigest()
+
+
+def move(tmp_path, activate=None, check_mode=False):
+    request = CsrRequest(registration_id="gw-01", key_path=str(key_paths(tmp_path)[0]), check_mode=check_mode)
+    return move_key(request, activate, run)
+
+
+def test_a_next_key_beside_the_current_one_with_its_own_csr_made_once(tmp_path):
+    first = ensure(tmp_path, next_key=True)
+    current, upcoming, _previous = key_paths(tmp_path)
+    assert first["changed"] and first["next_key_path"] == str(upcoming)
+    assert stat.S_IMODE(os.stat(upcoming).st_mode) == 0o600
+    assert first["next_public_key_sha256"] == sha256_of(upcoming) != first["public_key_sha256"] == sha256_of(current)
+    public_key, problem = csr_problem(first["next_csr"], registration_id="gw-01", key_type="ec-p256")
+    assert problem is None
+    assert public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == public_der(upcoming)
+    second = ensure(tmp_path, next_key=True)
+    assert second["changed"] is False and second["next_public_key_sha256"] == first["next_public_key_sha256"]
+    # Without next_key nothing is said of it, and it is left alone.
+    plain = ensure(tmp_path)
+    assert plain["next_csr"] is None and upcoming.exists()
+
+
+def test_check_mode_predicts_the_next_key_without_a_csr(tmp_path):
+    ensure(tmp_path)
+    predicted = ensure(tmp_path, next_key=True, check_mode=True)
+    assert predicted["changed"] and predicted["next_csr"] is None
+    assert not key_paths(tmp_path)[1].exists()
+
+
+def test_activating_the_next_key_keeps_the_current_one_as_previous_and_a_rollback_swaps_back(tmp_path):
+    ensure(tmp_path, next_key=True)
+    current, upcoming, previous = key_paths(tmp_path)
+    old, new = sha256_of(current), sha256_of(upcoming)
+    predicted = move(tmp_path, activate=new, check_mode=True)
+    assert predicted["changed"] and sha256_of(current) == old and upcoming.exists()
+
+    done = move(tmp_path, activate=new)
+    assert done["changed"] and sha256_of(current) == new and sha256_of(previous) == old and not upcoming.exists()
+    assert move(tmp_path, activate=new)["changed"] is False
+    assert stat.S_IMODE(os.stat(current).st_mode) == 0o600
+
+    # A rollback: the old key is current again, the new one waits as next for the next attempt.
+    back = move(tmp_path, activate=old.upper())
+    assert back["changed"] and sha256_of(current) == old and sha256_of(upcoming) == new and not previous.exists()
+
+
+def test_removing_the_previous_key_after_a_completed_rotation(tmp_path):
+    ensure(tmp_path, next_key=True)
+    current, upcoming, previous = key_paths(tmp_path)
+    move(tmp_path, activate=sha256_of(upcoming))
+    assert move(tmp_path, check_mode=True)["changed"] and previous.exists()
+    assert move(tmp_path)["actions"] == [f"remove {previous}"] and not previous.exists()
+    assert move(tmp_path)["changed"] is False and current.exists()
+
+
+def test_activating_a_key_the_host_does_not_hold_names_the_keys_it_found(tmp_path):
+    ensure(tmp_path)
+    with pytest.raises(CsrError, match=r"no key on the host has the public key abababababababab\.\.\. .*current "):
+        move(tmp_path, activate="ab" * 32)
+    with pytest.raises(CsrError, match="64 hex digits"):
+        move(tmp_path, activate="not-a-hash")
+
+
+def test_a_next_key_in_a_token_is_refused(tmp_path):
+    with pytest.raises(CsrError, match="next_key: a key inside a PKCS#11 token is renewed by signing it again"):
+        ensure(
+            tmp_path,
+            key_store="pkcs11",
+            pkcs11_lib_path="/usr/lib/softhsm/libsofthsm2.so",
+            pkcs11_key_uri="pkcs11:token=t;object=o?pin-value=1",
+            next_key=True,
+        )
 
 
 def test_a_symlink_in_place_of_the_key_is_refused(tmp_path):

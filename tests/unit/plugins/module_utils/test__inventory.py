@@ -476,6 +476,11 @@ TOKEN_KEY = {
             {**TOKEN_KEY, "edgefleet_iotedge_pkcs11_init_token": True},
             "edgefleet_iotedge_pkcs11_so_pin: is empty, and edgefleet_iotedge_pkcs11_init_token asks",
         ),
+        (
+            {**TOKEN_KEY, "edgefleet_identity_rotate_key": True},
+            "edgefleet_identity_rotate_key: is true with the key inside a PKCS#11 token",
+        ),
+        ({"edgefleet_identity_rotate_key": "sometimes"}, "edgefleet_identity_rotate_key: "),
     ],
 )
 def test_a_key_made_on_the_device_needs_a_certificate_signed_by_the_fleet_pki_and_a_token_it_can_find(values, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 
 import pytest
 from cryptography import x509
@@ -114,6 +115,81 @@ def test_a_due_identity_is_signed_again_for_the_same_key_and_staged(ca_dir, tmp_
     retired = out / "gw-01" / "retired" / f"{current.serial_number:x}"
     assert sorted(p.name for p in retired.iterdir()) == ["identity.cert.pem", "identity.full-chain.cert.pem"]
     assert not any(p.name.endswith(".key.pem") for p in out.rglob("*"))
+
+
+def test_with_a_next_key_a_due_renewal_is_issued_for_it_and_promoted_as_usual(ca_dir, tmp_path):
+    out = tmp_path / "ids"
+    key, upcoming = device_key(), device_key()
+    csrs = {"gw-01": csr_for(key, "gw-01")}
+    first = run(ca_dir, out, csrs, devices=["gw-01"], staged=True, next_csrs={"gw-01": csr_for(upcoming, "gw-01")})
+    # Not due: the next key waits on the device, nothing is issued for it.
+    assert first["identities"]["gw-01"]["action"] == "create" and not (out / "gw-01" / "next").exists()
+    assert first["identities"]["gw-01"]["public_key_sha256"] == sha256_hex(key)
+    later = NOW + datetime.timedelta(days=340)
+    result = run(
+        ca_dir, out, csrs, devices=["gw-01"], staged=True, now=later, next_csrs={"gw-01": csr_for(upcoming, "gw-01")}
+    )
+    entry = result["identities"]["gw-01"]
+    assert entry["rotation"] == "stage" and entry["next"]["public_key_sha256"] == sha256_hex(upcoming)
+    staged = leaf(out, "gw-01", "next")
+    assert public_key_der(staged.public_key()) == public_key_der(upcoming.public_key())
+    # Re-run before the rotation: the waiting certificate fits the next key and is kept.
+    again = run(
+        ca_dir, out, csrs, devices=["gw-01"], staged=True, now=later, next_csrs={"gw-01": csr_for(upcoming, "gw-01")}
+    )
+    assert again["identities"]["gw-01"]["rotation"] == "staged" and leaf(out, "gw-01", "next") == staged
+    # The device registered with it; its next key is its current one now (and it has no next key yet).
+    promoted = run(
+        ca_dir, out, {"gw-01": csr_for(upcoming, "gw-01")}, devices=["gw-01"], staged=True, promote=["gw-01"], now=later
+    )
+    assert promoted["identities"]["gw-01"]["rotation"] == "promote"
+    assert promoted["identities"]["gw-01"]["public_key_sha256"] == sha256_hex(upcoming)
+    assert leaf(out, "gw-01") == staged
+    settled = run(ca_dir, out, {"gw-01": csr_for(upcoming, "gw-01")}, devices=["gw-01"], staged=True, now=later)
+    assert settled["changed"] is False
+
+
+def test_a_waiting_renewal_for_another_key_is_staged_again_for_the_next_key(ca_dir, tmp_path):
+    out = tmp_path / "ids"
+    key = device_key()
+    csrs = {"gw-01": csr_for(key, "gw-01")}
+    run(ca_dir, out, csrs, devices=["gw-01"], staged=True)
+    run(ca_dir, out, csrs, devices=["gw-01"], staged=True, rotate=["gw-01"])
+    assert public_key_der(leaf(out, "gw-01", "next").public_key()) == public_key_der(key.public_key())
+    # edgefleet_identity_rotate_key turned on while a renewal for the same key waited: it is issued for the next key.
+    upcoming = device_key()
+    result = run(ca_dir, out, csrs, devices=["gw-01"], staged=True, next_csrs={"gw-01": csr_for(upcoming, "gw-01")})
+    assert result["identities"]["gw-01"]["rotation"] == "stage"
+    assert public_key_der(leaf(out, "gw-01", "next").public_key()) == public_key_der(upcoming.public_key())
+
+
+@pytest.mark.parametrize(
+    "next_csr, reason",
+    [
+        (lambda key: csr_for(key, "gw-01"), "next_csrs[gw-01]: the device's CSR is for the device's current key"),
+        (lambda key: csr_for(device_key(), "gw-02"), "next_csrs[gw-01]: the device's CSR asks for the subject"),
+    ],
+)
+def test_a_bad_next_csr_refuses_that_device_alone(ca_dir, tmp_path, next_csr, reason):
+    out = tmp_path / "ids"
+    key = device_key()
+    result = run(
+        ca_dir,
+        out,
+        {device: csr_for(key if device == "gw-01" else device_key(), device) for device in DEVICES},
+        next_csrs={"gw-01": next_csr(key)},
+    )
+    assert result["refused"]["gw-01"].startswith(reason)
+    assert not (out / "gw-01").exists() and (out / "gw-02" / "identity.cert.pem").exists()
+
+
+def test_a_next_csr_needs_a_csr(ca_dir, tmp_path):
+    with pytest.raises(PkiError, match="next_csrs: gw-02 not in csrs"):
+        run(ca_dir, tmp_path / "ids", {"gw-01": None}, next_csrs={"gw-02": None})
+
+
+def sha256_hex(key) -> str:
+    return hashlib.sha256(public_key_der(key.public_key())).hexdigest()
 
 
 @pytest.mark.parametrize(

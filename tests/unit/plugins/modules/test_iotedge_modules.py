@@ -103,28 +103,30 @@ def since(**delta) -> str:
     return (datetime.datetime.now(datetime.UTC) - datetime.timedelta(**delta)).isoformat().replace("+00:00", "Z")
 
 
-DEPLOYED = [
-    {
-        "name": "edgeAgent",
-        "config": {"settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.5"}},
-        "status": {"startTime": since(minutes=65), "runtimeStatus": {"status": "running"}},
-    },
-    {
-        "name": "edgeHub",
-        "config": {"settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.5"}},
-        "status": {"startTime": since(minutes=10), "runtimeStatus": {"status": "running"}},
-    },
-    {
-        "name": "SimulatedTemperatureSensor",
-        "config": {"settings": {"image": "mcr.microsoft.com/azureiotedge-simulated-temperature-sensor:1.5"}},
-        "status": {"runtimeStatus": {"status": "failed"}, "exitStatus": {"statusCode": 139}},
-    },
-]
+def deployed() -> list:
+    """The modules, their start times counted from now (not from the import: a long suite would age them)."""
+    return [
+        {
+            "name": "edgeAgent",
+            "config": {"settings": {"image": "mcr.microsoft.com/azureiotedge-agent:1.5"}},
+            "status": {"startTime": since(minutes=65), "runtimeStatus": {"status": "running"}},
+        },
+        {
+            "name": "edgeHub",
+            "config": {"settings": {"image": "mcr.microsoft.com/azureiotedge-hub:1.5"}},
+            "status": {"startTime": since(minutes=10), "runtimeStatus": {"status": "running"}},
+        },
+        {
+            "name": "SimulatedTemperatureSensor",
+            "config": {"settings": {"image": "mcr.microsoft.com/azureiotedge-simulated-temperature-sensor:1.5"}},
+            "status": {"runtimeStatus": {"status": "failed"}, "exitStatus": {"statusCode": 139}},
+        },
+    ]
 
 
 @pytest.mark.parametrize(("generation", "header"), [("1.2+", "Config"), ("1.1", "CONFIG")])
 def test_module_info_reads_the_double_s_list_in_check_mode_too(tmp_path, management_socket, generation, header):
-    host = management_socket(DEPLOYED)
+    host = management_socket(deployed())
     result = run_module(
         "iotedge_module_info",
         tmp_path,
@@ -158,7 +160,7 @@ def test_module_info_reads_the_double_s_list_in_check_mode_too(tmp_path, managem
 
 
 def test_module_info_filters_by_name(tmp_path, management_socket):
-    host = management_socket(DEPLOYED)
+    host = management_socket(deployed())
     result = run_module(
         "iotedge_module_info",
         tmp_path,
@@ -289,7 +291,7 @@ def test_check_fail_on_warning_and_never(tmp_path):
 
 
 def test_the_host_check_reads_the_state_and_the_runtime_modules_status_in_its_one_run(tmp_path, management_socket):
-    host = management_socket(DEPLOYED)
+    host = management_socket(deployed())
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     double_cli(bin_dir, "1.2+")
