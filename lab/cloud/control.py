@@ -83,7 +83,7 @@ class ControlPlane:
         """Lab-only: the EST server's certificate lifetime, and bootstrap identities as a manufacturer installs them."""
         est = self.runtime.est
         if est is None or not isinstance(body, dict):
-            return _error(400, "send a JSON object: cert_validity_seconds and/or bootstrap_identity")
+            return _error(400, "send a JSON object: cert_validity_seconds and/or bootstrap_identity (and public_key)")
         answer: dict = {}
         seconds = body.get("cert_validity_seconds")
         if seconds is not None:
@@ -96,7 +96,15 @@ class ControlPlane:
         if common_name is not None:
             if not isinstance(common_name, str) or not common_name or len(common_name) > 64:
                 return _error(400, "'bootstrap_identity' must be a common name of 1 to 64 characters")
-            answer["cert"], answer["key"] = est.bootstrap_identity(common_name)
+            public_key = body.get("public_key")
+            if public_key is None:
+                answer["cert"], answer["key"] = est.bootstrap_identity(common_name)
+            else:
+                # A key the device holds (in its HSM): only the certificate comes back.
+                try:
+                    answer["cert"] = est.bootstrap_certificate(common_name, public_key)
+                except ValueError as error:
+                    return _error(400, f"'public_key' must be a PEM EC or RSA public key: {error}")
         return Response.json(200, answer)
 
     def _clock(self, body: Any) -> Response:

@@ -178,12 +178,24 @@ class EstBackend:
     def bootstrap_identity(self, common_name: str) -> tuple[str, str]:
         """(certificate PEM, key PEM) of a bootstrap identity the server accepts, as a manufacturer would install."""
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        cert = self.bootstrap_ca.issue(subject, key.public_key(), self.clock.now(), CA_VALIDITY / 2, client=True)
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
+        return self._bootstrap_certificate(common_name, key.public_key()), key_pem.decode()
+
+    def bootstrap_certificate(self, common_name: str, public_key_pem: str) -> str:
+        """A bootstrap certificate for a key the device keeps (in its HSM); ValueError for what is not a public key."""
+        if not isinstance(public_key_pem, str):
+            raise ValueError("not text")
+        public_key = serialization.load_pem_public_key(public_key_pem.encode())
+        if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            raise ValueError(f"a {type(public_key).__name__} cannot sign a TLS handshake here")
+        return self._bootstrap_certificate(common_name, public_key)
+
+    def _bootstrap_certificate(self, common_name: str, public_key) -> str:
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        cert = self.bootstrap_ca.issue(subject, public_key, self.clock.now(), CA_VALIDITY / 2, client=True)
+        return cert.public_bytes(serialization.Encoding.PEM).decode()
 
     # ---- the protocol -----------------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Identity certificates issued by EST on real lab hosts: the lab's EST server issues from its CA, which the collection
 takes as the fleet CA, uploads to DPS and proves for a group enrollment; the runtime double's certd enrolls with basic
-credentials (edge-01) or a bootstrap identity (edge-02), and a wrong password (edge-03) fails with certd's words."""
+credentials (edge-01) or a bootstrap identity (edge-02; edge-04 with its key inside a PKCS#11 token), and a wrong
+password (edge-03) fails with certd's words."""
 
 from __future__ import annotations
 
@@ -28,8 +29,36 @@ def est_fleet(est: dict) -> dict:
     }
 
 
+SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
+TOKEN_PIN = "4321"
+
+
+def bootstrap_key_in_a_token(fleet, host: str) -> str:
+    """As a manufacturer would: a token on the device (its files aziotks's, once the runtime is installed) holding a
+    bootstrap key generated inside it, and the bootstrap certificate for that key; returns the key's URI."""
+    fleet.sh(host, f"softhsm2-util --init-token --free --label bootstrap --so-pin 8765 --pin {TOKEN_PIN}")
+    fleet.sh(
+        host,
+        f"GNUTLS_PIN={TOKEN_PIN} p11tool --provider {SOFTHSM} --login --generate-privkey=ecdsa --curve=secp256r1 "
+        "--label=bootstrap 'pkcs11:token=bootstrap'",
+    )
+    public_key = fleet.sh(
+        host,
+        f"GNUTLS_PIN={TOKEN_PIN} p11tool --provider {SOFTHSM} --login --export-pubkey "
+        "'pkcs11:token=bootstrap;object=bootstrap;type=public'",
+    )
+    public_key = public_key[public_key.index("-----BEGIN PUBLIC KEY-----") :]
+    # The token's files go to the runtime's key service; the directory above them stays softhsm's.
+    fleet.sh(host, "chown -R aziotks:aziotks /var/lib/softhsm/tokens/*")
+    bootstrap = fleet.est_control({"bootstrap_identity": f"{host}-bootstrap", "public_key": public_key})
+    fleet.sh(host, f"mkdir -p {BOOTSTRAP_DIR} && chmod 0755 {BOOTSTRAP_DIR}")
+    fleet.sh(host, f"cat > {BOOTSTRAP_DIR}/bootstrap.pem <<'EOF'\n{bootstrap['cert']}EOF")
+    fleet.sh(host, f"chmod 0644 {BOOTSTRAP_DIR}/bootstrap.pem")
+    return f"pkcs11:token=bootstrap;object=bootstrap?pin-value={TOKEN_PIN}"
+
+
 def test_est_issuance_with_basic_auth_and_a_bootstrap_identity(fleet_factory, ansible_playbook):
-    fleet = fleet_factory(3)
+    fleet = fleet_factory(4)
     est = fleet.cloud["est"]
     settings = est_fleet(est)
     with (fleet.inventory / "group_vars" / "all.yml").open("a") as group_vars:
@@ -60,20 +89,41 @@ def test_est_issuance_with_basic_auth_and_a_bootstrap_identity(fleet_factory, an
             {"edgefleet_iotedge_est_username": est["username"], "edgefleet_iotedge_est_password": "wrong-pass"}
         )
     )
+    # edge-04's bootstrap key is inside a PKCS#11 token: the runtime is installed first (its aziotks owns the token).
+    installed = ansible_playbook(PLAYBOOK, "--tags", "install", "--limit", "edge-04", inventory=fleet.inventory)
+    assert installed.returncode == 0, installed.output
+    token_uri = bootstrap_key_in_a_token(fleet, "edge-04")
+    (host_vars / "edge-04.yml").write_text(
+        yaml.safe_dump(
+            {
+                "edgefleet_iotedge_est_bootstrap_cert_path": f"{BOOTSTRAP_DIR}/bootstrap.pem",
+                "edgefleet_iotedge_est_bootstrap_key_pkcs11_uri": token_uri,
+                "edgefleet_iotedge_pkcs11_lib_path": SOFTHSM,
+                "edgefleet_iotedge_pkcs11_base_slot": f"pkcs11:token=bootstrap?pin-value={TOKEN_PIN}",
+                "edgefleet_iotedge_pkcs11_user_groups": ["softhsm"],
+            }
+        )
+    )
 
     run = ansible_playbook(PLAYBOOK, inventory=fleet.inventory, extra_vars={"edgefleet_iotedge_wait_timeout": 60})
-    assert est["password"] not in run.output and "wrong-pass" not in run.output
+    assert est["password"] not in run.output and "wrong-pass" not in run.output and TOKEN_PIN not in run.output
     assert run.recap("edge-01")["failed"] == 0 and run.recap("edge-02")["failed"] == 0, run.output
+    assert run.recap("edge-04")["failed"] == 0, run.output
     assert run.recap("edge-03")["failed"] == 1
     issued = fleet.est_state()["issued"]
     # edge-01 by basic auth; edge-02 first its EST identity with the bootstrap identity, then its device certificate
-    # with that EST identity.
+    # with that EST identity; edge-04 the same, its bootstrap key signing inside the token.
     assert sorted((r["subject"], r["auth"]) for r in issued) == [
         ("CN=edge-01", "basic"),
         ("CN=edge-02", "bootstrap"),
         ("CN=edge-02", "certificate"),
+        ("CN=edge-04", "bootstrap"),
+        ("CN=edge-04", "certificate"),
     ]
-    for host in ("edge-01", "edge-02"):
+    keyd = fleet.sh("edge-04", "cat /etc/aziot/keyd/config.d/00-super.toml")
+    assert 'est-bootstrap-id = "pkcs11:token=bootstrap;object=bootstrap?pin-value=' in keyd, keyd
+    assert "softhsm" in fleet.sh("edge-04", "id -nG aziotks").split()
+    for host in ("edge-01", "edge-02", "edge-04"):
         assert registrations(fleet)[host]["status"] == "assigned"
         assert edge_agent_on(fleet, host) == "running"
         certificate = fleet.sh(host, "cat /var/lib/aziot/certd/certs/device-id.pem")
@@ -86,9 +136,11 @@ def test_est_issuance_with_basic_auth_and_a_bootstrap_identity(fleet_factory, an
     assert "EST endpoint did not return successful response: 401 Unauthorized" in journal, journal
     assert "edge-03" not in registrations(fleet)
 
-    rerun = ansible_playbook(PLAYBOOK, "--limit", "edge-01,edge-02", inventory=fleet.inventory)
+    rerun = ansible_playbook(PLAYBOOK, "--limit", "edge-01,edge-02,edge-04", inventory=fleet.inventory)
     assert rerun.returncode == 0, rerun.output
-    assert {host: rerun.recap(host)["changed"] for host in ("edge-01", "edge-02")} == {"edge-01": 0, "edge-02": 0}
+    assert {host: rerun.recap(host)["changed"] for host in ("edge-01", "edge-02", "edge-04")} == dict.fromkeys(
+        ("edge-01", "edge-02", "edge-04"), 0
+    )
     assert len(fleet.est_state()["issued"]) == len(issued)
     assert all(record["subject"] != "CN=edge-03" for record in fleet.est_state()["issued"])
 

@@ -184,6 +184,26 @@ def test_the_certificate_lifetime_is_set_through_the_control_plane(cloud, contro
     control.request("POST", "/_emulator/est", {"cert_validity_seconds": cloud.settings.est_cert_seconds})
 
 
+def test_a_bootstrap_certificate_for_a_key_the_device_keeps_in_its_hsm(cloud, control):
+    key = ec.generate_private_key(ec.SECP256R1())
+    public_pem = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    body = {"bootstrap_identity": "edge-11-bootstrap", "public_key": public_pem}
+    status, _headers, answer = control.request("POST", "/_emulator/est", body)
+    assert status == 200 and set(answer) == {"cert"}
+    certificate = x509.load_pem_x509_certificate(answer["cert"].encode())
+    assert certificate.public_key() == key.public_key()
+    assert certificate.issuer == cloud.est.bootstrap_ca.cert.subject
+    assert certificate.subject.rfc4514_string() == "CN=edge-11-bootstrap"
+    status, _headers, answer = control.request(
+        "POST", "/_emulator/est", {"bootstrap_identity": "edge-11", "public_key": "not a key"}
+    )
+    assert status == 400 and "'public_key' must be a PEM EC or RSA public key" in str(answer)
+
+
 # ---- the runtime double's EST client (certd's) against this server ------------------------------------------------
 
 
