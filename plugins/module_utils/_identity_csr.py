@@ -67,6 +67,8 @@ P11TOOL_NO_MATCH = 2
 # replaced key stays as the previous one until the controller has promoted the new identity (for a rollback).
 NEXT_SUFFIX = ".next"
 PREVIOUS_SUFFIX = ".previous"
+# In a token the keys are objects: the next and previous ones carry the current label with these endings.
+TOKEN_LABEL_SUFFIXES = {"next": "-next", "previous": "-previous"}
 
 
 class CsrError(Exception):
@@ -139,11 +141,6 @@ def validate(request: CsrRequest) -> None:
     if request.key_store not in KEY_STORES:
         raise CsrError(f"key_store: {request.key_store!r} is not one of {', '.join(KEY_STORES)}")
     if request.key_store == "pkcs11":
-        if request.next_key:
-            raise CsrError(
-                "next_key: a key inside a PKCS#11 token is renewed by signing it again; a next key is made in a file "
-                "only (key_store: file)"
-            )
         TokenKeyUri.parse(request.pkcs11_key_uri)
         if not os.path.isabs(request.pkcs11_lib_path or ""):
             raise CsrError("pkcs11_lib_path: give the absolute path of the token's PKCS#11 library")
@@ -159,7 +156,7 @@ def ensure_identity_csr(request: CsrRequest, run) -> dict:
     ``run(argv, environ_update=None)`` -> (rc, stdout, stderr)."""
     validate(request)
     if request.key_store == "pkcs11":
-        return {**ensure_token_csr(request, run), **_no_next_key()}
+        return ensure_token_csr(request, run)
     if shutil.which("openssl") is None:
         raise CsrError(
             "the host has no openssl command, which makes the identity key and its CSR on the device. Install it "
@@ -180,7 +177,7 @@ def ensure_identity_csr(request: CsrRequest, run) -> dict:
 
 
 def _no_next_key() -> dict:
-    return {"next_key_path": None, "next_csr": None, "next_public_key_sha256": None}
+    return {"next_key_path": None, "next_key_uri": None, "next_csr": None, "next_public_key_sha256": None}
 
 
 def _ensure_file_key(request: CsrRequest, run) -> dict:
@@ -219,15 +216,22 @@ def _ensure_file_key(request: CsrRequest, run) -> dict:
     return result
 
 
-def move_key(request: CsrRequest, activate: str | None, run) -> dict:
+def move_key(request: CsrRequest, activate: str | None, run, *, remove_all: bool = False) -> dict:
     """A rotation's step on the host: make the key with public key ``activate`` the current one, or (without it)
-    remove the previous key."""
-    if request.key_store != "file":
-        raise CsrError("activate and remove_previous: only a key in a file (key_store: file) has a next key")
+    remove the previous key; ``remove_all`` removes every key of a token's rotation slots (a retired host)."""
     validate(dataclasses.replace(request, next_key=False))
+    if activate and not re.fullmatch(r"[0-9a-fA-F]{64}", activate):
+        raise CsrError(f"activate: give the SHA-256 of a public key as 64 hex digits, got {activate!r}")
+    if request.key_store == "pkcs11":
+        slots = _TokenSlots(request, run)
+        if remove_all:
+            return slots.remove(("current", "next", "previous"))
+        return slots.activate(activate) if activate else slots.remove(("previous",))
+    if remove_all:
+        raise CsrError(
+            "remove_all: removes the keys inside a token (key_store: pkcs11); a key file is removed as a file"
+        )
     if activate:
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", activate):
-            raise CsrError(f"activate: give the SHA-256 of a public key as 64 hex digits, got {activate!r}")
         return activate_key(request.key_path, activate, run, check_mode=request.check_mode)
     return remove_previous_key(request.key_path, check_mode=request.check_mode)
 
@@ -404,11 +408,26 @@ def ensure_token_csr(request: CsrRequest, run) -> dict:
             token.generate()
             key_type = token.key_type()
     result = _token_result(actions, uri, key_created=key_created, token_created=token_created, key_type=key_type)
-    if key_created and request.check_mode:
-        return result
-    result["public_key_sha256"] = token.public_key_sha256()
-    result["csr"] = token.csr()
+    if not (key_created and request.check_mode):
+        result["public_key_sha256"] = token.public_key_sha256()
+        result["csr"] = token.csr()
+    if request.next_key:
+        _ensure_next_token_key(token.slot("next"), result, request.check_mode, token_created)
     return result
+
+
+def _ensure_next_token_key(upcoming: _Token, result: dict, check_mode: bool, token_created: bool) -> None:
+    """The next key inside the same token (``<label>-next``), made once, and a CSR the token signs with it."""
+    if token_created or upcoming.key_type() is False:
+        result["actions"].append(f"generate {upcoming.request.key_type} key {upcoming.uri.label!r} inside token "
+                                 f"{upcoming.uri.token!r}")  # fmt: skip
+        result["changed"] = True
+        if check_mode:
+            return
+        upcoming.generate()
+    result["next_key_uri"] = upcoming.uri.shown()
+    result["next_public_key_sha256"] = upcoming.public_key_sha256()
+    result["next_csr"] = upcoming.csr()
 
 
 def _token_result(actions: list, uri: TokenKeyUri, *, key_created: bool, token_created: bool, key_type) -> dict:
@@ -422,6 +441,7 @@ def _token_result(actions: list, uri: TokenKeyUri, *, key_created: bool, token_c
         "key_type": key_type or None,
         "csr": None,
         "public_key_sha256": None,
+        **_no_next_key(),
     }
 
 
@@ -437,6 +457,28 @@ class _Token:
 
     def _p11tool(self, *argv: str, **pins) -> tuple:
         return self._as_owner(["p11tool", "--provider", self.request.pkcs11_lib_path, *argv], **pins)
+
+    def slot(self, name: str) -> _Token:
+        """The same token's key of another rotation slot (next, previous): the label with its ending."""
+        label = self.uri.label + TOKEN_LABEL_SUFFIXES[name]
+        return _Token(self.request, dataclasses.replace(self.uri, label=label), self.owner, self._run)
+
+    def relabel(self, label: str) -> None:
+        """The key pair (its private and public objects) takes another label; the key itself never moves."""
+        for kind in ("private", "public"):
+            rc, _stdout, stderr = self._p11tool(
+                "--login", f"--set-label={label}", self.uri.object_url(kind), pin=self.uri.pin
+            )
+            if rc != 0:
+                raise CsrError(f"could not relabel {self.uri.shown()} ({kind}) as {label!r}: {_last_line(stderr)}")
+
+    def delete(self) -> None:
+        for kind in ("private", "public"):
+            rc, _stdout, stderr = self._p11tool(
+                "--login", "--batch", "--delete", self.uri.object_url(kind), pin=self.uri.pin
+            )
+            if rc != 0 and "No matching objects" not in stderr:
+                raise CsrError(f"could not delete {self.uri.shown()} ({kind}): {_last_line(stderr)}")
 
     def in_group(self, group: str) -> bool:
         try:
@@ -517,6 +559,64 @@ class _Token:
         if rc != 0:
             raise CsrError(f"certtool could not make the CSR with the token's key: {_last_line(stderr)}")
         return _pem_csr(stdout)
+
+
+class _TokenSlots:
+    """A rotation's moves inside a token, by label: the current key, ``<label>-next`` and ``<label>-previous``."""
+
+    def __init__(self, request: CsrRequest, run):
+        try:
+            owner = pwd.getpwnam(request.owner)
+        except KeyError:
+            raise CsrError(f"owner: there is no user {request.owner!r}, as whom the token is used") from None
+        current = _Token(request, TokenKeyUri.parse(request.pkcs11_key_uri), owner, run)
+        self.check_mode = request.check_mode
+        self.slots = {"current": current, "next": current.slot("next"), "previous": current.slot("previous")}
+
+    def _held(self) -> dict:
+        return {name: token.public_key_sha256() for name, token in self.slots.items() if token.key_type() is not False}
+
+    def activate(self, public_key_sha256: str) -> dict:
+        """As activate_key for files: from next (the current key relabelled previous) or from previous (a rollback;
+        the current key relabelled next). Between the two relabels no key has the current label."""
+        held, wanted = self._held(), public_key_sha256.lower()
+        current = self.slots["current"]
+        result = {"changed": False, "actions": [], "key_uri": current.uri.shown(), "public_key_sha256": wanted}
+        if held.get("current") == wanted:
+            return result
+        source = next((name for name in ("next", "previous") if held.get(name) == wanted), None)
+        if source is None or "current" not in held:
+            found = ", ".join(f"{name} {held[name][:16]}" for name in held) or "none"
+            raise CsrError(
+                f"activate: no key in token {current.uri.token!r} has the public key {wanted[:16]}... (SHA-256; keys "
+                f"found: {found}). The key of the new certificate is gone: remove the identity's next/ directory on "
+                "the controller to have a new key made and certified"
+            )
+        keep_as = "previous" if source == "next" else "next"
+        displaced, promoted = self.slots[keep_as], self.slots[source]
+        result["changed"] = True
+        result["actions"] = [
+            f"relabel {current.uri.shown()} as {displaced.uri.label!r}",
+            f"relabel {promoted.uri.shown()} as {current.uri.label!r}",
+        ]
+        if not self.check_mode:
+            if keep_as in held:
+                displaced.delete()
+            current.relabel(displaced.uri.label)
+            promoted.relabel(current.uri.label)
+        return result
+
+    def remove(self, names: tuple) -> dict:
+        """Delete the key pairs of these slots that the token holds."""
+        actions = []
+        for name in names:
+            token = self.slots[name]
+            if token.key_type() is False:
+                continue
+            actions.append(f"delete {token.uri.shown()}")
+            if not self.check_mode:
+                token.delete()
+        return {"changed": bool(actions), "actions": actions, "key_uri": self.slots["current"].uri.shown()}
 
 
 def _pem_csr(text: str) -> str:

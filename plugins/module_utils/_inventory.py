@@ -638,12 +638,6 @@ def _device_key_rules(rules: _Rules) -> None:
         )
     if key_method == "pkcs11":
         _token_key_rules(rules)
-        if rules.get("edgefleet_identity_rotate_key") is True:
-            rules.fail(
-                "edgefleet_identity_rotate_key",
-                "is true with the key inside a PKCS#11 token (edgefleet_iotedge_identity_key_method: pkcs11), whose "
-                "renewal signs the same key again. Set it to false, or keep the key in a file",
-            )
 
 
 def _default_identity_chain(rules: _Rules) -> bool:

@@ -83,23 +83,31 @@ options:
     default: []
   next_key:
     description:
-      - With O(key_store=file), also keep a second key, C(<key_path>.next), made once like the first, and return a CSR
-        for it (RV(next_csr)). The controller issues a renewal for that key, so a renewal replaces the key as well as
-        the certificate (the collection's C(edgefleet_identity_rotate_key)).
-      - A key inside a PKCS#11 token is renewed by signing it again; V(true) is refused with O(key_store=pkcs11).
+      - Also keep a second key, made once like the first, and return a CSR for it (RV(next_csr)) - C(<key_path>.next)
+        for a file, the object labelled C(<label>-next) in the same token for O(key_store=pkcs11). The controller
+        issues a renewal for that key, so a renewal replaces the key as well as the certificate (the collection's
+        C(edgefleet_identity_rotate_key)).
     type: bool
     default: false
   activate:
     description:
       - SHA-256 (hex) of the public key of a new certificate. Instead of making keys, make the key with that public
-        key the current one in O(key_path). From C(<key_path>.next) (a rotation) the current key is kept as
-        C(<key_path>.previous); from C(<key_path>.previous) (a rollback) the current key goes back to
-        C(<key_path>.next). Each rename replaces a name at once, so the runtime always finds a key. No change when
-        the current key already has it; an error naming the keys found when none has.
+        key the current one. From the next key (a rotation) the current key is kept as the previous one
+        (C(<key_path>.previous), or the label C(<label>-previous)); from the previous key (a rollback) the current key
+        goes back to next. A file is renamed over the current name at once, so the runtime always finds a key; in a
+        token the key pair is relabelled (the key never moves), and between the two relabels no key has the current
+        label. No change when the current key already has it; an error naming the keys found when none has.
     type: str
   remove_previous:
     description:
-      - Instead of making keys, remove C(<key_path>.previous), the key a completed rotation replaced.
+      - Instead of making keys, remove the previous key (the one a completed rotation replaced) - the file or the
+        token's key pair.
+    type: bool
+    default: false
+  remove_all:
+    description:
+      - With O(key_store=pkcs11), instead of making keys, delete the current, next and previous key pairs from the
+        token (a retired host's identity keys). A key file is removed as a file.
     type: bool
     default: false
 seealso:
@@ -152,7 +160,11 @@ public_key_sha256:
   returned: always
   type: str
 next_key_path:
-  description: With O(next_key), the path of the next key; V(null) otherwise.
+  description: With O(next_key) and O(key_store=file), the path of the next key; V(null) otherwise.
+  returned: when neither O(activate) nor O(remove_previous) is given
+  type: str
+next_key_uri:
+  description: With O(next_key) and O(key_store=pkcs11), the next key's URI without its PIN; V(null) otherwise.
   returned: when neither O(activate) nor O(remove_previous) is given
   type: str
 next_csr:
@@ -198,20 +210,22 @@ def main():
             "next_key": {"type": "bool", "default": False},
             "activate": {"type": "str"},
             "remove_previous": {"type": "bool", "default": False},
+            "remove_all": {"type": "bool", "default": False},
         },
         required_if=[
             ("key_store", "file", ["key_path"]),
             ("key_store", "pkcs11", ["pkcs11_lib_path", "pkcs11_key_uri"]),
         ],
-        mutually_exclusive=[("activate", "remove_previous"), ("activate", "next_key"), ("remove_previous", "next_key")],
+        mutually_exclusive=[("activate", "remove_previous", "remove_all", "next_key")],
         supports_check_mode=True,
     )
     activate, remove_previous = module.params.pop("activate"), module.params.pop("remove_previous")
+    remove_all = module.params.pop("remove_all")
     params = {name: value if value is not None else "" for name, value in module.params.items()}
     request = CsrRequest(**params, check_mode=module.check_mode)
     try:
-        if activate or remove_previous:
-            module.exit_json(**move_key(request, activate, module.run_command))
+        if activate or remove_previous or remove_all:
+            module.exit_json(**move_key(request, activate, module.run_command, remove_all=remove_all))
         result = ensure_identity_csr(request, module.run_command)
     except CsrError as error:
         module.fail_json(msg=str(error))

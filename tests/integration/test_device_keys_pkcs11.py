@@ -26,14 +26,22 @@ edgefleet_iotedge_pkcs11_user_groups: [softhsm]
 P11TOOL = f"runuser -u aziotks -- env GNUTLS_PIN={USER_PIN} p11tool --provider /usr/lib/softhsm/libsofthsm2.so --login"
 
 
-def token_public_key(fleet, host: str) -> str:
-    return fleet.sh(host, f"{P11TOOL} --export-pubkey 'pkcs11:token=edge%20fleet;object=device-id;type=public'")
+def token_public_key(fleet, host: str, label: str = "device-id") -> str:
+    return fleet.sh(host, f"{P11TOOL} --export-pubkey 'pkcs11:token=edge%20fleet;object={label};type=public'")
+
+
+def token_labels(fleet, host: str) -> list:
+    listed = fleet.sh(host, f"{P11TOOL} --list-privkeys 'pkcs11:token=edge%20fleet'", check=False)
+    return sorted(line.split(":", 1)[1].strip() for line in listed.splitlines() if line.strip().startswith("Label:"))
 
 
 def test_keys_generated_inside_a_token_on_two_devices(fleet_factory, ansible_playbook):
     fleet = fleet_factory(2)
     with (fleet.inventory / "group_vars" / "all.yml").open("a") as group_vars:
         group_vars.write(TOKEN_SETTINGS)
+    # edge-02 renews with a new key, generated inside the token beforehand (edgefleet_identity_rotate_key).
+    (fleet.inventory / "host_vars").mkdir(exist_ok=True)
+    (fleet.inventory / "host_vars" / "edge-02.yml").write_text("edgefleet_identity_rotate_key: true\n")
     first = ansible_playbook(PLAYBOOK, "-v", inventory=fleet.inventory)
     assert first.returncode == 0, first.output
     assert USER_PIN not in first.output and SO_PIN not in first.output
@@ -81,3 +89,33 @@ def test_keys_generated_inside_a_token_on_two_devices(fleet_factory, ansible_pla
     assert not (identities / "edge-01" / "next").exists()
     assert registrations(fleet)["edge-01"]["status"] == "assigned"
     assert edge_agent_on(fleet, "edge-01") == "running"
+
+    # edge-02 renews with the key that waited inside the token: the key pairs are relabelled, the old one deleted, a
+    # new next key made; it registers through the token with its new certificate.
+    assert token_labels(fleet, "edge-02") == ["device-id", "device-id-next"]
+    waiting, old_key = token_public_key(fleet, "edge-02", "device-id-next"), token_public_key(fleet, "edge-02")
+    serial = serial_on(fleet, "edge-02")
+    renewed = ansible_playbook(
+        PLAYBOOK, "--limit", "edge-02", inventory=fleet.inventory, extra_vars={"edgefleet_identity_rotate": True}
+    )
+    assert renewed.returncode == 0, renewed.output
+    assert token_public_key(fleet, "edge-02") == waiting
+    assert token_labels(fleet, "edge-02") == ["device-id", "device-id-next"]
+    assert token_public_key(fleet, "edge-02", "device-id-next") not in (waiting, old_key)
+    assert serial_on(fleet, "edge-02") != serial
+    assert enrollment_certificates(fleet)["edge-02"] == {"primary": serial_on(fleet, "edge-02")}
+    assert registrations(fleet)["edge-02"]["status"] == "assigned"
+    assert edge_agent_on(fleet, "edge-02") == "running"
+    checks = json.loads(fleet.sh("edge-02", "iotedge check --output json", check=False))["checks"]
+    assert checks["certs-match-private-keys"]["result"] == {"result": "ok"}
+    settled = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
+    assert {host: settled.recap(host)["changed"] for host in fleet.hosts} == dict.fromkeys(fleet.hosts, 0)
+
+    # Retired, edge-02's identity keys leave its token.
+    (fleet.inventory / "host_vars" / "edge-02.yml").write_text(
+        "edgefleet_identity_rotate_key: true\nedgefleet_retired: true\n"
+    )
+    retired = ansible_playbook(PLAYBOOK, inventory=fleet.inventory)
+    assert retired.returncode == 0, retired.output
+    assert token_labels(fleet, "edge-02") == []
+    assert token_labels(fleet, "edge-01") == ["device-id"]

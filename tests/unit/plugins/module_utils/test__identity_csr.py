@@ -197,17 +197,6 @@ def test_activating_a_key_the_host_does_not_hold_names_the_keys_it_found(tmp_pat
         move(tmp_path, activate="not-a-hash")
 
 
-def test_a_next_key_in_a_token_is_refused(tmp_path):
-    with pytest.raises(CsrError, match="next_key: a key inside a PKCS#11 token is renewed by signing it again"):
-        ensure(
-            tmp_path,
-            key_store="pkcs11",
-            pkcs11_lib_path="/usr/lib/softhsm/libsofthsm2.so",
-            pkcs11_key_uri="pkcs11:token=t;object=o?pin-value=1",
-            next_key=True,
-        )
-
-
 def test_a_symlink_in_place_of_the_key_is_refused(tmp_path):
     (tmp_path / "elsewhere").write_text("x")
     (tmp_path / "key.pem").symlink_to(tmp_path / "elsewhere")
@@ -324,3 +313,74 @@ def test_bad_token_input_is_refused_before_anything_is_made(overrides, message):
         pytest.skip("needs gnutls-bin")
     with pytest.raises(CsrError, match=re.escape(message)):
         ensure_in_token(**overrides)
+
+
+def move_in_token(activate=None, check_mode=False):
+    request = CsrRequest(
+        registration_id="gw-01",
+        key_path="",
+        key_store="pkcs11",
+        owner="nobody",
+        pkcs11_lib_path=str(SOFTHSM),
+        pkcs11_key_uri=KEY_URI,
+        check_mode=check_mode,
+    )
+    return move_key(request, activate, run_with_environment)
+
+
+def token_labels() -> list:
+    listed = run_with_environment(
+        ["runuser", "-u", "nobody", "--", "p11tool", "--provider", str(SOFTHSM), "--login", "--list-privkeys",
+         "pkcs11:token=edge"],
+        {"GNUTLS_PIN": "1234"},
+    )[1]  # fmt: skip
+    return sorted(re.findall(r"Label: (\S+)", listed))
+
+
+@needs_softhsm
+def test_a_next_key_inside_the_token_then_a_rotation_and_a_rollback_by_relabelling(softhsm):
+    first = ensure_in_token(next_key=True)
+    assert first["next_key_uri"] == "pkcs11:token=edge;object=device-id-next" and first["next_key_path"] is None
+    assert first["next_public_key_sha256"] != first["public_key_sha256"]
+    public_key, problem = csr_problem(first["next_csr"], registration_id="gw-01", key_type="ec-p256")
+    assert problem is None
+    assert (
+        hashlib.sha256(
+            public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        ).hexdigest()
+        == first["next_public_key_sha256"]
+    )
+    assert token_labels() == ["device-id", "device-id-next"]
+    again = ensure_in_token(next_key=True)
+    assert again["changed"] is False and again["next_public_key_sha256"] == first["next_public_key_sha256"]
+
+    old, new = first["public_key_sha256"], first["next_public_key_sha256"]
+    assert move_in_token(activate=new, check_mode=True)["changed"] and token_labels() == ["device-id", "device-id-next"]
+    rotated = move_in_token(activate=new)
+    assert rotated["changed"] and token_labels() == ["device-id", "device-id-previous"]
+    assert ensure_in_token()["public_key_sha256"] == new
+    assert move_in_token(activate=new)["changed"] is False
+    # Rollback: the old key is current again, the new one waits as next.
+    assert move_in_token(activate=old)["changed"]
+    assert token_labels() == ["device-id", "device-id-next"]
+    assert ensure_in_token(next_key=True)["next_public_key_sha256"] == new
+    # Rotation completed: the previous key leaves the token.
+    move_in_token(activate=new)
+    assert move_in_token()["actions"] == ["delete pkcs11:token=edge;object=device-id-previous"]
+    assert token_labels() == ["device-id"]
+    assert move_in_token()["changed"] is False
+    with pytest.raises(CsrError, match="no key in token 'edge' has the public key"):
+        move_in_token(activate="ab" * 32)
+    # A retired host: every key of the identity leaves the token.
+    ensure_in_token(next_key=True)
+    assert token_labels() == ["device-id", "device-id-next"]
+    removed = move_key(
+        CsrRequest(
+            registration_id="gw-01", key_path="", key_store="pkcs11", owner="nobody", pkcs11_lib_path=str(SOFTHSM),
+            pkcs11_key_uri=KEY_URI,
+        ),
+        None,
+        run_with_environment,
+        remove_all=True,
+    )  # fmt: skip
+    assert removed["changed"] and token_labels() == []

@@ -476,10 +476,6 @@ TOKEN_KEY = {
             {**TOKEN_KEY, "edgefleet_iotedge_pkcs11_init_token": True},
             "edgefleet_iotedge_pkcs11_so_pin: is empty, and edgefleet_iotedge_pkcs11_init_token asks",
         ),
-        (
-            {**TOKEN_KEY, "edgefleet_identity_rotate_key": True},
-            "edgefleet_identity_rotate_key: is true with the key inside a PKCS#11 token",
-        ),
         ({"edgefleet_identity_rotate_key": "sometimes"}, "edgefleet_identity_rotate_key: "),
     ],
 )
