@@ -207,6 +207,19 @@ def classify_sdk_error(exc, operation: str, host: str):
 # ---- client ---------------------------------------------------------------------------------------------
 
 
+def configure_sdk_transport(client, *, ca_bundle, validate_certs, timeout) -> None:
+    """TLS, timeout and no retries of its own on an azure-iot-hub SDK client (registry or configuration manager)."""
+    config = getattr(getattr(client, "protocol", None), "config", None)
+    if config is None:
+        return
+    # msrest hands these to requests: a CA file path, or False to skip verification.
+    config.connection.verify = ca_bundle if (ca_bundle and validate_certs) else bool(validate_certs)
+    config.connection.timeout = timeout
+    # Retries belong to RetryPolicy; the SDK's urllib3 retries would multiply them.
+    config.retry_policy.retries = 0
+    config.retry_policy.policy.status_forcelist = []
+
+
 class IoTHubRegistry:
     """Registry reads and device identity writes; records are the SDK models' ``as_dict()`` (snake_case keys)."""
 
@@ -229,14 +242,7 @@ class IoTHubRegistry:
         else:
             self._query_spec = None
         self.registry = registry_manager
-        config = getattr(getattr(registry_manager, "protocol", None), "config", None)
-        if config is not None:
-            # msrest hands these to requests: a CA file path, or False to skip verification.
-            config.connection.verify = ca_bundle if (ca_bundle and validate_certs) else bool(validate_certs)
-            config.connection.timeout = timeout
-            # Retries belong to RetryPolicy; the SDK's urllib3 retries would multiply them.
-            config.retry_policy.retries = 0
-            config.retry_policy.policy.status_forcelist = []
+        configure_sdk_transport(registry_manager, ca_bundle=ca_bundle, validate_certs=validate_certs, timeout=timeout)
 
     @staticmethod
     def _sdk_error_types() -> tuple:
@@ -317,6 +323,25 @@ class IoTHubRegistry:
     def get_twin(self, device_id: str):
         twin = self._get_or_none("Devices_GetTwin", lambda: self.registry.get_twin(device_id))
         return twin.as_dict() if twin is not None else None
+
+    def update_twin_tags(self, device_id: str, tags_patch: dict, etag):
+        """PATCH the twin's tags (``Devices_UpdateTwin``) only if the twin's etag is still ``etag`` (None: any).
+
+        The hub applies ``tags_patch`` to the tags as a JSON merge patch: objects merge key by key, ``None`` removes
+        a key, anything else replaces the value. Only ``tags`` is sent, so desired properties stay as they are.
+        A changed etag is an ApiError with status 412, an unknown device one with status 404.
+        Returns the twin the hub answers with, as get_twin does.
+        """
+        load_sdk()
+        from azure.iot.hub.models import Twin
+
+        body = Twin(tags=tags_patch)
+        header = if_match_header(etag)
+        updated = self._run(
+            "Devices_UpdateTwin",
+            lambda: self.registry.protocol.devices.update_twin(device_id, body, if_match=header),
+        )
+        return updated.as_dict()
 
     def get_modules(self, device_id: str) -> list:
         modules = self._get_or_none("Modules_GetModulesOnDevice", lambda: self.registry.get_modules(device_id))

@@ -19,7 +19,7 @@ from typing import Any
 
 SEGMENT = r"(?:\[\[(?:(?!\]\]).)*\]\]|[A-Za-z_$][\w$\-]*)"
 TOKEN = re.compile(
-    r"\s*(?:(?P<string>'(?:[^']|'')*'|\"(?:[^\"])*\")|(?P<number>-?\d+(?:\.\d+)?)"
+    r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")|(?P<number>-?\d+(?:\.\d+)?)"
     r"|(?P<op><>|!=|<=|>=|=|<|>)|(?P<punct>[()\[\],*])"
     rf"|(?P<word>{SEGMENT}(?:\.(?:{SEGMENT}|\d+))*))"
 )
@@ -42,6 +42,24 @@ class _Undefined:
 
 
 UNDEFINED = _Undefined()
+
+
+# The escapes of a string literal ("Expressions and conditions" in Microsoft's IoT Hub query language article):
+# \' \" \\ and \uXXXX. Any other backslash is refused rather than read some other way.
+_ESCAPE = re.compile(r"\\(?:u([0-9A-Fa-f]{4})|(.))", re.S)
+BACKSLASH = "\\"
+ESCAPES_HINT = r"use \' \" \\ or \uXXXX"
+
+
+def _unescaped(body: str) -> str:
+    def replace(found: re.Match) -> str:
+        if found.group(1):
+            return chr(int(found.group(1), 16))
+        if found.group(2) in ("'", '"', "\\"):
+            return found.group(2)
+        raise QueryError(f"unknown escape {BACKSLASH}{found.group(2)} in a string literal ({ESCAPES_HINT})")
+
+    return _ESCAPE.sub(replace, body)
 
 
 def _tokenize(text: str) -> list[tuple[str, str]]:
@@ -151,7 +169,7 @@ class _Parser:
     def literal(self) -> Any:
         kind, value = self.take()
         if kind == "string":
-            return value[1:-1].replace("''", "'") if value[0] == "'" else value[1:-1]
+            return _unescaped(value[1:-1])
         if kind == "number":
             return float(value) if "." in value else int(value)
         if kind == "keyword" and value in ("TRUE", "FALSE", "NULL"):
