@@ -244,16 +244,9 @@ def activate_key(key_path: str, public_key_sha256: str, run, *, check_mode: bool
     held = {name: _public_key(path, run)[1] for name, path in slots.items() if os.path.isfile(path)}
     wanted = public_key_sha256.lower()
     result = {"changed": False, "actions": [], "key_path": key_path, "public_key_sha256": wanted}
-    if held.get("current") == wanted:
+    source = _activation_source(held, wanted, "on the host")
+    if source is None:
         return result
-    source = next((name for name in ("next", "previous") if held.get(name) == wanted), None)
-    if source is None or "current" not in held:
-        found = ", ".join(f"{name} {held[name][:16]}" for name in held) or "none"
-        raise CsrError(
-            f"activate: no key on the host has the public key {wanted[:16]}... (SHA-256; keys found: {found}). The "
-            "key of the new certificate is gone: remove the identity's next/ directory on the controller to have a new "
-            "key made and certified"
-        )
     keep_as = "previous" if source == "next" else "next"
     result["changed"] = True
     result["actions"] = [f"keep {key_path} as {slots[keep_as]}", f"make {slots[source]} the current key {key_path}"]
@@ -263,6 +256,21 @@ def activate_key(key_path: str, public_key_sha256: str, run, *, check_mode: bool
         os.link(key_path, slots[keep_as])
         os.replace(slots[source], key_path)
     return result
+
+
+def _activation_source(held: dict, wanted: str, where: str) -> str | None:
+    """Which slot (next or previous) holds the wanted key; None when the current one does already."""
+    if held.get("current") == wanted:
+        return None
+    source = next((name for name in ("next", "previous") if held.get(name) == wanted), None)
+    if source is None or "current" not in held:
+        found = ", ".join(f"{name} {held[name][:16]}" for name in held) or "none"
+        raise CsrError(
+            f"activate: no key {where} has the public key {wanted[:16]}... (SHA-256; keys found: {found}). The key of "
+            "the new certificate is gone: remove the identity's next/ directory on the controller to have a new key "
+            "made and certified"
+        )
+    return source
 
 
 def remove_previous_key(key_path: str, *, check_mode: bool) -> dict:
@@ -582,16 +590,9 @@ class _TokenSlots:
         held, wanted = self._held(), public_key_sha256.lower()
         current = self.slots["current"]
         result = {"changed": False, "actions": [], "key_uri": current.uri.shown(), "public_key_sha256": wanted}
-        if held.get("current") == wanted:
+        source = _activation_source(held, wanted, f"in token {current.uri.token!r}")
+        if source is None:
             return result
-        source = next((name for name in ("next", "previous") if held.get(name) == wanted), None)
-        if source is None or "current" not in held:
-            found = ", ".join(f"{name} {held[name][:16]}" for name in held) or "none"
-            raise CsrError(
-                f"activate: no key in token {current.uri.token!r} has the public key {wanted[:16]}... (SHA-256; keys "
-                f"found: {found}). The key of the new certificate is gone: remove the identity's next/ directory on "
-                "the controller to have a new key made and certified"
-            )
         keep_as = "previous" if source == "next" else "next"
         displaced, promoted = self.slots[keep_as], self.slots[source]
         result["changed"] = True
