@@ -26,6 +26,7 @@ except ImportError:  # ansible-core before 2.19 caches compiled templates itself
     TemplateEngine = None
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._inventory import (
+    PEER_VARIABLES,
     ROLES,
     UNKNOWN_VARIABLE_MODES,
     check_role,
@@ -114,7 +115,13 @@ class ActionModule(ActionBase):
                 values[name] = templar.template(variables[name])
             except AnsibleError as error:
                 errors.append(f"{name}: cannot be resolved ({_first_line(error)}). Correct the expression")
-        errors += check_role(role, options, values, config_settings=config_settings)
+        peers = {}
+        for name in PEER_VARIABLES.get(role, ()):
+            # A peer that cannot be resolved is left out: the role that owns it names the problem.
+            with contextlib.suppress(AnsibleError):
+                if name in variables:
+                    peers[name] = templar.template(variables[name])
+        errors += check_role(role, options, values, config_settings=config_settings, peers=peers)
 
         mode = self._unknown_variables_mode(variables, templar, errors)
         unknown = unknown_variables((name for name in variables if name.startswith("edgefleet_")), known_variables())

@@ -227,10 +227,12 @@ def type_name(value) -> str:
 
 
 class _Rules:
-    """Collects ``variable: problem`` messages for the values of one host."""
+    """Collects ``variable: problem`` messages for the values of one host; ``peers`` are variables of another role
+    that one of this role's rules depends on (PEER_VARIABLES), as the host resolves them when it sets them."""
 
-    def __init__(self, values: dict):
+    def __init__(self, values: dict, peers: dict | None = None):
         self.values = values
+        self.peers = peers or {}
         self.errors: list[str] = []
 
     def get(self, name: str, default=None):
@@ -414,6 +416,15 @@ def _dps_enrollment_rules(rules: _Rules) -> None:
         problem = enrollment_group_id_problem(rules.get("edgefleet_dps_enrollment_group_id"))
         if problem:
             rules.fail("edgefleet_dps_enrollment_group_id", problem)
+    elif rules.peers.get("edgefleet_iotedge_identity_cert_method") == "est":
+        # An individual enrollment names the device's certificate (its thumbprint); EST issues it on the device.
+        rules.fail(
+            "edgefleet_dps_enrollment_type",
+            "is individual, and edgefleet_iotedge_identity_cert_method is 'est' on this host: the EST server issues "
+            "the device's certificate on the device, and an individual enrollment can only hold a certificate known "
+            "beforehand. Use edgefleet_dps_enrollment_type: group, with the EST issuing CA as the fleet CA "
+            "(docs/variables.md, EST)",
+        )
     for name in ("edgefleet_dps_ca_certificate_name", "edgefleet_dps_ca_rollover_certificate_name"):
         rules.pattern(
             name,
@@ -673,18 +684,25 @@ def _token_key_rules(rules: _Rules) -> None:
         )
 
 
-def check_role(role: str, options: dict, values: dict, *, config_settings=None, now=None) -> list[str]:
+# Variables of another role that a role's rules read (they are not the role's own, so not checked by its spec).
+PEER_VARIABLES = {"dps_enrollment": ("edgefleet_iotedge_identity_cert_method",)}
+
+
+def check_role(
+    role: str, options: dict, values: dict, *, config_settings=None, now=None, peers: dict | None = None
+) -> list[str]:
     """Every problem with one host's values for one role: the argument spec first, then the values' rules.
 
     ``values`` are the role's variables as the host resolves them (templated); ``config_settings`` the runtime
-    configuration's settings (role iotedge_provision), rendered once to validate them.
+    configuration's settings (role iotedge_provision), rendered once to validate them; ``peers`` the host's values
+    of the role's PEER_VARIABLES that it sets.
     """
     if role not in ROLES:
         raise ValueError(f"role: {role!r} is not one of {', '.join(ROLES)}")
     now = now or datetime.datetime.now(datetime.timezone.utc)
     errors, checked = check_options(options, values)
     failed = {error.split(":", 1)[0].split("[", 1)[0].split(".", 1)[0] for error in errors}
-    rules = _Rules({name: value for name, value in checked.items() if name not in failed})
+    rules = _Rules({name: value for name, value in checked.items() if name not in failed}, peers)
     if role == "edge_pki":
         _edge_pki_rules(rules, now)
     elif role == "dps_enrollment":

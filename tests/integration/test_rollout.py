@@ -63,6 +63,12 @@ BAD_INVENTORIES = [
         ["edgefleet_iotedge_identity_key_method", "1.2+"],
     ),
     ("est-without-url", {"edgefleet_iotedge_identity_cert_method": "est"}, ["edgefleet_iotedge_est_url"]),
+    # EST issues the certificate on the device: an individual enrollment cannot name it beforehand.
+    (
+        "est-with-individual-enrollment",
+        {**EST, **EST_AUTH},
+        ["edgefleet_dps_enrollment_type: is individual, and edgefleet_iotedge_identity_cert_method is 'est'"],
+    ),
     (
         "secrets-dir-relative",
         {"edgefleet_iotedge_secrets_dir": "var/secrets"},

@@ -156,6 +156,29 @@ def test_bad_hosts_are_refused_with_every_problem_and_the_others_accepted(tmp_pa
     assert sorted(dps["hosts"]) == ["edge-04", "localhost"]
 
 
+def test_an_est_host_is_refused_an_individual_enrollment_which_could_not_name_its_certificate(tmp_path):
+    results = run_checks(
+        tmp_path,
+        {
+            "edge-01": {"edgefleet_iotedge_identity_cert_method": "est"},
+            "edge-02": {},
+            "localhost": {"ansible_connection": "local"},
+        },
+    )
+    dps = results["dps_enrollment"]
+    assert sorted(dps["refused"]) == ["edge-01"]
+    assert dps["refused"]["edge-01"][0].startswith(
+        "edgefleet_dps_enrollment_type: is individual, and edgefleet_iotedge_identity_cert_method is 'est'"
+    )
+    (tmp_path / "group").mkdir()
+    grouped = run_checks(
+        tmp_path / "group",
+        {"edge-01": {"edgefleet_iotedge_identity_cert_method": "est"}, "localhost": {"ansible_connection": "local"}},
+        play_vars={"edgefleet_dps_enrollment_type": "group", "edgefleet_dps_enrollment_group_id": "fleet"},
+    )
+    assert grouped["dps_enrollment"]["refused"] == {}
+
+
 def test_play_and_extra_vars_take_precedence_and_unknown_names_warn_once(tmp_path):
     results = run_checks(
         tmp_path,
