@@ -41,8 +41,8 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity im
 ROLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "roles")
 # The role variable holding the runtime configuration's settings, rendered once per host to check them.
 CONFIG_SETTINGS_VARIABLE = "iotedge_provision_settings"
-# The roles whose hosts must not share a registration id: it names one certificate and one enrollment.
-UNIQUE_ID_ROLES = ("edge_pki", "dps_enrollment")
+# The roles whose hosts must not share a registration id: it names one certificate, one enrollment, one device twin.
+UNIQUE_ID_ROLES = ("edge_pki", "dps_enrollment", "iotedge_deployment")
 
 
 @functools.lru_cache(maxsize=None)
@@ -283,6 +283,14 @@ def _resolved(role: str, values: dict) -> dict:
         resolved["certificate_path"] = identity["cert_path"]
         # A rotation's new leaf while it is under way (pki_identity staged=true).
         resolved["next_certificate_path"] = identity["next"]["cert_path"]
+    if role == "iotedge_deployment":
+        # The twin tags the host's device must have: its enrollment's initial twin tags and its ring.
+        ring = values.get("edgefleet_deployment_ring")
+        resolved["ring"] = ring
+        resolved["tags"] = {
+            **(values.get("edgefleet_dps_twin_tags") or {}),
+            values.get("edgefleet_deployment_ring_tag", "ring"): ring,
+        }
     return resolved
 
 

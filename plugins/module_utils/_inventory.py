@@ -25,6 +25,15 @@ import re
 
 from ansible.module_utils.parsing.convert_bool import BOOLEANS_FALSE, BOOLEANS_TRUE
 
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._deployment_manifest import (
+    check_name,
+    tag_path,
+    target_condition_from_tags,
+)
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._deployment_rollout import (
+    RolloutError,
+    failure_allowance,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_certificate import CERTIFICATE_NAME_PATTERN
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_client import parse_connection_string
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._dps_enrollment_group import (
@@ -63,7 +72,7 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity im
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._shown import shown
 
 PREFIX = "edgefleet_"
-ROLES = ("edge_pki", "dps_enrollment", "iotedge_install", "iotedge_provision")
+ROLES = ("edge_pki", "dps_enrollment", "iotedge_install", "iotedge_provision", "iotedge_deployment")
 UNKNOWN_VARIABLE_MODES = ("warn", "fail", "ignore")
 # edgefleet_ names that are not role inputs: the playbook's own variables and the facts the roles publish.
 PLAYBOOK_VARIABLES = frozenset(
@@ -87,6 +96,7 @@ PUBLISHED_FACTS = frozenset(
         "edgefleet_registrations",
         "edgefleet_report",
         "edgefleet_runtime",
+        "edgefleet_deployment",
     )
 )
 
@@ -688,6 +698,166 @@ def _token_key_rules(rules: _Rules) -> None:
 PEER_VARIABLES = {"dps_enrollment": ("edgefleet_iotedge_identity_cert_method",)}
 
 
+def _deployment_manifest_rules(rules: _Rules, where: str, manifest, manifest_path) -> None:
+    """Exactly one of a manifest (a mapping) and a manifest file on the controller."""
+    if manifest and manifest_path:
+        rules.errors.append(f"{where}: both a manifest and a manifest path are set; give one of them (the other empty)")
+    elif not manifest and not manifest_path:
+        rules.errors.append(
+            f"{where}: no manifest; set a manifest file (a deployment.json, JSON or YAML) or the manifest itself"
+        )
+    elif manifest_path:
+        if not isinstance(manifest_path, str) or not manifest_path.isprintable():
+            rules.errors.append(f"{where}: the manifest path {shown(manifest_path)} is not a usable path")
+        elif not os.path.isfile(manifest_path):
+            rules.errors.append(
+                f"{where}: {shown(manifest_path)} is not a file on the controller (a relative path is read from the "
+                "directory ansible-playbook runs in). Point it at the deployment manifest"
+            )
+    elif not isinstance(manifest, dict):
+        rules.errors.append(f"{where}: the manifest must be a mapping (modulesContent: ...), got {type_name(manifest)}")
+
+
+def _deployment_tags_rules(rules: _Rules, name: str, tags, ring_tag) -> None:
+    """Tags that select devices: a target condition can be written from them, and the ring tag is the rings' own."""
+    if not tags:
+        return
+    try:
+        target_condition_from_tags(tags)
+    except ConfigurationError as error:
+        rules.fail(name, str(error).split(": ", 1)[-1])
+        return
+    if isinstance(ring_tag, str) and ring_tag in tags:
+        rules.fail(
+            name,
+            f"names the ring tag {ring_tag!r}; the rings decide which devices it targets (edgefleet_deployment_rings)",
+        )
+
+
+def _deployment_ring_rules(rules: _Rules, ring_tag) -> None:
+    try:
+        tag_path(ring_tag)
+    except ConfigurationError as error:
+        rules.fail("edgefleet_deployment_ring_tag", str(error).split(": ", 1)[1])
+    rings = rules.get("edgefleet_deployment_rings")
+    ring = rules.get("edgefleet_deployment_ring")
+    if isinstance(rings, list):
+        if not rings:
+            rules.fail(
+                "edgefleet_deployment_rings", "is empty. List the rings in rollout order, such as [canary, main]"
+            )
+        elif len(set(rings)) != len(rings) or not all(rings):
+            rules.fail("edgefleet_deployment_rings", f"{shown(rings)} has an empty or repeated ring. Name each once")
+        elif isinstance(ring, str) and ring not in rings:
+            rules.fail(
+                "edgefleet_deployment_ring",
+                f"{shown(ring)} is not one of edgefleet_deployment_rings ({', '.join(rings)}). Use one of them, or add "
+                "it to edgefleet_deployment_rings",
+            )
+    twin_tags = rules.get("edgefleet_dps_twin_tags") or {}
+    if isinstance(twin_tags, dict) and isinstance(ring_tag, str) and twin_tags.get(ring_tag, ring) != ring:
+        rules.fail(
+            "edgefleet_dps_twin_tags",
+            f"sets the tag {ring_tag!r} to {shown(twin_tags[ring_tag])}, but edgefleet_deployment_ring is "
+            f"{shown(ring)}: the ring tag comes from edgefleet_deployment_ring. Remove it from edgefleet_dps_twin_tags",
+        )
+
+
+def _iotedge_deployment_rules(rules: _Rules) -> None:
+    rules.registration_id()
+    rules.controller_path("edgefleet_ca_bundle")
+    bundle = rules.get("edgefleet_ca_bundle")
+    if isinstance(bundle, str) and bundle and bundle.isprintable() and not os.path.isfile(bundle):
+        rules.fail("edgefleet_ca_bundle", f"{shown(bundle)} is not a file on the controller. Point it at a PEM file")
+    hub_connection = rules.get("edgefleet_iothub_connection_string")
+    if isinstance(hub_connection, str) and hub_connection:
+        _connection_string(rules, "edgefleet_iothub_connection_string", parse_hub_connection_string)
+    name = rules.get("edgefleet_deployment_name")
+    if not name:
+        rules.fail("edgefleet_deployment_name", "is not set. Name the deployment (its versions' ids start with it)")
+    else:
+        try:
+            check_name(name)
+        except ConfigurationError as error:
+            rules.fail("edgefleet_deployment_name", str(error).split(": ", 1)[1])
+    _deployment_manifest_rules(
+        rules,
+        "edgefleet_deployment_manifest_path",
+        rules.get("edgefleet_deployment_manifest"),
+        rules.get("edgefleet_deployment_manifest_path"),
+    )
+    ring_tag = rules.get("edgefleet_deployment_ring_tag", "ring")
+    _deployment_ring_rules(rules, ring_tag)
+    _deployment_tags_rules(
+        rules, "edgefleet_deployment_target_tags", rules.get("edgefleet_deployment_target_tags"), ring_tag
+    )
+    priority = rules.get("edgefleet_deployment_priority")
+    if isinstance(priority, int) and priority < 1:
+        rules.fail(
+            "edgefleet_deployment_priority",
+            f"is {priority}; it must be 1 or more (the versions a rollout replaces go one below it)",
+        )
+    bump = rules.get("edgefleet_deployment_rollback_priority_bump")
+    if isinstance(bump, int) and bump < 1:
+        rules.fail("edgefleet_deployment_rollback_priority_bump", f"is {bump}; it must be 1 or more")
+    for variable in ("edgefleet_deployment_wait_timeout", "edgefleet_deployment_poll_interval"):
+        value = rules.get(variable)
+        if isinstance(value, int) and value < 1:
+            rules.fail(variable, f"is {value}; it must be 1 second or more")
+    if "edgefleet_deployment_max_failures" in rules.values:
+        try:
+            failure_allowance(rules.get("edgefleet_deployment_max_failures"), 0)
+        except RolloutError as error:
+            rules.errors.append(str(error))
+    for key, value in (rules.get("edgefleet_deployment_labels") or {}).items():
+        if not isinstance(value, str):
+            rules.fail(f"edgefleet_deployment_labels.{key}", f"must be text, got {type_name(value)}. Quote it")
+    _deployment_layers_rules(rules, name, ring_tag, priority, bump)
+
+
+_LAYER_KEYS = ("name", "manifest_path", "manifest", "tags", "priority")
+
+
+def _deployment_layers_rules(rules: _Rules, base_name, ring_tag, priority, bump) -> None:
+    names = [base_name]
+    floor = priority + bump if isinstance(priority, int) and isinstance(bump, int) else None
+    for index, layer in enumerate(rules.get("edgefleet_deployment_layers") or []):
+        where = f"edgefleet_deployment_layers[{index}]"
+        if not isinstance(layer, dict):
+            rules.errors.append(f"{where}: must be a mapping with {', '.join(_LAYER_KEYS)}")
+            continue
+        unknown = sorted(set(layer) - set(_LAYER_KEYS))
+        if unknown:
+            rules.errors.append(f"{where}: unknown key(s) {', '.join(unknown)}; the keys are {', '.join(_LAYER_KEYS)}")
+        try:
+            check_name(layer.get("name"))
+        except ConfigurationError as error:
+            rules.errors.append(f"{where}.{error}")
+        else:
+            if layer["name"] in names:
+                rules.errors.append(
+                    f"{where}.name: {layer['name']!r} is used twice; each deployment needs its own name"
+                )
+            names.append(layer["name"])
+        _deployment_manifest_rules(rules, f"{where}.manifest_path", layer.get("manifest"), layer.get("manifest_path"))
+        tags = layer.get("tags")
+        if not isinstance(tags, dict) or not tags:
+            rules.errors.append(f"{where}.tags: must be a mapping of tag -> value(s) that selects the layer's hosts")
+        else:
+            _deployment_tags_rules(rules, f"{where}.tags", tags, ring_tag)
+        layer_priority = layer.get("priority")
+        if layer_priority is None:
+            continue
+        if isinstance(layer_priority, bool) or not isinstance(layer_priority, int):
+            rules.errors.append(f"{where}.priority: must be a whole number, got {shown(layer_priority)}")
+        elif floor is not None and layer_priority <= floor:
+            rules.errors.append(
+                f"{where}.priority: {layer_priority} is not above {floor} (edgefleet_deployment_priority + "
+                "edgefleet_deployment_rollback_priority_bump): a layer applies only above the standard deployment, a "
+                "rolled-back one included. Raise it, or leave it unset"
+            )
+
+
 def check_role(
     role: str, options: dict, values: dict, *, config_settings=None, now=None, peers: dict | None = None
 ) -> list[str]:
@@ -709,6 +879,8 @@ def check_role(
         _dps_enrollment_rules(rules)
     elif role == "iotedge_install":
         _iotedge_install_rules(rules)
+    elif role == "iotedge_deployment":
+        _iotedge_deployment_rules(rules)
     else:
         _iotedge_provision_rules(rules, config_settings if not errors else None)
     return errors + rules.errors
@@ -750,6 +922,7 @@ _FLEET_WIDE_PREFIXES = {
         "edgefleet_pki_identity_dir",
         "edgefleet_pki_passphrase",
     ),
+    "iotedge_deployment": ("edgefleet_deployment_", "edgefleet_iothub_", "edgefleet_ca_bundle"),
 }
 _PER_HOST = frozenset(
     {
@@ -757,6 +930,7 @@ _PER_HOST = frozenset(
         "edgefleet_dps_twin_tags",
         "edgefleet_dps_twin_desired_properties",
         "edgefleet_identity_rotation_timeout",
+        "edgefleet_deployment_ring",
     }
 )
 _SECRET_MARKERS = ("passphrase", "connection_string", "secret", "token", "key_content")

@@ -22,10 +22,13 @@ hub's answers are read as it sends them (``raw``), so nothing the SDK's models d
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._deployment_manifest import (
     EDGE_AGENT,
+    VERSION,
+    VERSION_LENGTH,
     check_modules_content,
     check_name,
     content_version,
@@ -186,8 +189,12 @@ class DeploymentRequest:
     priority: int = 0
     labels: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
-    layered: bool = False
+    # None: false for a manifest, the stored content's for a version.
+    layered: bool | None = None
     remove_superseded: str = "when_taken_over"
+    # An existing version of ``name`` whose stored content is used instead of a manifest (to raise its priority or
+    # retarget it: a rollback).
+    version: str | None = None
     page_size: int = QUERY_PAGE_SIZE
 
 
@@ -267,18 +274,65 @@ def _check_target(request: DeploymentRequest) -> str:
     return request.target_condition
 
 
-def _manifest(request: DeploymentRequest) -> dict:
-    if request.manifest is not None and request.manifest_path:
-        raise ConfigurationError("manifest and manifest_path are mutually exclusive; give one of them")
-    if request.manifest is not None:
+def _content_source(request: DeploymentRequest) -> str:
+    """Which option gives the content: manifest, manifest_path or version (exactly one of them)."""
+    given = [
+        option
+        for option, value in (
+            ("manifest", request.manifest),
+            ("manifest_path", request.manifest_path or None),
+            ("version", request.version),
+        )
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise ConfigurationError(f"{' and '.join(given)} are mutually exclusive; give one of them")
+    if not given:
+        raise ConfigurationError(
+            "state=present needs manifest or manifest_path (the deployment manifest), or version (a stored version "
+            "of name)"
+        )
+    return given[0]
+
+
+def _check_version(request: DeploymentRequest) -> str:
+    version = request.version
+    if not isinstance(version, str) or not VERSION.fullmatch(version):
+        raise ConfigurationError(
+            f"version: {version!r} is not a version; give the {VERSION_LENGTH} hexadecimal digits after '<name>-' in "
+            "the id of a stored version (iothub_deployment_info lists them)"
+        )
+    return version
+
+
+def stored_content(name: str, version: str, configurations: list) -> dict:
+    """The content IoT Hub holds for version ``version`` of ``name``, or an error naming the stored versions."""
+    wanted = deployment_id(name, version)
+    versions = versions_of(configurations, name)
+    for record in versions:
+        if record["id"] == wanted:
+            return _modules_content(record)
+    stored = ", ".join(f"{(record.get('labels') or {}).get(VERSION_LABEL)}" for record in reversed(versions))
+    raise ConfigurationError(
+        f"version: IoT Hub holds no version {version} of {name}"
+        + (f"; its stored versions, newest first: {stored}" if stored else "; it holds no version of it at all")
+        + ". Give one of them, or the manifest"
+    )
+
+
+def _manifest(request: DeploymentRequest, source: str, configurations) -> dict:
+    if source == "manifest":
         return modules_content_of(request.manifest, "manifest")
-    if request.manifest_path:
+    if source == "manifest_path":
         return modules_content_of(read_manifest_file(request.manifest_path), "manifest_path")
-    raise ConfigurationError("state=present needs manifest or manifest_path (the deployment manifest)")
+    return copy.deepcopy(stored_content(request.name, _check_version(request), configurations or []))
 
 
-def prepare(request: DeploymentRequest) -> Desired | None:
-    """Check every option before anything is sent; None for state=absent (only the name matters then)."""
+def prepare(request: DeploymentRequest, configurations: list | None = None) -> Desired | None:
+    """Check every option before anything is sent; None for state=absent (only the name matters then).
+
+    ``configurations`` (the hub's, as listed) are needed only with ``version``: the content is the stored one.
+    """
     if request.state not in STATES:
         raise ConfigurationError(f"state: must be one of {', '.join(STATES)}, got {request.state!r}")
     name = check_name(request.name)
@@ -294,16 +348,27 @@ def prepare(request: DeploymentRequest) -> Desired | None:
     target = _check_target(request)
     labels = _check_labels(request.labels)
     metrics = _check_metrics(request.metrics)
-    option = "manifest" if request.manifest is not None else "manifest_path"
-    modules_content = _manifest(request)
-    check_modules_content(modules_content, layered=bool(request.layered), option=option)
+    option = _content_source(request)
+    if option == "version":
+        _check_version(request)
+    modules_content = _manifest(request, option, configurations)
+    layered = bool(request.layered)
+    if option == "version":
+        stored_layered = is_layered(modules_content)
+        if request.layered is not None and layered != stored_layered:
+            raise ConfigurationError(
+                f"layered: version {request.version} of {name} is {'a layered' if stored_layered else 'a standard'} "
+                f"deployment; leave layered unset with version, or set it to {str(stored_layered).lower()}"
+            )
+        layered = stored_layered
+    check_modules_content(modules_content, layered=layered, option=option)
     version = content_version(modules_content)
     return Desired(
         name=name,
         version=version,
         configuration_id=deployment_id(name, version),
         modules_content=modules_content,
-        layered=bool(request.layered),
+        layered=layered,
         target_condition=target,
         priority=priority,
         labels={**labels, NAME_LABEL: name, VERSION_LABEL: version},
@@ -637,8 +702,16 @@ def _decide(client, request, desired, record, new_record, exists: bool, cache: d
 
 def ensure_deployment(client, request: DeploymentRequest, *, check_mode: bool) -> dict:
     """The iothub_deployment core: one deployment name to the wanted version, settings and set of versions."""
-    desired = prepare(request)
-    configurations = client.list_configurations()
+    if request.state == "present" and request.version is not None:
+        # The options are checked before the hub is read; the content then comes from the hub.
+        _content_source(request)
+        _check_version(request)
+        check_name(request.name)
+        configurations = client.list_configurations()
+        desired = prepare(request, configurations)
+    else:
+        desired = prepare(request)
+        configurations = client.list_configurations()
     versions = versions_of(configurations, request.name)
     if desired is None:
         return _remove_all(client, request.name, versions, check_mode=check_mode)
@@ -824,6 +897,7 @@ __all__ = (
     "load_configuration_sdk",
     "prepare",
     "settings",
+    "stored_content",
     "supersede_reason",
     "targeted_query",
     "versions_of",

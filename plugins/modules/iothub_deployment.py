@@ -69,13 +69,23 @@ options:
         with the options of the same meaning.
       - Module arguments are logged at high verbosity. When the manifest holds container registry passwords, prefer
         O(manifest_path) or C(no_log) on the task.
-      - Mutually exclusive with O(manifest_path); one of them is required with O(state=present).
+      - Mutually exclusive with O(manifest_path) and O(version); one of them is required with O(state=present).
     type: dict
   manifest_path:
     description:
       - A JSON or YAML file with the manifest, on the host that runs the module (usually the controller), in either
         form of O(manifest).
     type: path
+  version:
+    description:
+      - A version of O(name) that IoT Hub holds (the 12 hexadecimal digits after C(<name>-) in its id, as
+        RV(version) and M(edgefleet.iotedge.iothub_deployment_info) return them), used instead of a manifest - its
+        content is read from the hub, so only its target condition, priority, labels and metrics are set.
+      - This is how an older version comes back, for example a rollback - it gets a higher O(priority) than the version
+        it replaces, and O(remove_superseded=never) keeps the newer one for a later attempt.
+      - A version the hub does not hold is an error that lists the stored ones.
+      - Mutually exclusive with O(manifest) and O(manifest_path).
+    type: str
   layered:
     description:
       - Whether this is a layered deployment, which adds modules, routes or properties on top of the standard
@@ -87,8 +97,9 @@ options:
         anything is sent.
       - A layered deployment applies to a device only on top of a standard one and only with a higher priority
         than that standard deployment.
+      - Unset, it is V(false) for O(manifest) and O(manifest_path), and what the stored content is for O(version)
+        (given with O(version), it must agree with it).
     type: bool
-    default: false
   target_condition:
     description:
       - The devices to target, in the IoT Hub query language, for example C(tags.environment='prod' AND
@@ -202,6 +213,18 @@ EXAMPLES = r"""
           properties.desired.routes.inference: FROM /messages/modules/inference/* INTO $upstream
     target_condition: "tags.environment='prod' AND tags.gpu=true"
     priority: 20
+  delegate_to: localhost
+  run_once: true
+
+- name: Roll back - the version before, from the hub, above the new one, everywhere; the new one is kept
+  edgefleet.iotedge.iothub_deployment:
+    name: sensors
+    version: 0b9e51c2aa10
+    target_tags:
+      environment: prod
+      ring: [canary, main]
+    priority: 110
+    remove_superseded: never
   delegate_to: localhost
   run_once: true
 
@@ -327,7 +350,8 @@ def main():
             "state": {"type": "str", "choices": list(STATES), "default": "present"},
             "manifest": {"type": "dict"},
             "manifest_path": {"type": "path"},
-            "layered": {"type": "bool", "default": False},
+            "version": {"type": "str"},
+            "layered": {"type": "bool"},
             "target_condition": {"type": "str"},
             "target_tags": {"type": "dict"},
             "priority": {"type": "int", "default": 0},
@@ -335,7 +359,7 @@ def main():
             "metrics": {"type": "dict", "default": {}},
             "remove_superseded": {"type": "str", "choices": list(REMOVE_SUPERSEDED), "default": "when_taken_over"},
         },
-        mutually_exclusive=[["manifest", "manifest_path"], ["target_condition", "target_tags"]],
+        mutually_exclusive=[["manifest", "manifest_path", "version"], ["target_condition", "target_tags"]],
         supports_check_mode=True,
     )
     params = module.params
@@ -353,6 +377,7 @@ def main():
             metrics=params["metrics"],
             layered=params["layered"],
             remove_superseded=params["remove_superseded"],
+            version=params["version"],
         )
         client = IoTHubDeployments(parse_hub_connection_string(params["connection_string"]), **http_options(params))
         return ensure_deployment(client, request, check_mode=module.check_mode)

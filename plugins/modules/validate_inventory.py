@@ -25,8 +25,9 @@ description:
     that host, in this one task (run it with C(run_once)), and fails none of them - it returns the accepted hosts
     with what the roles read of them and the refused ones with their problems, and the caller fails those. A task
     run per host costs the controller a worker process for every host, which at a thousand hosts is most of a run.
-    For the roles that name one certificate and one enrollment by the registration id (V(edge_pki),
-    V(dps_enrollment)) hosts that share one are refused, each named with the others.
+    For the roles that name one certificate, one enrollment or one device twin by the registration id (V(edge_pki),
+    V(dps_enrollment), V(iotedge_deployment)) hosts that share one are refused, each named with the others, and so
+    is a host whose value of a variable the controller reads once for the fleet differs from the other hosts'.
   - The roles run it with O(hosts) in their C(preflight) task files; C(playbooks/provision_edge.yml) runs those for
     every host before the PKI, DPS or any host is touched.
 author: edgefleet developers (@edgefleet)
@@ -43,7 +44,7 @@ options:
     description: The role whose variables to check (its C(meta/argument_specs.yml) says which and of what type).
     type: str
     required: true
-    choices: [edge_pki, dps_enrollment, iotedge_install, iotedge_provision]
+    choices: [edge_pki, dps_enrollment, iotedge_install, iotedge_provision, iotedge_deployment]
   config_settings:
     description:
       - The settings of the filter edgefleet.iotedge.iotedge_config for this host (role iotedge_provision), rendered
@@ -102,7 +103,8 @@ registration_id:
 hosts:
   description:
     - Each accepted host with what the roles read of it - C(registration_id); for V(dps_enrollment) also C(twin)
-      (C(tags), C(desired_properties)) and C(certificate_path) (where edgefleet.iotedge.pki_identity keeps its leaf).
+      (C(tags), C(desired_properties)) and C(certificate_path) (where edgefleet.iotedge.pki_identity keeps its leaf);
+      for V(iotedge_deployment) C(ring) and C(tags) (the twin tags its device must have, the ring tag included).
   returned: with O(hosts)
   type: dict
   sample: {"edge-01": {"registration_id": "edge-01"}}

@@ -7,7 +7,7 @@ import pytest
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import Twin
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ApiError, RetryPolicy
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import ApiError, ConfigurationError, RetryPolicy
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub import parse_hub_connection_string
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub_deployment import (
     NAME_LABEL,
@@ -152,6 +152,30 @@ def test_a_new_version_is_created_and_the_old_one_removed_once_it_has_taken_over
     assert agent_twin(cloud, "gw-1")["configurations"] == {v2: {"status": "Applied"}}
     assert sensor_image(cloud, "gw-1") == sensor_image(cloud, "gw-2") == "sensor:2"
     assert apply(client, manifest=manifest("sensor:2"), priority=10)["changed"] is False
+
+
+def test_a_rollback_raises_the_stored_previous_version_by_its_version_alone(cloud, fleet, client):
+    everywhere = {"ring": ["canary", "main"]}
+    v1 = apply(client, target_tags=everywhere)
+    v2 = apply(client, manifest=manifest("sensor:2"), remove_superseded="never")  # the canary ring only
+    assert sensor_image(cloud, "gw-1") == "sensor:2" and sensor_image(cloud, "gw-3") == "sensor:1"
+
+    back = apply(
+        client, manifest=None, version=v1["version"], target_tags=everywhere, priority=110, remove_superseded="never"
+    )
+    assert (back["id"], back["updated"], back["created"]) == (v1["id"], [v1["id"]], [])
+    record = stored(cloud)[v1["id"]]
+    assert (record["priority"], record["targetCondition"]) == (110, "tags.ring IN ['canary', 'main']")
+    assert record["content"] == manifest()  # the content the hub held, sent back unchanged
+    assert set(stored(cloud)) == {v1["id"], v2["id"]}
+    for device_id in ("gw-1", "gw-2", "gw-3"):
+        assert sensor_image(cloud, device_id) == "sensor:1"
+        assert agent_twin(cloud, device_id)["configurations"][v1["id"]] == {"status": "Applied"}
+
+    with pytest.raises(
+        ConfigurationError, match="version: IoT Hub holds no version 000000000000 of sensors; its stored versions"
+    ):
+        apply(client, manifest=None, version="000000000000")
 
 
 def test_layered_adds_a_module_on_top_of_the_standard_deployment(cloud, fleet, client):

@@ -52,7 +52,16 @@ def defaults(role: str) -> dict:
         "edgefleet_dps_resource_id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Devices/provisioningServices/d",
         "edgefleet_dps_ca_rollover_certificate_name": "edgefleet-root-rollover",
     }
-    return {name: resolved.get(name, value) for name, value in values.items()}
+    return {name: resolved.get(name, value) for name, value in values.items()} | REQUIRED.get(role, {})
+
+
+# What a role needs set, beyond its defaults.
+REQUIRED = {
+    "iotedge_deployment": {
+        "edgefleet_deployment_name": "sensors",
+        "edgefleet_deployment_manifest": {"modulesContent": {"$edgeAgent": {"properties.desired": {}}}},
+    }
+}
 
 
 def problems(role: str, **values) -> list[str]:
@@ -499,6 +508,74 @@ def test_the_fleet_wide_variables_of_the_controllers_batches():
     assert fleet_wide_variables("edge_pki", names) == ["edgefleet_pki_key_type"]
     assert fleet_wide_variables("dps_enrollment", names) == ["edgefleet_dps_connection_string"]
     assert fleet_wide_variables("iotedge_provision", names) == []
+    deployment = ["edgefleet_deployment_ring", "edgefleet_deployment_rings", "edgefleet_iothub_connection_string"]
+    assert fleet_wide_variables("iotedge_deployment", deployment + names) == deployment[1:]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"edgefleet_deployment_name": ""}, "edgefleet_deployment_name: is not set"),
+        ({"edgefleet_deployment_name": "Sensors"}, "edgefleet_deployment_name: 'Sensors' is not usable"),
+        (
+            {"edgefleet_deployment_ring": "beta"},
+            "edgefleet_deployment_ring: 'beta' is not one of edgefleet_deployment_rings",
+        ),
+        ({"edgefleet_deployment_rings": []}, "edgefleet_deployment_rings: is empty"),
+        (
+            {"edgefleet_deployment_rings": ["a", "a"]},
+            "edgefleet_deployment_rings: a list of 2 items has an empty or repeated",
+        ),
+        ({"edgefleet_deployment_ring_tag": "group"}, "edgefleet_deployment_ring_tag: tag name 'group' cannot be"),
+        ({"edgefleet_dps_twin_tags": {"ring": "canary"}}, "edgefleet_dps_twin_tags: sets the tag 'ring' to 'canary'"),
+        ({"edgefleet_deployment_target_tags": {"ring": "x"}}, "edgefleet_deployment_target_tags: names the ring tag"),
+        ({"edgefleet_deployment_target_tags": {"env": None}}, "edgefleet_deployment_target_tags: None cannot be"),
+        (
+            {"edgefleet_deployment_manifest_path": "/nowhere.json"},
+            "edgefleet_deployment_manifest_path: both a manifest",
+        ),
+        ({"edgefleet_deployment_manifest": {}}, "edgefleet_deployment_manifest_path: no manifest"),
+        ({"edgefleet_deployment_priority": 0}, "edgefleet_deployment_priority: is 0; it must be 1 or more"),
+        ({"edgefleet_deployment_max_failures": "ten"}, "edgefleet_deployment_max_failures: 'ten' is neither"),
+        ({"edgefleet_deployment_poll_interval": 0}, "edgefleet_deployment_poll_interval: is 0"),
+        ({"edgefleet_deployment_labels": {"release": 2}}, "edgefleet_deployment_labels.release: must be text"),
+        (
+            {
+                "edgefleet_deployment_layers": [
+                    {"name": "gpu", "manifest": {"a": 1}, "tags": {"gpu": True}, "priority": 50}
+                ]
+            },
+            "edgefleet_deployment_layers[0].priority: 50 is not above 110",
+        ),
+        (
+            {"edgefleet_deployment_layers": [{"name": "sensors", "manifest": {"a": 1}, "tags": {"gpu": True}}]},
+            "edgefleet_deployment_layers[0].name: 'sensors' is used twice",
+        ),
+        (
+            {"edgefleet_deployment_layers": [{"name": "gpu", "manifest": {"a": 1}, "tags": {}, "extra": 1}]},
+            "edgefleet_deployment_layers[0]: unknown key(s) extra",
+        ),
+    ],
+)
+def test_the_deployment_variables_name_the_variable_and_the_fix(values, message):
+    found = problems("iotedge_deployment", **values)
+    assert any(problem.startswith(message) for problem in found), found
+
+
+def test_a_host_in_a_known_ring_with_layers_passes(tmp_path):
+    manifest = tmp_path / "gpu.json"
+    manifest.write_text("{}")
+    layers = [{"name": "gpu", "manifest_path": str(manifest), "tags": {"gpu": True, "site": ["a", "b"]}}]
+    assert (
+        problems(
+            "iotedge_deployment",
+            edgefleet_deployment_ring="canary",
+            edgefleet_dps_twin_tags={"ring": "canary", "site": "a"},
+            edgefleet_deployment_layers=layers,
+            edgefleet_deployment_max_failures="10%",
+        )
+        == []
+    )
 
 
 def test_a_host_with_its_own_value_of_a_fleet_wide_variable_is_refused_and_the_majority_goes_on():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from re import escape as re_escape
 
 import pytest
 
@@ -534,3 +535,85 @@ def test_info_by_name_by_id_and_missing():
     assert [view["version"] for view in by_id["deployments"]] == [result["version"]] and by_id["missing"] == ["nope"]
     with pytest.raises(ConfigurationError, match="mutually exclusive"):
         deployment_info(hub, DeploymentInfoRequest(name="app", ids=["x"]))
+
+
+# ---- version: a stored version instead of a manifest ---------------------------------------------------------
+
+
+def test_a_stored_version_is_retargeted_and_raised_without_its_manifest():
+    hub = FakeHub()
+    old = ensure_deployment(hub, request(manifest=standard("sensor:1")), check_mode=False)
+    new = ensure_deployment(hub, request(manifest=standard("sensor:2"), remove_superseded="never"), check_mode=False)
+    hub.writes.clear()
+
+    back = ensure_deployment(
+        hub,
+        request(
+            manifest=None,
+            version=old["version"],
+            target_tags={"ring": ["canary", "main"]},
+            priority=110,
+            remove_superseded="never",
+        ),
+        check_mode=False,
+    )
+    assert (back["id"], back["created"], back["updated"]) == (old["id"], [], [old["id"]])
+    assert [write[:2] for write in hub.writes] == [("update", old["id"])]
+    stored = hub.configurations[old["id"]]
+    assert (stored["priority"], stored["targetCondition"]) == (110, "tags.ring IN ['canary', 'main']")
+    assert stored["content"] == standard("sensor:1")  # the hub's content, unchanged
+    assert back["modules"] == ["sensor"] and back["layered"] is False
+    assert new["id"] in hub.configurations and back["kept"][0]["id"] == new["id"]
+
+    again = ensure_deployment(
+        hub,
+        request(
+            manifest=None,
+            version=old["version"],
+            target_tags={"ring": ["canary", "main"]},
+            priority=110,
+            remove_superseded="never",
+        ),
+        check_mode=False,
+    )
+    assert again["changed"] is False
+
+
+def test_a_version_the_hub_does_not_hold_is_refused_naming_the_stored_ones():
+    hub = FakeHub()
+    first = ensure_deployment(hub, request(manifest=standard("sensor:1")), check_mode=False)
+    second = ensure_deployment(hub, request(manifest=standard("sensor:2"), remove_superseded="never"), check_mode=False)
+    hub.writes.clear()
+    with pytest.raises(ConfigurationError) as error:
+        ensure_deployment(hub, request(manifest=None, version="0123456789ab"), check_mode=False)
+    assert str(error.value) == (
+        f"version: IoT Hub holds no version 0123456789ab of app; its stored versions, newest first: "
+        f"{second['version']}, {first['version']}. Give one of them, or the manifest"
+    )
+    assert hub.writes == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"manifest": None, "version": "v1"}, "version: 'v1' is not a version; give the 12 hexadecimal digits"),
+        ({"version": "0123456789ab"}, "manifest and version are mutually exclusive"),
+        ({"manifest": None, "manifest_path": "/x.json", "version": "0123456789ab"}, "manifest_path and version are"),
+    ],
+)
+def test_version_options_are_checked_before_the_hub_is_read(overrides, message):
+    hub = FakeHub()
+    with pytest.raises(ConfigurationError, match=re_escape(message)):
+        ensure_deployment(hub, request(**overrides), check_mode=False)
+    assert hub.writes == []
+
+
+def test_a_layered_version_keeps_its_kind_and_layered_must_agree():
+    hub = FakeHub()
+    made = ensure_deployment(hub, request(name="gpu", manifest=layer(), layered=True), check_mode=False)
+    found = ensure_deployment(hub, request(name="gpu", manifest=None, version=made["version"]), check_mode=True)
+    assert found["layered"] is True and found["changed"] is False
+    with pytest.raises(ConfigurationError, match=r"layered: version .* of gpu is a layered deployment"):
+        ensure_deployment(
+            hub, request(name="gpu", manifest=None, version=made["version"], layered=False), check_mode=False
+        )
