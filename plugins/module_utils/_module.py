@@ -24,6 +24,10 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._http import (
     RetriesExhaustedError,
     RetryPolicy,
 )
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub import (
+    IoTHubRegistry,
+    parse_hub_connection_string,
+)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki import (
     CRYPTOGRAPHY_IMPORT_ERROR,
     HAS_CRYPTOGRAPHY,
@@ -117,6 +121,12 @@ def dps_client(params):
     return DpsServiceClient(parse_connection_string(params["connection_string"]), **http_options(params))
 
 
+def iothub_client(params, client_class=IoTHubRegistry):
+    """An IoT Hub client (IoTHubRegistry, or a subclass of it) from the module's connection options
+    (ConfigurationError on a bad connection string)."""
+    return client_class(parse_hub_connection_string(params["connection_string"]), **http_options(params))
+
+
 def _exit_with_result(module, result: dict) -> None:
     diff = result.pop("diff", None)
     if module._diff and result.get("changed") and diff is not None:
@@ -185,6 +195,7 @@ __all__ = (
     "http_argument_spec",
     "http_options",
     "iothub_argument_spec",
+    "iothub_client",
     "path_error",
     "refuse_secrets_that_are_not_text",
     "require_cryptography",

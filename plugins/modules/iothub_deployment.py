@@ -327,7 +327,6 @@ configuration:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub import parse_hub_connection_string
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub_deployment import (
     REMOVE_SUPERSEDED,
     STATES,
@@ -336,8 +335,8 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub_deployme
     ensure_deployment,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import (
-    http_options,
     iothub_argument_spec,
+    iothub_client,
     run_cloud_core,
 )
 
@@ -379,7 +378,7 @@ def main():
             remove_superseded=params["remove_superseded"],
             version=params["version"],
         )
-        client = IoTHubDeployments(parse_hub_connection_string(params["connection_string"]), **http_options(params))
+        client = iothub_client(params, IoTHubDeployments)
         return ensure_deployment(client, request, check_mode=module.check_mode)
 
     run_cloud_core(module, call)

@@ -196,15 +196,14 @@ devices:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub import parse_hub_connection_string
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub_deployment import (
     DeploymentInfoRequest,
     IoTHubDeployments,
     deployment_info,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import (
-    http_options,
     iothub_argument_spec,
+    iothub_client,
     run_cloud_core,
 )
 
@@ -223,7 +222,7 @@ def main():
     params = module.params
 
     def call():
-        client = IoTHubDeployments(parse_hub_connection_string(params["connection_string"]), **http_options(params))
+        client = iothub_client(params, IoTHubDeployments)
         request = DeploymentInfoRequest(name=params["name"], ids=params["ids"] or [], devices=params["devices"])
         return deployment_info(client, request)
 

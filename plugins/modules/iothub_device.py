@@ -135,10 +135,6 @@ devices:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub import (
-    IoTHubRegistry,
-    parse_hub_connection_string,
-)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub_device import (
     STATES,
     STATUSES,
@@ -146,8 +142,8 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub_device i
     ensure_device_state,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import (
-    http_options,
     iothub_argument_spec,
+    iothub_client,
     run_cloud_core,
 )
 
@@ -165,7 +161,7 @@ def main():
     params = module.params
 
     def call():
-        registry = IoTHubRegistry(parse_hub_connection_string(params["connection_string"]), **http_options(params))
+        registry = iothub_client(params)
         request = DeviceStateRequest(device_ids=params["device_ids"], status=params["status"], state=params["state"])
         return ensure_device_state(registry, request, check_mode=module.check_mode)
 

@@ -160,13 +160,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub import (
     DeviceInfoRequest,
-    IoTHubRegistry,
     device_info,
-    parse_hub_connection_string,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import (
-    http_options,
     iothub_argument_spec,
+    iothub_client,
     run_cloud_core,
 )
 
@@ -179,7 +177,7 @@ def main():
     params = module.params
 
     def call():
-        registry = IoTHubRegistry(parse_hub_connection_string(params["connection_string"]), **http_options(params))
+        registry = iothub_client(params)
         return device_info(registry, DeviceInfoRequest(device_ids=params["device_ids"] or []))
 
     run_cloud_core(module, call)

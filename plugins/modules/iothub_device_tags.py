@@ -175,18 +175,14 @@ summary:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub import (
-    IoTHubRegistry,
-    parse_hub_connection_string,
-)
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub_device_tags import (
     PURGE_MODES,
     DeviceTagsRequest,
     ensure_device_tags,
 )
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import (
-    http_options,
     iothub_argument_spec,
+    iothub_client,
     run_cloud_core,
 )
 
@@ -205,7 +201,7 @@ def main():
     params = module.params
 
     def call():
-        registry = IoTHubRegistry(parse_hub_connection_string(params["connection_string"]), **http_options(params))
+        registry = iothub_client(params)
         request = DeviceTagsRequest(
             devices=params["devices"], purge=params["purge"], managed_keys=params["managed_keys"]
         )
