@@ -58,6 +58,17 @@ class ApiError(CloudError):
         self.operation = operation
         self.details = details
 
+    def reworded(self, message: str) -> ApiError:
+        """The same answer of the service (status, code, tracking id, operation) told with another message."""
+        return ApiError(
+            message,
+            status=self.status,
+            error_code=self.error_code,
+            tracking_id=self.tracking_id,
+            operation=self.operation,
+            details=self.details,
+        )
+
     def to_result(self) -> dict:
         """What a module adds to fail_json: the service's own identifiers, for a support ticket."""
         return {

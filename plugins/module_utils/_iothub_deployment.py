@@ -574,14 +574,7 @@ def explain(error: ApiError, desired: Desired | None) -> ApiError:
                 target=desired.target_condition if desired else "",
                 id=desired.configuration_id if desired else "the deployment",
             )
-            return ApiError(
-                message,
-                status=error.status,
-                error_code=error.error_code,
-                tracking_id=error.tracking_id,
-                operation=error.operation,
-                details=error.details,
-            )
+            return error.reworded(message)
     return error
 
 
@@ -626,13 +619,9 @@ def _update(client, current: dict, desired: Desired) -> dict:
             if settings(current) == _wanted(desired):
                 return current
             if attempt >= WRITE_ATTEMPTS:
-                raise ApiError(
+                raise error.reworded(
                     f"{desired.configuration_id} changed between read and write twice (412): another client is "
-                    "updating it at the same time; re-run when it has finished",
-                    status=412,
-                    error_code=error.error_code,
-                    tracking_id=error.tracking_id,
-                    operation=error.operation,
+                    "updating it at the same time; re-run when it has finished"
                 ) from None
             attempt += 1
 

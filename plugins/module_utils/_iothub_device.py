@@ -173,15 +173,11 @@ def ensure_device_state(client, request: DeviceStateRequest, *, check_mode: bool
         done = [outcome.device_id for outcome in outcomes if outcome.action in WRITE_ACTIONS]
         several = len(conflicts) > 1
         last = f"{first.status} {first.error_code}" if first.error_code else str(first.status)
-        raise ApiError(
+        raise first.reworded(
             f"IoT Hub device{'s' if several else ''} {names} changed between read and write twice (last answer: "
             f"{last}): another client is updating {'them' if several else 'it'} at the same time. "
             f"{'Done for the others: ' + ', '.join(done) if done else 'No other device was changed'}; "
-            "re-run when the other client has finished.",
-            status=first.status,
-            error_code=first.error_code,
-            tracking_id=first.tracking_id,
-            operation=first.operation,
+            "re-run when the other client has finished."
         )
     changed = [outcome for outcome in outcomes if outcome.action in WRITE_ACTIONS]
     return {

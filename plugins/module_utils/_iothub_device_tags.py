@@ -309,14 +309,7 @@ def _failure(failures: list, outcomes: list) -> Exception:
     )
     message = " ".join(parts)
     if conflicts:
-        first = conflicts[0].error
-        return ApiError(
-            message,
-            status=first.status,
-            error_code=first.error_code,
-            tracking_id=first.tracking_id,
-            operation=first.operation,
-        )
+        return conflicts[0].error.reworded(message)
     return ConfigurationError(message)
 
 
