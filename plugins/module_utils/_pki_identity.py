@@ -414,46 +414,36 @@ def _assess(plan: _Plan, *, request, ca, chain_tail: bytes, renew_at: datetime.d
     plan.cert = cert
 
 
-def _staged_identity(plan: _Plan, *, request, ca, renew_at: datetime.datetime):
-    """The certificate of a usable identity waiting in next/ (issued by today's CA, not due), or None."""
+def _staged_identity(plan: _Plan, *, request, ca, renew_at: datetime.datetime) -> tuple:
+    """(the certificate of a usable identity waiting in next/ (issued by today's CA, not due) or None; whether what
+    waits there is, for a device that keeps a next key, unreadable or for another key than that one: it was staged
+    before the device made a next key, or the next key was made anew, so it is staged again)."""
     files = plan.next_files()
     cert_pem = read_file(files["cert_path"])
     key_pem = None if plan.device_key else read_file(files["key_path"])
     if cert_pem is None or (key_pem is None and not plan.device_key):
-        return None
+        return None, False
+    keeps_next_key = plan.device_key and plan.next_public_key is not None
     try:
         if plan.device_key:
             cert, key = load_certificates(cert_pem, path=files["cert_path"])[0], None
         else:
             cert, key = _parse_identity(cert_pem, key_pem, cert_path=files["cert_path"], key_path=files["key_path"])
     except PkiError:
-        return None
+        return None, keeps_next_key
+    for_another_key = keeps_next_key and _key_differs(plan.next_public_key, cert)
     if _identity_problems(cert, key, registration_id=plan.registration_id, request=request, ca=ca):
-        return None
+        return None, for_another_key
     if plan.device_key and _key_differs(_staged_key(plan), cert):
-        return None
-    return cert if not_after_of(cert) >= renew_at else None
-
-
-def _waits_for_another_key(plan: _Plan) -> bool:
-    """A device's rotation was under way (next/ holds a certificate) for another key than the one it now keeps for the
-    next renewal: it was staged before the device made a next key, or the next key was made anew."""
-    if not plan.device_key or plan.next_public_key is None:
-        return False
-    cert_pem = read_file(plan.next_files()["cert_path"])
-    if cert_pem is None:
-        return False
-    try:
-        return _key_differs(plan.next_public_key, load_certificates(cert_pem, path=plan.next_files()["cert_path"])[0])
-    except PkiError:
-        return True
+        return None, for_another_key
+    return (cert if not_after_of(cert) >= renew_at else None), for_another_key
 
 
 def _plan_rotation(plan: _Plan, *, request, ca, renew_at: datetime.datetime) -> None:
     """With staging, a renewal of a readable identity goes to next/ and the current one stays until promoted."""
     if not request.staged:
         return
-    plan.next_cert = _staged_identity(plan, request=request, ca=ca, renew_at=renew_at)
+    plan.next_cert, for_another_key = _staged_identity(plan, request=request, ca=ca, renew_at=renew_at)
     if plan.next_cert is not None and plan.registration_id in request.promote:
         plan.rotation, plan.reasons = "promote", ["the device registered with the new identity"]
         plan.action, plan.cert = "none", plan.current_cert
@@ -461,7 +451,6 @@ def _plan_rotation(plan: _Plan, *, request, ca, renew_at: datetime.datetime) -> 
     # A device that replaced its key cannot use the old identity meanwhile: its new one is issued in place.
     due = plan.action in ("renew", "reissue") and plan.before is not None and not plan.key_replaced
     asked = plan.registration_id in request.rotate and plan.next_cert is None
-    for_another_key = plan.next_cert is None and _waits_for_another_key(plan)
     if plan.next_cert is not None:
         plan.rotation = "staged"
         plan.reasons = ["a new identity waits in next/ until the device registers with it"]
