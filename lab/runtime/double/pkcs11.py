@@ -8,6 +8,7 @@ The lab image has these packages; lab/README.md says what the double does not do
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -137,16 +138,23 @@ class TokenKey:
             raise Pkcs11Error(f"could not read the public key of {self.uri.without_pin()}: {_last_line(done.stderr)}")
         return found.group(0)
 
-    def sign_certificate(
-        self, csr_pem: str, issuer_cert_pem: str | None, days: int, subject: dict | None, work_dir: Path
-    ) -> str:
-        """A certificate for the CSR that the token's key signs (a local CA's key in a token): openssl through
-        libp11's engine, the key never read out."""
+    @contextlib.contextmanager
+    def _engine_workspace(self, work_dir: Path):
+        """A private directory under ``work_dir`` for one openssl run through libp11's engine, with the engine's
+        configuration (the PIN in it, mode 0600): (directory, configuration file); removed afterwards."""
         work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=work_dir) as private:
             config_file = Path(private) / "openssl.cnf"
             config_file.touch(mode=0o600)
             config_file.write_text(_engine_config(self.lib_path, self.uri.pin))
+            yield Path(private), config_file
+
+    def sign_certificate(
+        self, csr_pem: str, issuer_cert_pem: str | None, days: int, subject: dict | None, work_dir: Path
+    ) -> str:
+        """A certificate for the CSR that the token's key signs (a local CA's key in a token): openssl through
+        libp11's engine, the key never read out."""
+        with self._engine_workspace(work_dir) as (_private_dir, config_file):
             signer = x509.TokenSigner(self.object_uri("private"), str(config_file))
             try:
                 return x509.issue(
@@ -181,15 +189,11 @@ class TokenKey:
         """One HTTPS request with mutual TLS whose handshake the token signs: (status, content type, body). The
         server is trusted by the system store and ``trusted_pems``."""
         curl = self._tool("curl")
-        work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=work_dir) as private:
-            private_dir = Path(private)
-            cert_file, config_file, body_file, sent_file, trust_file = (
-                private_dir / name for name in ("cert.pem", "openssl.cnf", "body", "sent", "trusted.pem")
+        with self._engine_workspace(work_dir) as (private_dir, config_file):
+            cert_file, body_file, sent_file, trust_file = (
+                private_dir / name for name in ("cert.pem", "body", "sent", "trusted.pem")
             )
             cert_file.write_text(cert_pem)
-            config_file.touch(mode=0o600)
-            config_file.write_text(_engine_config(self.lib_path, self.uri.pin))
             command = [
                 curl, "--silent", "--show-error", "--max-time", str(timeout), "--request", method,
                 "--cert", str(cert_file), "--engine", "pkcs11", "--key-type", "ENG", "--key", self.object_uri("private"),
