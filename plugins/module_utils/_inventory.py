@@ -401,13 +401,24 @@ def _ca_validity_rules(rules: _Rules, now: datetime.datetime) -> None:
         )
 
 
+def _ca_bundle_rule(rules: _Rules) -> None:
+    """The CA bundle the cloud modules trust is a file on the controller."""
+    bundle = rules.get("edgefleet_ca_bundle")
+    if isinstance(bundle, str) and bundle and bundle.isprintable() and not os.path.isfile(bundle):
+        rules.fail("edgefleet_ca_bundle", f"{shown(bundle)} is not a file on the controller. Point it at a PEM file")
+
+
+def _hub_connection_rule(rules: _Rules) -> None:
+    hub_connection = rules.get("edgefleet_iothub_connection_string")
+    if isinstance(hub_connection, str) and hub_connection:
+        _connection_string(rules, "edgefleet_iothub_connection_string", parse_hub_connection_string)
+
+
 def _dps_enrollment_rules(rules: _Rules) -> None:
     rules.registration_id()
     for name in ("edgefleet_pki_dir", "edgefleet_pki_ca_dir", "edgefleet_pki_identity_dir", "edgefleet_ca_bundle"):
         rules.controller_path(name)
-    bundle = rules.get("edgefleet_ca_bundle")
-    if isinstance(bundle, str) and bundle and bundle.isprintable() and not os.path.isfile(bundle):
-        rules.fail("edgefleet_ca_bundle", f"{shown(bundle)} is not a file on the controller. Point it at a PEM file")
+    _ca_bundle_rule(rules)
     connection = rules.get("edgefleet_dps_connection_string")
     if "edgefleet_dps_connection_string" in rules.values and not connection:
         rules.fail(
@@ -419,9 +430,7 @@ def _dps_enrollment_rules(rules: _Rules) -> None:
         )
     elif isinstance(connection, str) and connection:
         _connection_string(rules, "edgefleet_dps_connection_string", parse_connection_string)
-    hub_connection = rules.get("edgefleet_iothub_connection_string")
-    if isinstance(hub_connection, str) and hub_connection:
-        _connection_string(rules, "edgefleet_iothub_connection_string", parse_hub_connection_string)
+    _hub_connection_rule(rules)
     if rules.get("edgefleet_dps_enrollment_type") == "group":
         problem = enrollment_group_id_problem(rules.get("edgefleet_dps_enrollment_group_id"))
         if problem:
@@ -766,12 +775,8 @@ def _deployment_ring_rules(rules: _Rules, ring_tag) -> None:
 def _iotedge_deployment_rules(rules: _Rules) -> None:
     rules.registration_id()
     rules.controller_path("edgefleet_ca_bundle")
-    bundle = rules.get("edgefleet_ca_bundle")
-    if isinstance(bundle, str) and bundle and bundle.isprintable() and not os.path.isfile(bundle):
-        rules.fail("edgefleet_ca_bundle", f"{shown(bundle)} is not a file on the controller. Point it at a PEM file")
-    hub_connection = rules.get("edgefleet_iothub_connection_string")
-    if isinstance(hub_connection, str) and hub_connection:
-        _connection_string(rules, "edgefleet_iothub_connection_string", parse_hub_connection_string)
+    _ca_bundle_rule(rules)
+    _hub_connection_rule(rules)
     name = rules.get("edgefleet_deployment_name")
     if not name:
         rules.fail("edgefleet_deployment_name", "is not set. Name the deployment (its versions' ids start with it)")
