@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import json
 import os
 import ssl
@@ -281,14 +282,40 @@ def _est_identity(auth: dict, options: dict, csr_pem: str, url: str, trusted: li
         raise est_client.EstFailure(f"there is no EST identity certificate {cert_id!r} and no bootstrap identity")
     bootstrap_cert = certd({"id": auth["bootstrap_identity_cert"]}).get("pem", "")
     bootstrap = _est_client(bootstrap_cert, auth["bootstrap_identity_pk"], trusted)
-    call(KEYD_SOCKET, {"op": "delete_key_pair", "id": key_id})
-    call(KEYD_SOCKET, {"op": "create_key_pair_if_not_exists", "id": key_id})
-    key = _fetch(KEYD_SOCKET, {"id": key_id}, f"the key of {key_id!r}")
+    key = _new_key_pair(key_id, f"the key of {key_id!r}")
     subject = options.get("subject") or {"CN": options.get("common_name") or x509.csr_common_name(csr_pem)}
     csr = x509.new_csr(key, subject.get("CN", ""), ("extendedKeyUsage=clientAuth",), subject=subject)
     pem = est_client.enroll(url, csr, trusted_pems=trusted, basic=basic, private_dir=CERTD_HOME, **bootstrap)
     _store_issued(cert_id, pem)
     return {"client": (pem, key)}
+
+
+def _new_key_pair(key_id: str, what: str) -> str:
+    """A new key under ``key_id`` (any old one deleted first), as keyd hands it out."""
+    call(KEYD_SOCKET, {"op": "delete_key_pair", "id": key_id})
+    call(KEYD_SOCKET, {"op": "create_key_pair_if_not_exists", "id": key_id})
+    return _fetch(KEYD_SOCKET, {"id": key_id}, what)
+
+
+def _renewal_key(key_id: str, rotate_key, what: str) -> tuple[str, str]:
+    """(key id, key) a renewal's CSR is made with (renewal.rs): a new key under ``<key>-temp`` with rotate_key, moved
+    over the old one once the new certificate is in place; else the current key."""
+    if rotate_key:
+        return f"{key_id}-temp", _new_key_pair(f"{key_id}-temp", what)
+    return key_id, _fetch(KEYD_SOCKET, {"id": key_id}, what)
+
+
+def renew_when_due(cert_id: str, policy: dict, read_pem, renew, errors: tuple) -> None:
+    """One check of cert_renewal's engine for one credential: renew when the policy says so, with the engine's log
+    lines; a failure leaves the credential as it was, for the next check."""
+    try:
+        if not x509.renewal_due(policy, read_pem()):
+            return
+        log("INFO", f"Attempting to renew certificate {cert_id}.")
+        renew()
+        log("INFO", f"Certificate {cert_id} was renewed.")
+    except errors as error:
+        log("WARN", f"Tried to renew {cert_id}, but {error}. Retrying in {RENEWAL_CHECK_SECONDS} seconds.")
 
 
 def _store_issued(cert_id: str, pem: str) -> None:
@@ -332,7 +359,7 @@ def _renew_est_identity_locked(config: dict, credential: tuple, owner: str, poli
     cert_id, key_id = credential
     url, auth = _est_options(config, owner, ((config.get("cert_issuance") or {}).get(owner) or {}))
     trusted = _est_trusted(config)
-    old = _issued_certificate(cert_id)["pem"]
+    old = _issued_pem(cert_id)
     if x509.validity(old)[1] <= datetime.datetime.now(datetime.UTC):
         if "bootstrap_identity_cert" not in auth:
             raise ServiceError("bootstrap credentials not available")
@@ -340,11 +367,7 @@ def _renew_est_identity_locked(config: dict, credential: tuple, owner: str, poli
         client = _est_client(bootstrap, auth["bootstrap_identity_pk"], trusted)
     else:
         client = _est_client(old, key_id, trusted)
-    new_key_id = f"{key_id}-temp" if policy.get("rotate_key", True) else key_id
-    if new_key_id != key_id:
-        call(KEYD_SOCKET, {"op": "delete_key_pair", "id": new_key_id})
-        call(KEYD_SOCKET, {"op": "create_key_pair_if_not_exists", "id": new_key_id})
-    key = _fetch(KEYD_SOCKET, {"id": new_key_id}, "the EST identity key")
+    new_key_id, key = _renewal_key(key_id, policy.get("rotate_key", True), "the EST identity key")
     subject = x509.subject_table(old)
     csr = x509.new_csr(key, subject.get("CN", ""), ("extendedKeyUsage=clientAuth",), subject=subject)
     try:
@@ -371,15 +394,18 @@ def renew_est_identities_when_due() -> None:
         est = (config.get("cert_issuance") or {}).get("est") or {}
         policy = {**EST_IDENTITY_RENEWAL_DEFAULT, **(est.get("identity_auto_renew") or {})}
         for credential, owner in est_identity_credentials(config).items():
-            cert_id = credential[0]
-            try:
-                if not x509.renewal_due(policy, _issued_certificate(cert_id)["pem"]):
-                    continue
-                log("INFO", f"Attempting to renew certificate {cert_id}.")
-                renew_est_identity(config, credential, owner, policy)
-                log("INFO", f"Certificate {cert_id} was renewed.")
-            except (ServiceError, x509.X509Error, est_client.EstFailure, OSError, KeyError) as error:
-                log("WARN", f"Tried to renew {cert_id}, but {error}. Retrying in {RENEWAL_CHECK_SECONDS} seconds.")
+            renew_when_due(
+                credential[0],
+                policy,
+                functools.partial(_issued_pem, credential[0]),
+                functools.partial(renew_est_identity, config, credential, owner, policy),
+                (ServiceError, x509.X509Error, est_client.EstFailure, OSError, KeyError),
+            )
+
+
+def _issued_pem(item_id: str) -> str:
+    """A certificate certd issued; KeyError when it has not."""
+    return _issued_certificate(item_id)["pem"]
 
 
 def _issued_certificate(item_id: str) -> dict:
@@ -665,11 +691,7 @@ class Identityd:
         new credentials replace the old ones. A failure leaves the old ones in use."""
         cert_id, key_id = attestation["identity_cert"], attestation["identity_pk"]
         old = _fetch(CERTD_SOCKET, {"id": cert_id}, "the identity certificate")
-        new_key_id = f"{key_id}-temp" if auto_renew.get("rotate_key") else key_id
-        if new_key_id != key_id:
-            call(KEYD_SOCKET, {"op": "delete_key_pair", "id": new_key_id})
-            call(KEYD_SOCKET, {"op": "create_key_pair_if_not_exists", "id": new_key_id})
-        key = _fetch(KEYD_SOCKET, {"id": new_key_id}, "the renewal key")
+        new_key_id, key = _renewal_key(key_id, auto_renew.get("rotate_key"), "the renewal key")
         csr = x509.new_csr(key, x509.subject_common_name(old))
         issued = call(CERTD_SOCKET, {"op": "create_cert", "id": f"{cert_id}-temp", "csr": csr})
         if "pem" not in issued:
@@ -704,15 +726,13 @@ def renew_identity_when_due(daemon: Identityd) -> None:
     cert_id = attestation["identity_cert"]
     while True:
         time.sleep(RENEWAL_CHECK_SECONDS)
-        try:
-            current = _fetch(CERTD_SOCKET, {"id": cert_id}, "the identity certificate")
-            if not x509.renewal_due(auto_renew, current):
-                continue
-            log("INFO", f"Attempting to renew certificate {cert_id}.")
-            daemon.renew_identity(attestation, provisioning, auto_renew)
-            log("INFO", f"Certificate {cert_id} was renewed.")
-        except PROVISIONING_ERRORS as error:
-            log("WARN", f"Tried to renew {cert_id}, but {error}. Retrying in {RENEWAL_CHECK_SECONDS} seconds.")
+        renew_when_due(
+            cert_id,
+            auto_renew,
+            lambda: _fetch(CERTD_SOCKET, {"id": cert_id}, "the identity certificate"),
+            lambda: daemon.renew_identity(attestation, provisioning, auto_renew),
+            PROVISIONING_ERRORS,
+        )
 
 
 def identityd(listener) -> int:
