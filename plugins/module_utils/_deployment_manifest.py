@@ -43,6 +43,10 @@ MAX_ID_LENGTH = 128
 # contents of one name collide with a probability of about 2**-48).
 VERSION_LENGTH = 12
 MAX_NAME_LENGTH = MAX_ID_LENGTH - 1 - VERSION_LENGTH
+# PBKDF2-HMAC-SHA256 with OWASP's iteration count for it (Password Storage Cheat Sheet), salted with the deployment's
+# name, turns a registry password into what the version digest covers.
+SECRET_ITERATIONS = 600_000
+SECRET_SALT = "edgefleet.iotedge deployment version"
 # Lowercase letters and digits, inner '-', '_' and '.': a subset of what the hub allows in an id, chosen so that an
 # id reads the same in a URL, in a label and inside ``configurations.[[<id>]]`` of the hub's metric queries.
 NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?")
@@ -268,6 +272,46 @@ def check_modules_content(modules_content: dict, *, layered: bool, option: str =
 # ---- versions and ids --------------------------------------------------------------------------------------
 
 
+REGISTRY_CREDENTIALS = ["runtime", "settings", "registryCredentials"]
+
+
+def _registries_at(path: list, value) -> list:
+    """The registry mappings in ``value``, found at ``path`` below ``properties.desired``."""
+    depth = len(path)
+    if depth == len(REGISTRY_CREDENTIALS) + 1 and path[: depth - 1] == REGISTRY_CREDENTIALS:
+        return [value]
+    if path != REGISTRY_CREDENTIALS[:depth]:
+        return []
+    for segment in REGISTRY_CREDENTIALS[depth:]:
+        value = value.get(segment) if isinstance(value, dict) else None
+    return list(value.values()) if isinstance(value, dict) else []
+
+
+def _registry_credentials(modules_content: dict) -> list:
+    """The mappings of ``$edgeAgent``'s ``runtime.settings.registryCredentials.<registry>``, in a standard manifest or
+    under the dotted paths of a layered one."""
+    edge_agent = modules_content.get(EDGE_AGENT) if isinstance(modules_content, dict) else None
+    found = []
+    for key, value in (edge_agent if isinstance(edge_agent, dict) else {}).items():
+        path = _desired_path(key) if isinstance(key, str) else None
+        if path is not None:
+            found.extend(registry for registry in _registries_at(path, value) if isinstance(registry, dict))
+    return found
+
+
+def manifest_secrets(manifest) -> list:
+    """The container registry passwords a manifest (either form) holds: values never to be shown."""
+    if not isinstance(manifest, dict):
+        return []
+    body = manifest.get("content") if "modulesContent" not in manifest else manifest
+    modules_content = body.get("modulesContent") if isinstance(body, dict) else None
+    return [
+        registry["password"]
+        for registry in _registry_credentials(modules_content)
+        if isinstance(registry.get("password"), str) and registry["password"]
+    ]
+
+
 def canonical_content(modules_content: dict) -> bytes:
     """The content as the digest sees it: ``{"modulesContent": ...}`` as JSON with sorted keys and no spacing.
 
@@ -278,8 +322,21 @@ def canonical_content(modules_content: dict) -> bytes:
     ).encode("utf-8")
 
 
-def content_version(modules_content: dict) -> str:
-    return hashlib.sha256(canonical_content(modules_content)).hexdigest()[:VERSION_LENGTH]
+def _stretched(secret: str, name: str) -> str:
+    return hashlib.pbkdf2_hmac(
+        "sha256", secret.encode("utf-8"), f"{SECRET_SALT}/{name}".encode(), SECRET_ITERATIONS
+    ).hex()
+
+
+def content_version(modules_content: dict, name: str) -> str:
+    """The version of ``name``'s content. A registry password enters the digest only stretched (``_stretched``):
+    the version is shown in every log, and a plain digest over content that holds a password would let whoever knows
+    the rest of the manifest test guesses of it offline at the speed of SHA-256."""
+    digested = copy.deepcopy(modules_content)
+    for registry in _registry_credentials(digested):
+        if isinstance(registry.get("password"), str) and registry["password"]:
+            registry["password"] = _stretched(registry["password"], name)
+    return hashlib.sha256(canonical_content(digested)).hexdigest()[:VERSION_LENGTH]
 
 
 def check_name(name) -> str:
@@ -394,6 +451,7 @@ __all__ = (
     "content_version",
     "deployment_id",
     "is_layered",
+    "manifest_secrets",
     "module_images",
     "module_names",
     "modules_content_of",

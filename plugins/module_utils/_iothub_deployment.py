@@ -362,7 +362,7 @@ def prepare(request: DeploymentRequest, configurations: list | None = None) -> D
             )
         layered = stored_layered
     check_modules_content(modules_content, layered=layered, option=option)
-    version = content_version(modules_content)
+    version = content_version(modules_content, name)
     return Desired(
         name=name,
         version=version,

@@ -67,8 +67,10 @@ options:
       - 'The deployment manifest, either C({"modulesContent": {...}}) or C({"content": {"modulesContent": {...}}}).'
       - A manifest that also carries C(targetCondition), C(priority), C(labels) or C(metrics) is refused; give them
         with the options of the same meaning.
-      - Module arguments are logged at high verbosity. When the manifest holds container registry passwords, prefer
-        O(manifest_path) or C(no_log) on the task.
+      - Container registry passwords in it (C($edgeAgent) C(runtime.settings.registryCredentials.<registry>.password))
+        are masked in the module's output, also at C(-vvv), and enter the version id only through PBKDF2. The module's
+        invocation line in the controller's system log is written before they are known; O(manifest_path) or
+        C(no_log) on the task keep them out of it as well.
       - Mutually exclusive with O(manifest_path) and O(version); one of them is required with O(state=present).
     type: dict
   manifest_path:
@@ -327,6 +329,7 @@ configuration:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.edgefleet.iotedge.plugins.module_utils._deployment_manifest import manifest_secrets
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub_deployment import (
     REMOVE_SUPERSEDED,
     STATES,
@@ -362,6 +365,7 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    module.no_log_values.update(manifest_secrets(params["manifest"]))
 
     def call():
         request = DeploymentRequest(

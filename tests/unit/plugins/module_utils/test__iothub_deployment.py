@@ -4,6 +4,7 @@ hub (create, update in place, no change, supersede, check mode, absent) and the 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from re import escape as re_escape
 
@@ -12,10 +13,14 @@ import pytest
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._deployment_manifest import (
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
+    SECRET_ITERATIONS,
+    SECRET_SALT,
+    canonical_content,
     check_modules_content,
     check_name,
     content_version,
     deployment_id,
+    manifest_secrets,
     modules_content_of,
     read_manifest_file,
     target_condition_from_tags,
@@ -70,18 +75,61 @@ def test_both_manifest_forms_and_any_key_order_give_the_same_version():
     reordered = json.loads(json.dumps(manifest["modulesContent"], sort_keys=True))
     reordered = dict(reversed(list(reordered.items())))
     versions = {
-        content_version(modules_content_of(manifest)),
-        content_version(modules_content_of({"content": manifest})),
-        content_version(modules_content_of({"modulesContent": reordered})),
+        content_version(modules_content_of(manifest), "sensors"),
+        content_version(modules_content_of({"content": manifest}), "sensors"),
+        content_version(modules_content_of({"modulesContent": reordered}), "sensors"),
     }
     assert len(versions) == 1
     assert len(versions.pop()) == 12
 
 
 def test_every_value_counts_in_the_version_empty_objects_included():
-    base = content_version(modules_content_of(standard()))
-    assert content_version(modules_content_of(standard("sensor:2"))) != base
-    assert content_version(modules_content_of(standard(extra={}))) != base
+    base = content_version(modules_content_of(standard()), "sensors")
+    assert content_version(modules_content_of(standard("sensor:2")), "sensors") != base
+    assert content_version(modules_content_of(standard(extra={})), "sensors") != base
+
+
+def with_registry(password: str) -> dict:
+    return standard(runtime={"type": "docker", "settings": {"registryCredentials": {"acr": credentials(password)}}})
+
+
+def credentials(password) -> dict:
+    return {"address": "contoso.azurecr.io", "username": "contoso", "password": password}
+
+
+def test_registry_passwords_are_found_in_standard_and_layered_manifests():
+    assert manifest_secrets(with_registry("s3cret")) == ["s3cret"]
+    assert manifest_secrets({"content": with_registry("s3cret")}) == ["s3cret"]
+    layered = layer()
+    agent = layered["modulesContent"]["$edgeAgent"]
+    agent["properties.desired.runtime.settings.registryCredentials.acr"] = credentials("one")
+    agent["properties.desired.runtime.settings.registryCredentials"] = {"b": credentials("two")}
+    agent["properties.desired.runtime.settings"] = {"registryCredentials": {"c": credentials("three")}}
+    agent["properties.desired.runtime"] = {"settings": {"registryCredentials": {"d": credentials(None)}}}
+    assert manifest_secrets(layered) == ["one", "two", "three"]
+    # Anything else called password is a module's own setting, not a registry's.
+    assert manifest_secrets(standard(modules={"m": {"settings": {"password": "x"}}})) == []
+    assert manifest_secrets("not a manifest") == manifest_secrets({"content": []}) == []
+
+
+def test_a_registry_password_enters_the_version_only_stretched():
+    content = modules_content_of(with_registry("s3cret"))
+    version = content_version(content, "sensors")
+    assert version != content_version(modules_content_of(with_registry("other")), "sensors")
+    # The plain digest, which would let a guess be checked at SHA-256 speed, is not the version.
+    plain = hashlib.sha256(canonical_content(content)).hexdigest()[:12]
+    assert version != plain
+    stretched = copy.deepcopy(content)
+    acr = stretched["$edgeAgent"]["properties.desired"]["runtime"]["settings"]["registryCredentials"]["acr"]
+    acr["password"] = hashlib.pbkdf2_hmac(
+        "sha256", b"s3cret", f"{SECRET_SALT}/sensors".encode(), SECRET_ITERATIONS
+    ).hex()
+    assert version == hashlib.sha256(canonical_content(stretched)).hexdigest()[:12]
+    # Salted with the name: one password gives unrelated versions in two deployments; content without secrets
+    # does not depend on the name.
+    assert content_version(content, "other") != version
+    assert content_version(standard()["modulesContent"], "a") == content_version(standard()["modulesContent"], "b")
+    assert content == modules_content_of(with_registry("s3cret"))  # the content sent is left as it is
 
 
 def test_a_json_file_and_a_yaml_file_of_one_manifest_give_one_version(tmp_path):
@@ -100,7 +148,11 @@ def test_a_json_file_and_a_yaml_file_of_one_manifest_give_one_version(tmp_path):
     (tmp_path / "d.yml").write_text(yaml_text)
     from_json = modules_content_of(read_manifest_file(str(tmp_path / "d.json")))
     from_yaml = modules_content_of(read_manifest_file(str(tmp_path / "d.yml")))
-    assert content_version(from_json) == content_version(from_yaml) == content_version(standard()["modulesContent"])
+    assert (
+        content_version(from_json, "sensors")
+        == content_version(from_yaml, "sensors")
+        == content_version(standard()["modulesContent"], "sensors")
+    )
 
 
 @pytest.mark.parametrize(

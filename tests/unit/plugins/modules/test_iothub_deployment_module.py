@@ -74,6 +74,27 @@ def test_bad_input_fails_before_any_request(tmp_path, args, message):
     assert KEY not in json.dumps(result)
 
 
+def test_registry_passwords_in_the_manifest_are_masked_in_the_output(tmp_path):
+    password = "registry-password-that-must-not-leak"
+    manifest = json.loads(json.dumps(MANIFEST))
+    settings = manifest["modulesContent"]["$edgeAgent"]["properties.desired"]["runtime"]["settings"]
+    settings["registryCredentials"] = {"acr": {"address": "a.azurecr.io", "username": "a", "password": password}}
+    result = run_module(
+        "iothub_deployment",
+        tmp_path,
+        max_retries=0,
+        connection_string=UNREACHABLE,
+        name="sensors",
+        manifest=manifest,
+        target_tags={"group": "a"},
+    )
+    assert result["failed"] is True and "target_tags: tag name 'group'" in result["msg"]
+    shown = result["invocation"]["module_args"]["manifest"]["modulesContent"]["$edgeAgent"]["properties.desired"]
+    assert shown["runtime"]["settings"]["registryCredentials"]["acr"]["password"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    assert shown["runtime"]["settings"]["registryCredentials"]["acr"]["username"] == "a"
+    assert password not in json.dumps(result)
+
+
 def test_manifest_and_manifest_path_are_mutually_exclusive(tmp_path):
     result = run_module(
         "iothub_deployment",
