@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import deployment
 import enroll
 import lab_fleet
 import pki
@@ -21,6 +22,7 @@ BENCHMARKS = {
     "lab": lab_fleet.main,
     "rollout": rollout.main,
     "rotation": rotation.main,
+    "deployment": deployment.main,
     "scale": scale.main,
 }
 
