@@ -90,7 +90,9 @@ def test_registry_passwords_in_the_manifest_are_masked_in_the_output(tmp_path):
     )
     assert result["failed"] is True and "target_tags: tag name 'group'" in result["msg"]
     shown = result["invocation"]["module_args"]["manifest"]["modulesContent"]["$edgeAgent"]["properties.desired"]
-    assert shown["runtime"]["settings"]["registryCredentials"]["acr"]["password"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    assert (
+        shown["runtime"]["settings"]["registryCredentials"]["acr"]["password"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+    )
     assert shown["runtime"]["settings"]["registryCredentials"]["acr"]["username"] == "a"
     assert password not in json.dumps(result)
 
