@@ -20,7 +20,6 @@ seconds=<s> playbook_seconds=<p> direct_seconds=<d> vs_direct=<x> first_seconds=
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import platform
@@ -32,13 +31,14 @@ import time
 from pathlib import Path
 
 import yaml
-from _common import COLLECTIONS, REPO, replace_doc_section
+from _common import COLLECTIONS, REPO
 from rollout import (
     CONTAINER_PREFIX,
     PROVISION,
     STATE_DIR,
     BenchmarkError,
     every_host_ran,
+    fleet_benchmark_main,
     fresh_lab,
     lab,
     no_change,
@@ -46,47 +46,18 @@ from rollout import (
     playbook,
 )
 
+sys.path.insert(0, str(REPO))
+
+from lab.runtime.manifests import running_modules, standard_manifest
+
 DEPLOY = REPO / "playbooks" / "deploy_edge.yml"
 NAME = "bench-sensors"
 DIRECT_NAME = "bench-direct"
 CANARY_HOSTS = 2
-AGENT_IMAGE = "mcr.microsoft.com/azureiotedge-agent:1.5"
-HUB_IMAGE = "mcr.microsoft.com/azureiotedge-hub:1.5"
 V1 = {"sensor": "contoso.example/sensor:1.0", "filter": "contoso.example/filter:1.0"}
 V2 = {"sensor": "contoso.example/sensor:2.0", "filter": "contoso.example/filter:2.0"}
 # How long a fleet may take to reach a version outside a playbook (the baseline, the way back to v1).
 SETTLE_TIMEOUT = 300
-
-
-def manifest(modules: dict[str, str]) -> dict:
-    """A deployment.json: edgeAgent, edgeHub and ``modules`` (name -> image)."""
-    module = {"type": "docker", "status": "running", "restartPolicy": "always"}
-    return {
-        "modulesContent": {
-            "$edgeAgent": {
-                "properties.desired": {
-                    "schemaVersion": "1.1",
-                    "runtime": {"type": "docker", "settings": {"minDockerVersion": "v1.25"}},
-                    "systemModules": {
-                        "edgeAgent": {"type": "docker", "settings": {"image": AGENT_IMAGE}},
-                        "edgeHub": {**module, "settings": {"image": HUB_IMAGE}},
-                    },
-                    "modules": {name: {**module, "settings": {"image": image}} for name, image in modules.items()},
-                }
-            },
-            "$edgeHub": {
-                "properties.desired": {
-                    "schemaVersion": "1.1",
-                    "routes": {"upstream": "FROM /messages/* INTO $upstream"},
-                    "storeAndForwardConfiguration": {"timeToLiveSecs": 7200},
-                }
-            },
-        }
-    }
-
-
-def expected_modules(modules: dict[str, str]) -> dict[str, str]:
-    return {"edgeAgent": AGENT_IMAGE, "edgeHub": HUB_IMAGE, **modules}
 
 
 class Hub:
@@ -114,7 +85,7 @@ class Hub:
         request = self.deployments.DeploymentRequest(
             name=name,
             state="present" if modules else "absent",
-            manifest=manifest(modules) if modules else None,
+            manifest=standard_manifest(modules) if modules else None,
             target_tags={"ring": ["canary", "main"]} if modules else None,
             priority=priority,
             remove_superseded="never",
@@ -182,9 +153,9 @@ def listed(host: str) -> dict[str, str]:
 
 
 def every_host_lists(hosts: list[str], modules: dict[str, str], what: str) -> None:
-    wrong = {host: found for host in hosts if (found := listed(host)) != expected_modules(modules)}
+    wrong = {host: found for host in hosts if (found := listed(host)) != running_modules(modules)}
     if wrong:
-        raise BenchmarkError(f"{what}: hosts not listing exactly {sorted(expected_modules(modules))}: {wrong}")
+        raise BenchmarkError(f"{what}: hosts not listing exactly {sorted(running_modules(modules))}: {wrong}")
 
 
 def write_inventory(hosts: list[str], manifest_dir: Path) -> None:
@@ -194,7 +165,7 @@ def write_inventory(hosts: list[str], manifest_dir: Path) -> None:
         ring = "canary" if hosts.index(host) < CANARY_HOSTS else "main"
         (host_vars / f"{host}.yml").write_text("---\n" + yaml.safe_dump({"edgefleet_deployment_ring": ring}))
     for version, modules in (("v1", V1), ("v2", V2)):
-        (manifest_dir / f"{version}.json").write_text(json.dumps(manifest(modules)))
+        (manifest_dir / f"{version}.json").write_text(json.dumps(standard_manifest(modules)))
 
 
 def deploy(forks: int, manifest_dir: Path, version: str, log_name: str) -> tuple[float, dict]:
@@ -301,28 +272,9 @@ def final_line(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hosts", type=int, default=20, help="lab hosts (default 20; the first two are canary)")
-    parser.add_argument("--forks", type=int, default=20, help="ansible-playbook --forks (default 20)")
-    parser.add_argument("--write-docs", action="store_true", help="write the result into docs/performance.md")
-    args = parser.parse_args(argv)
-    if not CANARY_HOSTS < args.hosts <= 99:
-        parser.error(f"--hosts between {CANARY_HOSTS + 1} and 99")
-    try:
-        result = measure(args.hosts, args.forks)
-    except BenchmarkError as error:
-        print(f"deployment: FAILED: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=2))
-    if args.write_docs:
-        command = (
-            ".venv/bin/python benchmarks/run.py deployment --write-docs"
-            if (args.hosts, args.forks) == (20, 20)
-            else f".venv/bin/python benchmarks/deployment.py --hosts {args.hosts} --forks {args.forks} --write-docs"
-        )
-        replace_doc_section("deployment", doc_section(result, command))
-    print(final_line(result))
-    return 0
+    return fleet_benchmark_main(
+        "deployment", __doc__, argv, measure, doc_section, final_line, min_hosts=CANARY_HOSTS + 1
+    )
 
 
 if __name__ == "__main__":

@@ -171,6 +171,35 @@ def shell_baseline(hosts: int, forks: int) -> float:
     return seconds
 
 
+def fleet_benchmark_main(
+    name: str, description: str, argv: list[str] | None, measure, doc_section, final_line, min_hosts: int = 1
+) -> int:
+    """The command line of a benchmark on one fresh lab of --hosts hosts (default 20) with --forks (default 20):
+    measure, print the result as JSON and its final line, and with --write-docs its section of docs/performance.md."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=20, help="lab hosts (default 20)")
+    parser.add_argument("--forks", type=int, default=20, help="ansible-playbook --forks (default 20)")
+    parser.add_argument("--write-docs", action="store_true", help="write the result into docs/performance.md")
+    args = parser.parse_args(argv)
+    if not min_hosts <= args.hosts <= 99:
+        parser.error(f"--hosts between {min_hosts} and 99")
+    try:
+        result = measure(args.hosts, args.forks)
+    except BenchmarkError as error:
+        print(f"{name}: FAILED: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    if args.write_docs:
+        command = (
+            f".venv/bin/python benchmarks/run.py {name} --write-docs"
+            if (args.hosts, args.forks) == (20, 20)
+            else f".venv/bin/python benchmarks/{name}.py --hosts {args.hosts} --forks {args.forks} --write-docs"
+        )
+        replace_doc_section(name, doc_section(result, command))
+    print(final_line(result))
+    return 0
+
+
 def every_host_ran(name: str, hosts: int, counts: dict[str, dict[str, int]]) -> None:
     if len(counts) != hosts:
         raise BenchmarkError(f"{name} on {hosts} hosts: the recap lists {len(counts)} hosts: {sorted(counts)}")

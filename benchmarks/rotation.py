@@ -14,18 +14,17 @@ first_seconds=<s> rotation_seconds=<r> rotation_vs_first=<x> rerun_seconds=<t>` 
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import json
 import platform
 import sys
 
-from _common import REPO, replace_doc_section
+from _common import REPO
 from rollout import (
     PROVISION,
     STATE_DIR,
     BenchmarkError,
     every_host_ran,
+    fleet_benchmark_main,
     fresh_lab,
     lab,
     no_change,
@@ -100,28 +99,7 @@ def final_line(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hosts", type=int, default=20, help="lab hosts (default 20)")
-    parser.add_argument("--forks", type=int, default=20, help="ansible-playbook --forks (default 20)")
-    parser.add_argument("--write-docs", action="store_true", help="write the result into docs/performance.md")
-    args = parser.parse_args(argv)
-    if not 1 <= args.hosts <= 99:
-        parser.error("--hosts between 1 and 99")
-    try:
-        result = measure(args.hosts, args.forks)
-    except BenchmarkError as error:
-        print(f"rotation: FAILED: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=2))
-    if args.write_docs:
-        command = (
-            ".venv/bin/python benchmarks/run.py rotation --write-docs"
-            if (args.hosts, args.forks) == (20, 20)
-            else f".venv/bin/python benchmarks/rotation.py --hosts {args.hosts} --forks {args.forks} --write-docs"
-        )
-        replace_doc_section("rotation", doc_section(result, command))
-    print(final_line(result))
-    return 0
+    return fleet_benchmark_main("rotation", __doc__, argv, measure, doc_section, final_line)
 
 
 if __name__ == "__main__":

@@ -17,39 +17,11 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._iothub_deployme
     IoTHubDeployments,
     deployment_info,
 )
+from lab.runtime.manifests import AGENT_IMAGE, HUB_IMAGE, standard_manifest
 
 PROVISION = "playbooks/provision_edge.yml"
 DEPLOY = "playbooks/deploy_edge.yml"
-AGENT_IMAGE = "mcr.microsoft.com/azureiotedge-agent:1.5"
-HUB_IMAGE = "mcr.microsoft.com/azureiotedge-hub:1.5"
 MAIN = ["edge-02", "edge-03", "edge-04"]
-
-
-def standard(modules: dict[str, str]) -> dict:
-    """A deployment.json: edgeAgent, edgeHub and ``modules`` (name -> image)."""
-    module = {"type": "docker", "status": "running", "restartPolicy": "always"}
-    return {
-        "modulesContent": {
-            "$edgeAgent": {
-                "properties.desired": {
-                    "schemaVersion": "1.1",
-                    "runtime": {"type": "docker", "settings": {"minDockerVersion": "v1.25"}},
-                    "systemModules": {
-                        "edgeAgent": {"type": "docker", "settings": {"image": AGENT_IMAGE}},
-                        "edgeHub": {**module, "settings": {"image": HUB_IMAGE}},
-                    },
-                    "modules": {name: {**module, "settings": {"image": image}} for name, image in modules.items()},
-                }
-            },
-            "$edgeHub": {
-                "properties.desired": {
-                    "schemaVersion": "1.1",
-                    "routes": {"upstream": "FROM /messages/* INTO $upstream"},
-                    "storeAndForwardConfiguration": {"timeToLiveSecs": 7200},
-                }
-            },
-        }
-    }
 
 
 GPU_LAYER = {
@@ -124,10 +96,12 @@ def test_rings_failure_rollback_layers_and_check_mode(fleet_factory, ansible_pla
 
     v1, v2, gpu = tmp_path / "sensors-v1.json", tmp_path / "sensors-v2.json", tmp_path / "gpu.yml"
     v1.write_text(
-        json.dumps(standard({"sensor": "contoso.example/sensor:1.0", "filter": "contoso.example/filter:1.0"}))
+        json.dumps(standard_manifest({"sensor": "contoso.example/sensor:1.0", "filter": "contoso.example/filter:1.0"}))
     )
     v2.write_text(
-        json.dumps(standard({"sensor": "unpullable.invalid/sensor:2.0", "filter": "contoso.example/filter:1.0"}))
+        json.dumps(
+            standard_manifest({"sensor": "unpullable.invalid/sensor:2.0", "filter": "contoso.example/filter:1.0"})
+        )
     )
     gpu.write_text(yaml.safe_dump(GPU_LAYER))
     host_vars = fleet.inventory / "host_vars"
