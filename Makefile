@@ -57,8 +57,12 @@ galaxy: setup
 unit: setup
 	@$(STEP) unit scripts/pytest.sh tests/unit tests/lab
 
+# The lab tests wait on hosts and emulators most of the time: two workers, each taking whole files (a file's tests
+# may share a fleet), keep both cores busy. INTEGRATION_WORKERS=0 runs them in this one process.
+INTEGRATION_WORKERS ?= 2
+
 integration: setup
-	@$(STEP) integration scripts/pytest.sh tests/integration
+	@$(STEP) integration env PYTEST_ARGS="$(if $(filter 0,$(INTEGRATION_WORKERS)),,-n $(INTEGRATION_WORKERS) --dist loadfile) --durations=15 $${PYTEST_ARGS:-}" scripts/pytest.sh tests/integration
 
 molecule: setup
 	@$(STEP) molecule scripts/molecule.sh

@@ -6,6 +6,8 @@ new image and an unchanged one is reused (about a minute to build, then free).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import re
 import shutil
@@ -80,6 +82,24 @@ def ensure_base_image(podman: Podman, *, mirror: str | None = None, work_dir: Pa
     reference = image_reference()
     if podman.image_exists(reference):
         return reference
+    # Labs started at once (test workers, benchmarks) build it once: the others wait, then find it.
+    with _build_lock():
+        if podman.image_exists(reference):
+            return reference
+        return _build_base_image(podman, reference, mirror=mirror, work_dir=work_dir, log=log)
+
+
+@contextlib.contextmanager
+def _build_lock():
+    with open(Path(tempfile.gettempdir()) / "edgefleet-lab-image.lock", "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_base_image(podman: Podman, reference: str, *, mirror: str | None, work_dir: Path | None, log) -> str:
     mirror = mirror or debian_mirror()
     log(f"building {reference} with debootstrap from {mirror} (about a minute, once)")
     with tempfile.TemporaryDirectory(prefix="edgefleet-lab-rootfs-", dir=work_dir) as temporary:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import yaml
 
+from lab.fleet import image
 from lab.fleet.hosts import HostSpec, generate_key, host_files, seed_digest, seed_tar
-from lab.fleet.image import DEFAULT_MIRROR, debian_mirror, image_reference
+from lab.fleet.image import DEFAULT_MIRROR, debian_mirror, ensure_base_image, image_reference
 from lab.fleet.lab import Lab, LabConfig
 
 
@@ -27,6 +30,36 @@ def test_the_mirror_comes_from_this_machines_apt_sources(tmp_path):
 def test_the_image_tag_follows_the_recipe():
     assert image_reference().startswith("localhost/edgefleet-lab-base:")
     assert image_reference() == image_reference()
+
+
+class StoreWithoutTheImage:
+    """podman's image store as ensure_base_image sees it: empty until a build imports the image."""
+
+    def __init__(self):
+        self.images = set()
+
+    def image_exists(self, reference):
+        return reference in self.images
+
+
+def test_labs_started_at_once_build_the_base_image_once(monkeypatch):
+    store, builds = StoreWithoutTheImage(), []
+
+    def build(podman, reference, **_options):
+        builds.append(reference)
+        time.sleep(0.3)  # long enough for the other lab to arrive while this one builds
+        podman.images.add(reference)
+        return reference
+
+    monkeypatch.setattr(image, "_build_base_image", build)
+    found = []
+    starts = [threading.Thread(target=lambda: found.append(ensure_base_image(store, log=str))) for _ in range(3)]
+    for start in starts:
+        start.start()
+    for start in starts:
+        start.join()
+    assert builds == [image_reference()]
+    assert found == [image_reference()] * 3
 
 
 def test_hosts_get_their_own_names_ports_and_labels_per_lab(tmp_path):
