@@ -113,6 +113,11 @@ def read_manifest_file(path: str):
     return _parse_manifest_text(text, path)
 
 
+def _manifest_body(manifest: dict):
+    """What holds ``modulesContent`` in either manifest form."""
+    return manifest.get("content") if "content" in manifest and "modulesContent" not in manifest else manifest
+
+
 def modules_content_of(manifest, option: str = "manifest") -> dict:
     """The ``modulesContent`` of either manifest form (a deep copy), or a ConfigurationError naming ``option``."""
     if not isinstance(manifest, dict):
@@ -125,7 +130,7 @@ def modules_content_of(manifest, option: str = "manifest") -> dict:
             raise ConfigurationError(
                 f"{option}: has {key}; a deployment's {key} is given with the {option_name} option, not in the manifest"
             )
-    body = manifest.get("content") if "content" in manifest and "modulesContent" not in manifest else manifest
+    body = _manifest_body(manifest)
     if not isinstance(body, dict) or "modulesContent" not in body:
         other = sorted(key for key in ("deviceContent", "moduleContent") if isinstance(body, dict) and key in body)
         if other:
@@ -287,29 +292,28 @@ def _registries_at(path: list, value) -> list:
     return list(value.values()) if isinstance(value, dict) else []
 
 
-def _registry_credentials(modules_content: dict) -> list:
-    """The mappings of ``$edgeAgent``'s ``runtime.settings.registryCredentials.<registry>``, in a standard manifest or
-    under the dotted paths of a layered one."""
+def _registries_with_password(modules_content) -> list:
+    """The mappings of ``$edgeAgent``'s ``runtime.settings.registryCredentials.<registry>`` that hold a password, in a
+    standard manifest or under the dotted paths of a layered one."""
     edge_agent = modules_content.get(EDGE_AGENT) if isinstance(modules_content, dict) else None
     found = []
     for key, value in (edge_agent if isinstance(edge_agent, dict) else {}).items():
         path = _desired_path(key) if isinstance(key, str) else None
         if path is not None:
-            found.extend(registry for registry in _registries_at(path, value) if isinstance(registry, dict))
+            found.extend(
+                registry
+                for registry in _registries_at(path, value)
+                if isinstance(registry, dict) and isinstance(registry.get("password"), str) and registry["password"]
+            )
     return found
 
 
 def manifest_secrets(manifest) -> list:
-    """The container registry passwords a manifest (either form) holds: values never to be shown."""
-    if not isinstance(manifest, dict):
-        return []
-    body = manifest.get("content") if "modulesContent" not in manifest else manifest
+    """The container registry passwords a manifest (either form) holds: values never to be shown. Tolerant of any
+    input, since a manifest refused for another reason is still echoed in the module's failure."""
+    body = _manifest_body(manifest) if isinstance(manifest, dict) else None
     modules_content = body.get("modulesContent") if isinstance(body, dict) else None
-    return [
-        registry["password"]
-        for registry in _registry_credentials(modules_content)
-        if isinstance(registry.get("password"), str) and registry["password"]
-    ]
+    return [registry["password"] for registry in _registries_with_password(modules_content)]
 
 
 def canonical_content(modules_content: dict) -> bytes:
@@ -333,9 +337,8 @@ def content_version(modules_content: dict, name: str) -> str:
     the version is shown in every log, and a plain digest over content that holds a password would let whoever knows
     the rest of the manifest test guesses of it offline at the speed of SHA-256."""
     digested = copy.deepcopy(modules_content)
-    for registry in _registry_credentials(digested):
-        if isinstance(registry.get("password"), str) and registry["password"]:
-            registry["password"] = _stretched(registry["password"], name)
+    for registry in _registries_with_password(digested):
+        registry["password"] = _stretched(registry["password"], name)
     return hashlib.sha256(canonical_content(digested)).hexdigest()[:VERSION_LENGTH]
 
 
