@@ -20,9 +20,7 @@ seconds=<s> playbook_seconds=<p> direct_seconds=<d> vs_direct=<x> first_seconds=
 
 from __future__ import annotations
 
-import datetime
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,7 @@ from rollout import (
     BenchmarkError,
     every_host_ran,
     fleet_benchmark_main,
+    fleet_measured,
     fresh_lab,
     lab,
     no_change,
@@ -247,13 +246,9 @@ def measure(count: int, forks: int) -> dict:
 
 
 def doc_section(result: dict, command: str) -> str:
-    import ansible
-
     return (
-        f"Measured {datetime.date.today().isoformat()} on {platform.machine()}, Python {platform.python_version()}, "
-        f"ansible-core {ansible.__version__}, `--forks {result['forks']}`, the role's defaults (a ring read every "
-        f"10 s); other containers running: at most {result['other_containers']}. Command: `{command}`.\n\n"
-        "| hosts (canary + main) | v1 first deployed | v2 straight into the hub (baseline) "
+        fleet_measured(result, command, ", the role's defaults (a ring read every 10 s)")
+        + "| hosts (canary + main) | v1 first deployed | v2 straight into the hub (baseline) "
         "| v2 ring by ring: every host runs it | playbook ends | vs_direct | re-run |\n"
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
         f"| {result['hosts']} ({result['canary']} + {result['main']}) | {result['first_seconds']:.1f} s "

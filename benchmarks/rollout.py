@@ -171,6 +171,17 @@ def shell_baseline(hosts: int, forks: int) -> float:
     return seconds
 
 
+def fleet_measured(result: dict, command: str, settings: str = "") -> str:
+    """The first line of a one-lab benchmark's section: when, on what, with which settings and command."""
+    import ansible
+
+    return (
+        f"Measured {datetime.date.today().isoformat()} on {platform.machine()}, Python {platform.python_version()}, "
+        f"ansible-core {ansible.__version__}, `--forks {result['forks']}`{settings}; other containers running: at "
+        f"most {result['other_containers']}. Command: `{command}`.\n\n"
+    )
+
+
 def fleet_benchmark_main(
     name: str, description: str, argv: list[str] | None, measure, doc_section, final_line, min_hosts: int = 1
 ) -> int:

@@ -14,8 +14,6 @@ first_seconds=<s> rotation_seconds=<r> rotation_vs_first=<x> rerun_seconds=<t>` 
 
 from __future__ import annotations
 
-import datetime
-import platform
 import sys
 
 from _common import REPO
@@ -25,6 +23,7 @@ from rollout import (
     BenchmarkError,
     every_host_ran,
     fleet_benchmark_main,
+    fleet_measured,
     fresh_lab,
     lab,
     no_change,
@@ -77,13 +76,9 @@ def measure(hosts: int, forks: int) -> dict:
 
 
 def doc_section(result: dict, command: str) -> str:
-    import ansible
-
     return (
-        f"Measured {datetime.date.today().isoformat()} on {platform.machine()}, Python {platform.python_version()}, "
-        f"ansible-core {ansible.__version__}, `--forks {result['forks']}`; other containers running: at most "
-        f"{result['other_containers']}. Command: `{command}`.\n\n"
-        "| hosts | first rollout | rotation of every identity | rotation_vs_first | re-run after it |\n"
+        fleet_measured(result, command)
+        + "| hosts | first rollout | rotation of every identity | rotation_vs_first | re-run after it |\n"
         "| ---: | ---: | ---: | ---: | ---: |\n"
         f"| {result['hosts']} | {result['first_seconds']:.1f} s | {result['rotation_seconds']:.1f} s "
         f"| **{result['rotation_vs_first']:.2f}x** | {result['rerun_seconds']:.1f} s |\n"
