@@ -198,7 +198,7 @@ def measure(count: int, forks: int) -> dict:
             write_inventory(hosts, manifests)
             hub = Hub()
 
-            first_seconds, _ = deploy(forks, manifests, "v1", f"{count}-hosts-deploy-v1")
+            first_seconds = deploy(forks, manifests, "v1", f"{count}-hosts-deploy-v1")[0]
             (v1_id,) = hub.version_ids(NAME)
             every_host_lists(hosts, V1, "after v1")
 
@@ -214,7 +214,7 @@ def measure(count: int, forks: int) -> dict:
             watcher = Watcher(hub, NAME, hosts)
             watcher.start()
             try:
-                playbook_seconds, _ = deploy(forks, manifests, "v2", f"{count}-hosts-deploy-v2")
+                playbook_seconds = deploy(forks, manifests, "v2", f"{count}-hosts-deploy-v2")[0]
             finally:
                 watcher.stop.set()
                 watcher.join()

@@ -53,7 +53,11 @@ def test_labs_started_at_once_build_the_base_image_once(monkeypatch):
 
     monkeypatch.setattr(image, "_build_base_image", build)
     found = []
-    starts = [threading.Thread(target=lambda: found.append(ensure_base_image(store, log=str))) for _ in range(3)]
+
+    def start_lab():
+        found.append(ensure_base_image(store, log=str))
+
+    starts = [threading.Thread(target=start_lab) for number in range(3)]
     for start in starts:
         start.start()
     for start in starts:
