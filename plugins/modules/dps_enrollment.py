@@ -251,7 +251,8 @@ REPROVISION_OPTIONS = {
 }
 
 
-def main():
+def main(module_class=AnsibleModule):
+    """module_class: AnsibleModule, or its stand-in when the action plugin runs this in the controller's worker."""
     item_options = {
         "registration_id": {"type": "str", "required": True},
         "device_id": {"type": "str"},
@@ -267,7 +268,7 @@ def main():
         "iot_hubs": {"type": "list", "elements": "str"},
         "reprovision_policy": {"type": "dict"},
     }
-    module = AnsibleModule(
+    module = module_class(
         argument_spec={
             **dps_argument_spec(),
             "enrollments": {

@@ -187,8 +187,9 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import (
 )
 
 
-def main():
-    module = AnsibleModule(
+def main(module_class=AnsibleModule):
+    """module_class: AnsibleModule, or its stand-in when the action plugin runs this in the controller's worker."""
+    module = module_class(
         argument_spec={
             **iothub_argument_spec(),
             "devices": {"type": "dict", "required": True},

@@ -328,8 +328,9 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._module import r
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_ca import CaRequest, ensure_ca
 
 
-def main():
-    module = AnsibleModule(
+def main(module_class=AnsibleModule):
+    """module_class: AnsibleModule, or its stand-in when the action plugin runs this in the controller's worker."""
+    module = module_class(
         argument_spec={
             "path": {"type": "path", "required": True},
             "root_common_name": {"type": "str", "default": "edgefleet Root CA"},

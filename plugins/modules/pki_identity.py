@@ -249,8 +249,9 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity im
 )
 
 
-def main():
-    module = AnsibleModule(
+def main(module_class=AnsibleModule):
+    """module_class: AnsibleModule, or its stand-in when the action plugin runs this in the controller's worker."""
+    module = module_class(
         argument_spec={
             **device_batch_options(["present", "absent", "retired"]),
             "staged": {"type": "bool", "default": False},

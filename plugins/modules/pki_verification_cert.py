@@ -105,8 +105,9 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_verificatio
 )
 
 
-def main():
-    module = AnsibleModule(
+def main(module_class=AnsibleModule):
+    """module_class: AnsibleModule, or its stand-in when the action plugin runs this in the controller's worker."""
+    module = module_class(
         argument_spec={
             "ca_path": {"type": "path", "required": True},
             "path": {"type": "path", "required": True},
