@@ -104,10 +104,19 @@ hosts:
   description:
     - Each accepted host with what the roles read of it - C(registration_id); for V(dps_enrollment) also C(twin)
       (C(tags), C(desired_properties)) and C(certificate_path) (where edgefleet.iotedge.pki_identity keeps its leaf);
-      for V(iotedge_deployment) C(ring) and C(tags) (the twin tags its device must have, the ring tag included).
+      for V(iotedge_deployment) C(ring) and C(tags) (the twin tags its device must have, the ring tag included);
+      for V(edge_pki) the flags C(rotate), C(retired), C(edge_ca) and C(device_key).
   returned: with O(hosts)
   type: dict
   sample: {"edge-01": {"registration_id": "edge-01"}}
+hosts_with:
+  description:
+    - For each flag of RV(hosts) (V(edge_pki) - C(rotate), C(retired), C(edge_ca), C(device_key)), the accepted hosts
+      that have it, in the order of O(hosts); empty for a flag no host has. The roles read these lists rather than
+      filter every host's entry in Jinja.
+  returned: with O(hosts)
+  type: dict
+  sample: {"retired": ["edge-07"], "device_key": [], "edge_ca": [], "rotate": []}
 refused:
   description: Each refused host with its problems, each naming the variable and the fix.
   returned: with O(hosts)

@@ -127,6 +127,29 @@ def test_each_host_resolves_with_its_own_variables(tmp_path):
     assert results["iotedge_provision"]["refused"] == {}
 
 
+def test_the_hosts_with_each_pki_flag_are_listed_in_order_without_the_refused(tmp_path):
+    results = run_checks(
+        tmp_path,
+        {
+            "edge-01": {"edgefleet_retired": True, "edgefleet_identity_key_origin": "device"},
+            "edge-02": {"edgefleet_identity_key_origin": "device", "edgefleet_edge_ca": "fleet"},
+            "edge-03": {"edgefleet_retired": True, "edgefleet_registration_id": "Bad_Id"},
+            "edge-04": {"edgefleet_identity_rotate": True, "edgefleet_edge_ca": "fleet"},
+            "localhost": {"ansible_connection": "local"},
+        },
+    )
+    pki = results["edge_pki"]
+    assert list(pki["refused"]) == ["edge-03"]
+    assert pki["hosts_with"] == {
+        "rotate": ["edge-04"],
+        "retired": ["edge-01"],
+        "edge_ca": ["edge-02", "edge-04"],
+        "device_key": ["edge-01", "edge-02"],
+    }
+    for flag, hosts in pki["hosts_with"].items():
+        assert hosts == [host for host, facts in pki["hosts"].items() if facts[flag]]
+
+
 def test_bad_hosts_are_refused_with_every_problem_and_the_others_accepted(tmp_path):
     results = run_checks(
         tmp_path,
@@ -220,3 +243,49 @@ def test_a_host_with_its_own_value_of_a_fleet_wide_variable_is_refused_by_the_co
     )
     # The hosts' own variables (twin tags, a rotation) differ freely; the runtime's role compares nothing.
     assert results["iotedge_provision"]["refused"] == {}
+
+
+def test_only_a_value_that_can_hold_a_template_is_rendered():
+    from ansible_collections.edgefleet.iotedge.plugins.action.validate_inventory import _templated
+
+    rendered = []
+
+    class Templar:
+        def template(self, value):
+            rendered.append(value)
+            return f"rendered {value}"
+
+    for plain in (None, True, 3, 2.5, "enabled", "50%"):
+        assert _templated(Templar(), plain) == plain
+    assert rendered == []
+    for template in ("{{ edgefleet_pki_dir }}/ca", "{% if x %}y{% endif %}", "{# note #}", {"site": "a"}, ["a"]):
+        assert _templated(Templar(), template) == f"rendered {template}"
+    assert len(rendered) == 5
+
+
+def test_a_fleet_is_split_in_order_and_joined_in_order():
+    from ansible_collections.edgefleet.iotedge.plugins.action.validate_inventory import _map_in_forks, _split
+
+    hosts = [f"edge-{number:02d}" for number in range(11)]
+    parts = _split(hosts, 3)
+    assert [len(part) for part in parts] == [4, 4, 3]
+    assert [host for part in parts for host in part] == hosts
+    assert _split(hosts, 1) == [hosts]
+
+    parent = os.getpid()
+    results = _map_in_forks(lambda part: {"checked": part, "here": os.getpid() == parent}, parts)
+    assert [result["checked"] for result in results] == parts
+    assert [result["here"] for result in results] == [True, False, False]
+
+
+def test_a_part_whose_fork_fails_is_checked_here_again():
+    from ansible_collections.edgefleet.iotedge.plugins.action.validate_inventory import _map_in_forks
+
+    parent = os.getpid()
+
+    def check(part):
+        if os.getpid() != parent:
+            raise RuntimeError("the copy cannot check")
+        return [host.upper() for host in part]
+
+    assert _map_in_forks(check, [["a"], ["b"], ["c"]]) == [["A"], ["B"], ["C"]]
