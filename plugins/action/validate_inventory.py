@@ -43,6 +43,8 @@ from ansible_collections.edgefleet.iotedge.plugins.module_utils._pki_identity im
 # which the pure-Python loader takes about 0.3 s for.
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ROLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir, "roles")
+# The true-or-false settings of a role's accepted hosts (_resolved), listed by host in the result's hosts_with.
+FLAGS = {"edge_pki": ("rotate", "retired", "edge_ca", "device_key")}
 # The role variable holding the runtime configuration's settings, rendered once per host to check them.
 CONFIG_SETTINGS_VARIABLE = "iotedge_provision_settings"
 # The roles whose hosts must not share a registration id: it names one certificate, one enrollment, one device twin.
@@ -155,7 +157,7 @@ class ActionModule(ActionBase):
         for message, named in warnings.items():
             result.setdefault("warnings", []).append(f"{message} (hosts: {_named(named)})")
         result["hosts"] = accepted
-        result["hosts_with"] = _hosts_with_flags(accepted)
+        result["hosts_with"] = _hosts_with_flags(role, accepted)
         result["refused"] = refused
         result["msg"] = f"role edgefleet.iotedge.{role}: {len(accepted)} hosts valid, {len(refused)} refused" + (
             f" ({_named(list(refused))}; see refused)" if refused else ""
@@ -380,14 +382,10 @@ def _resolved(role: str, values: dict) -> dict:
     return resolved
 
 
-def _hosts_with_flags(accepted: dict) -> dict:
-    """Flag (a true-or-false setting of _resolved) -> the accepted hosts that have it, in their order."""
-    flags = {name: [] for facts in accepted.values() for name, value in facts.items() if isinstance(value, bool)}
-    for host, facts in accepted.items():
-        for name in flags:
-            if facts.get(name) is True:
-                flags[name].append(host)
-    return flags
+def _hosts_with_flags(role: str, accepted: dict) -> dict:
+    """Each flag of the role (a true-or-false setting of _resolved) -> the accepted hosts that have it, in their
+    order; every flag is there, with no host when none was accepted."""
+    return {flag: [host for host, facts in accepted.items() if facts[flag]] for flag in FLAGS.get(role, ())}
 
 
 def _joined(errors: list) -> str:

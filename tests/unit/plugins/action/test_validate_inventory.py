@@ -148,6 +148,20 @@ def test_the_hosts_with_each_pki_flag_are_listed_in_order_without_the_refused(tm
     }
     for flag, hosts in pki["hosts_with"].items():
         assert hosts == [host for host, facts in pki["hosts"].items() if facts[flag]]
+    assert results["dps_enrollment"]["hosts_with"] == {}
+
+
+def test_every_flag_is_listed_when_no_host_was_accepted(tmp_path):
+    results = run_checks(
+        tmp_path,
+        {
+            "edge-01": {"edgefleet_registration_id": "Bad_Id"},
+            "localhost": {"ansible_connection": "local", "edgefleet_registration_id": "Bad"},
+        },
+    )
+    pki = results["edge_pki"]
+    assert pki["hosts"] == {} and sorted(pki["refused"]) == ["edge-01", "localhost"]
+    assert pki["hosts_with"] == {"rotate": [], "retired": [], "edge_ca": [], "device_key": []}
 
 
 def test_bad_hosts_are_refused_with_every_problem_and_the_others_accepted(tmp_path):
