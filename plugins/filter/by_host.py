@@ -48,6 +48,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.edgefleet.iotedge.plugins.plugin_utils._fleet_hosts import accepted_hosts
+
 
 def by_host(values, preflight, hosts, default=None) -> dict:
     if not isinstance(values, dict) or not isinstance(preflight, dict) or not isinstance(hosts, list):
@@ -55,12 +57,9 @@ def by_host(values, preflight, hosts, default=None) -> dict:
             "edgefleet.iotedge.by_host: the input is a dictionary by registration id, preflight a dictionary of host "
             "-> settings with registration_id, hosts a list"
         )
-    published = {}
-    for host in hosts:
-        settings = preflight.get(host)
-        if settings is not None:
-            published[host] = values.get(settings["registration_id"], default)
-    return published
+    return {
+        host: values.get(settings["registration_id"], default) for host, settings in accepted_hosts(preflight, hosts)
+    }
 
 
 class FilterModule:

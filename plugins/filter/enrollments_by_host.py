@@ -47,6 +47,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.edgefleet.iotedge.plugins.plugin_utils._fleet_hosts import accepted_hosts
+
 
 def enrollments_by_host(result, preflight, hosts) -> dict:
     if not isinstance(result, dict) or not isinstance(preflight, dict) or not isinstance(hosts, list):
@@ -57,10 +59,7 @@ def enrollments_by_host(result, preflight, hosts) -> dict:
     written = {item["registration_id"]: item for item in result.get("enrollments") or []}
     errors = {failure["registration_id"]: failure.get("error") or "" for failure in result.get("failures") or []}
     published = {}
-    for host in hosts:
-        settings = preflight.get(host)
-        if settings is None:
-            continue
+    for host, settings in accepted_hosts(preflight, hosts):
         registration_id = settings["registration_id"]
         item = written.get(registration_id) or {}
         published[host] = {

@@ -66,7 +66,8 @@ HEADER = ROW_FORMAT % ("HOST", "REGISTRATION ID", "DPS", "HUB", "EDGEAGENT")
 
 
 def fleet_summary(hosts, running, identities, registrations, runtimes=None, retired=()) -> str:
-    mappings = {"identities": identities, "registrations": registrations, "runtimes": runtimes or {}}
+    runtimes = runtimes or {}
+    mappings = {"identities": identities, "registrations": registrations, "runtimes": runtimes}
     for name, value in mappings.items():
         if not isinstance(value, dict):
             raise AnsibleFilterError(f"edgefleet.iotedge.fleet_summary: {name} must be a dictionary by host")
@@ -74,7 +75,7 @@ def fleet_summary(hosts, running, identities, registrations, runtimes=None, reti
     rows = [HEADER]
     for host in sorted(hosts):
         registration = registrations.get(host) or {}
-        runtime = (runtimes or {}).get(host) or {}
+        runtime = runtimes.get(host) or {}
         if host in retired:
             registration, runtime = {"status": "retired"}, {"edge_agent": "retired"}
         rows.append(

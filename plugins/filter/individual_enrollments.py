@@ -47,6 +47,8 @@ import os
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.edgefleet.iotedge.plugins.plugin_utils._fleet_hosts import accepted_hosts
+
 
 def individual_enrollments(preflight, hosts) -> list:
     if not isinstance(preflight, dict) or not isinstance(hosts, list):
@@ -55,10 +57,7 @@ def individual_enrollments(preflight, hosts) -> list:
             "by host), hosts a list"
         )
     enrollments = []
-    for host in hosts:
-        settings = preflight.get(host)
-        if settings is None:
-            continue
+    for settings in dict(accepted_hosts(preflight, hosts)).values():
         enrollment = {"registration_id": settings["registration_id"]}
         if os.path.isfile(settings["next_certificate_path"]):
             enrollment["primary_certificate_path"] = settings["next_certificate_path"]
