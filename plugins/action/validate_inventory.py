@@ -12,10 +12,14 @@ the controller a worker process per host, which at a thousand hosts is most of a
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import os
 import pickle
 
+import jinja2
+import jinja2.meta
+import jinja2.nodes
 import yaml
 
 from ansible.errors import AnsibleActionFail, AnsibleError
@@ -110,15 +114,18 @@ class ActionModule(ActionBase):
             result["msg"] = f"{len(values)} variables of role edgefleet.iotedge.{role} are valid"
         return result
 
-    def _check_host(self, role: str, variables: dict, templar, config_settings) -> tuple[list, dict, list]:
-        """One host's problems, its templated values and its unknown-variable warnings."""
+    def _check_host(
+        self, role: str, variables: dict, templar, config_settings, renders: dict | None = None
+    ) -> tuple[list, dict, list]:
+        """One host's problems, its templated values and its unknown-variable warnings. ``renders`` keeps the
+        renders that other hosts of the same check can reuse (_templated)."""
         options = role_options(role)
         errors, values = [], {}
         for name in options:
             if name not in variables:
                 continue
             try:
-                values[name] = _templated(templar, variables[name])
+                values[name] = _templated(templar, variables[name], variables, renders)
             except AnsibleError as error:
                 errors.append(f"{name}: cannot be resolved ({_first_line(error)}). Correct the expression")
         peers = {}
@@ -126,7 +133,7 @@ class ActionModule(ActionBase):
             # A peer that cannot be resolved is left out: the role that owns it names the problem.
             with contextlib.suppress(AnsibleError):
                 if name in variables:
-                    peers[name] = _templated(templar, variables[name])
+                    peers[name] = _templated(templar, variables[name], variables, renders)
         errors += check_role(role, options, values, config_settings=config_settings, peers=peers)
 
         mode = self._unknown_variables_mode(variables, templar, errors)
@@ -183,7 +190,7 @@ class ActionModule(ActionBase):
         return accepted, refused, warnings, fleet_values
 
     def _check_hosts(self, role: str, hosts: list, *, resolve) -> tuple[dict, dict, dict, dict]:
-        accepted, refused, warnings, fleet_values = {}, {}, {}, {}
+        accepted, refused, warnings, fleet_values, renders = {}, {}, {}, {}, {}
         templar = self._templar
         for host in hosts:
             variables = resolve(host)
@@ -194,7 +201,7 @@ class ActionModule(ActionBase):
             config_settings, errors = None, []
             if role == "iotedge_provision":
                 config_settings, errors = _config_settings(variables, templar)
-            problems, values, unknown = self._check_host(role, variables, templar, config_settings)
+            problems, values, unknown = self._check_host(role, variables, templar, config_settings, renders)
             errors += problems
             for message in unknown:
                 warnings.setdefault(message, []).append(host)
@@ -276,14 +283,202 @@ def _map_in_forks(function, parts: list) -> list:
     return results
 
 
-def _templated(templar, value):
-    """The value as the templar renders it. A number, a boolean, None or a string without a template marker renders
-    to itself: it is taken as it is, which at a thousand hosts with some forty variables each saves about a second."""
-    if value is None or type(value) in (bool, int, float):
+def _templated(templar, value, variables=None, renders=None):
+    """The value as the templar renders it. A number, a boolean, None, an empty container or a string without a
+    template marker renders to itself: it is taken as it is, which at a thousand hosts with some forty variables each
+    saves about a second.
+
+    A template string is rendered with only the ``variables`` it reads (_variables_read): ansible-core 2.19 wraps
+    every available variable for each render, a few hundred per host, which made each render cost ~0.3 ms. With
+    ``renders``, a template that only reads variables and calls pure filters (_reusable) is rendered once for all the
+    hosts where those variables hold the same values: role defaults such as ``{{ edgefleet_pki_dir }}/ca``."""
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):  # the inventory's numbers carry their origin in a subclass (ansible-core 2.19)
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
     if isinstance(value, str) and not any(marker in value for marker in TEMPLATE_MARKERS):
         return str(value)
-    return templar.template(value)
+    if isinstance(value, (dict, list)) and not value:
+        return {} if isinstance(value, dict) else []
+    read = _variables_read(value, variables) if variables is not None else None
+    if read is None:
+        return _untagged(templar.template(value))
+    key = None
+    if renders is not None and isinstance(value, str) and _reusable(value):
+        # The values themselves stay in the entry, so that no other object can take their ids while it is kept.
+        key = (str(value), tuple((name, id(read[name])) for name in sorted(read)))
+        if key in renders:
+            return copy.deepcopy(renders[key][1])  # a list or dict rendered once is each host's own
+    every_variable = templar.available_variables
+    templar.available_variables = read
+    try:
+        rendered = _untagged(templar.template(value))
+    finally:
+        templar.available_variables = every_variable
+    if key is not None:
+        renders[key] = (read, rendered)
+    return rendered
+
+
+def _untagged(rendered):
+    """A rendered string as a plain str: what the roles read of it is its text, and ansible-core 2.19's tags (origin,
+    trust) made each accepted host's entry slow to pass from the processes that check parts of the fleet."""
+    return str(rendered) if isinstance(rendered, str) else rendered
+
+
+# Lookups that read nothing of the variables they are handed: any other may (a file search path, `vars`, a template).
+LOOKUPS_READING_NO_VARIABLES = frozenset(("env", "ansible.builtin.env"))
+LOOKUP_FUNCTIONS = frozenset(("lookup", "query", "q"))
+# Past this many values walked for the templates a variable holds, every variable is handed over instead.
+MOST_VALUES_WALKED = 200
+
+
+def _variables_read(value, variables: dict):
+    """The variables a template needs, with those that the templates among them need in turn, as a new dict; None when
+    that cannot be told from the template's text (it names ``vars``, calls a lookup that may read variables, or does
+    not parse), and then the template is rendered with every variable."""
+    read: dict = {}
+    pending = _template_strings(value)
+    while pending:
+        names = _names_in(pending.pop())
+        if names is None:
+            return None
+        for name in names:
+            if name in read or name not in variables:
+                continue
+            read[name] = variables[name]
+            inner = _template_strings(read[name])
+            if inner is None:
+                return None
+            pending += inner
+    return read
+
+
+def _template_strings(value) -> list | None:
+    """The strings with a template marker in a value and its containers; None past MOST_VALUES_WALKED values."""
+    found, pending, walked = [], [value], 0
+    while pending:
+        walked += 1
+        if walked > MOST_VALUES_WALKED:
+            return None
+        current = pending.pop()
+        if isinstance(current, str):
+            if any(marker in current for marker in TEMPLATE_MARKERS):
+                found.append(current)
+        elif isinstance(current, dict):
+            pending += current.keys()
+            pending += current.values()
+        elif isinstance(current, (list, tuple)):
+            pending += current
+    return found
+
+
+@jinja2.pass_context  # never evaluated ahead of a render, even with constant arguments
+def _any_plugin(*_args, **_kwargs):
+    raise NotImplementedError("only parsed, never rendered")
+
+
+class _EveryPluginName(dict):
+    """Filters and tests by any name (collection plugins included): jinja2.meta compiles the template it reads."""
+
+    def get(self, key, default=None):
+        return _any_plugin
+
+
+# Only reads templates, to tell the names they read; the templar renders. A template using an extension of the
+# controller's configuration does not parse here and is rendered with every variable.
+def _template_parser() -> jinja2.Environment:
+    parser = jinja2.Environment(extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"])  # nosec B701
+    parser.filters = _EveryPluginName()
+    parser.tests = _EveryPluginName()
+    return parser
+
+
+TEMPLATE_PARSER = _template_parser()
+
+
+@functools.lru_cache(maxsize=4096)
+def _names_in(template: str) -> frozenset | None:
+    """The names a template reads that it does not set itself (jinja2.meta), or None (see _variables_read)."""
+    try:
+        tree = TEMPLATE_PARSER.parse(template)
+        names = jinja2.meta.find_undeclared_variables(tree)
+    except Exception:  # pylint: disable=broad-exception-caught  # the render reports the error, with every variable
+        return None
+    for call in tree.find_all(jinja2.nodes.Call):
+        if isinstance(call.node, jinja2.nodes.Name) and call.node.name in LOOKUP_FUNCTIONS:
+            plugin = call.args[0] if call.args else None
+            if not (isinstance(plugin, jinja2.nodes.Const) and plugin.value in LOOKUPS_READING_NO_VARIABLES):
+                return None
+    return None if "vars" in names else frozenset(names)
+
+
+# Filters whose result depends on their input alone; a template calling any other filter, or any function (lookup,
+# now(), a method), is rendered for each host.
+PURE_FILTERS = frozenset(
+    [
+        "abs",
+        "b64decode",
+        "b64encode",
+        "basename",
+        "bool",
+        "capitalize",
+        "combine",
+        "d",
+        "default",
+        "dict2items",
+        "dirname",
+        "first",
+        "flatten",
+        "float",
+        "format",
+        "from_json",
+        "from_yaml",
+        "hash",
+        "int",
+        "items2dict",
+        "join",
+        "last",
+        "length",
+        "list",
+        "lower",
+        "mandatory",
+        "path_join",
+        "quote",
+        "regex_escape",
+        "regex_replace",
+        "regex_search",
+        "replace",
+        "reverse",
+        "round",
+        "sort",
+        "splitext",
+        "string",
+        "title",
+        "to_json",
+        "to_nice_json",
+        "to_nice_yaml",
+        "to_yaml",
+        "trim",
+        "truncate",
+        "unique",
+        "upper",
+        "urlencode",
+    ]
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _reusable(template: str) -> bool:
+    """Whether a template's render depends on the variables it reads alone (see PURE_FILTERS)."""
+    tree = TEMPLATE_PARSER.parse(template)  # parsed already by _names_in
+    if next(tree.find_all(jinja2.nodes.Call), None) is not None:
+        return False
+    return all(
+        node.name.removeprefix("ansible.builtin.") in PURE_FILTERS for node in tree.find_all(jinja2.nodes.Filter)
+    )
 
 
 def _first_line(error: Exception) -> str:

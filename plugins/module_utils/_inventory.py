@@ -974,7 +974,14 @@ def uneven_fleet_values(values_by_host: dict) -> dict:
     return refused
 
 
-def _comparable(value) -> str:
+def _comparable(value):
+    """A key equal for equal values: a scalar as its type and value (faster than JSON, a thousand hosts times each
+    fleet-wide variable), anything else as canonical JSON."""
+    for scalar_type in (bool, int, str):  # bool first: True is an int too
+        if isinstance(value, scalar_type):
+            return scalar_type.__name__, scalar_type(value)
+    if value is None:
+        return None
     return json.dumps(value, sort_keys=True, default=str)
 
 

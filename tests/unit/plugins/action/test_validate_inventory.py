@@ -277,6 +277,110 @@ def test_only_a_value_that_can_hold_a_template_is_rendered():
     assert len(rendered) == 5
 
 
+def _counting_templar(variables: dict):
+    """A real Templar over ``variables`` whose renders are listed with the variables each one was handed."""
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+
+    templar = Templar(loader=DataLoader(), variables=variables)
+    renders = []
+    template = templar.template
+
+    def counted(value, **kwargs):
+        renders.append((str(value), sorted(templar.available_variables)))
+        return template(value, **kwargs)
+
+    templar.template = counted
+    return templar, renders
+
+
+def test_a_template_is_rendered_with_only_the_variables_it_reads_and_those_they_read():
+    from ansible.template import trust_as_template
+
+    from ansible_collections.edgefleet.iotedge.plugins.action.validate_inventory import _templated
+
+    variables = {
+        "edgefleet_pki_dir": trust_as_template("{{ base }}/pki"),
+        "base": trust_as_template("{{ root | default('/opt', true) }}"),
+        "root": "/srv",
+        "unrelated": trust_as_template("{{ this_is_undefined }}"),
+        "inventory_hostname": "Edge-01",
+        "port": 8443,
+    }
+    templar, renders = _counting_templar(variables)
+    assert _templated(templar, trust_as_template("{{ edgefleet_pki_dir }}/ca"), variables) == "/srv/pki/ca"
+    assert renders == [("{{ edgefleet_pki_dir }}/ca", ["base", "edgefleet_pki_dir", "root"])]
+    assert templar.available_variables is variables
+    # A name the template reads that no level defines stays undefined, as with every variable.
+    assert _templated(templar, trust_as_template("{{ missing | default(port) }}"), variables) == 8443
+
+
+def test_a_template_that_may_read_variables_by_other_means_gets_them_all():
+    from ansible_collections.edgefleet.iotedge.plugins.action.validate_inventory import _variables_read
+
+    variables = {"name": "x", "x": "1"}
+    for template in (
+        "{{ lookup('ansible.builtin.file', 'ca.pem') }}",  # the file search path comes from the variables
+        "{{ query('ansible.builtin.vars', name) }}",
+        "{{ lookup(plugin, 'x') }}",
+        "{{ vars[name] }}",
+        "{{ unclosed",
+    ):
+        assert _variables_read(template, variables) is None, template
+    assert _variables_read("{{ lookup('ansible.builtin.env', 'HOME') }}/{{ name }}", variables) == {"name": "x"}
+    # A variable whose value holds more templates than can be walked cheaply: every variable.
+    assert _variables_read("{{ big }}", {"big": [f"{{{{ v{i} }}}}" for i in range(300)]}) is None
+
+
+def test_a_pure_template_is_rendered_once_for_the_hosts_where_it_reads_the_same_values():
+    from ansible.template import trust_as_template
+
+    from ansible_collections.edgefleet.iotedge.plugins.action.validate_inventory import _templated
+
+    shared_dir, own_dir = trust_as_template("/srv/pki"), trust_as_template("/opt/pki")
+    hosts = {
+        "edge-01": {"edgefleet_pki_dir": shared_dir, "inventory_hostname": "Edge-01"},
+        "edge-02": {"edgefleet_pki_dir": shared_dir, "inventory_hostname": "Edge-02"},
+        "edge-03": {"edgefleet_pki_dir": own_dir, "inventory_hostname": "Edge-03"},
+    }
+    reused = {}
+    rendered = {template: [] for template in ("ca", "id", "random", "now", "twin")}
+    templates = {
+        "ca": "{{ edgefleet_pki_dir }}/ca",
+        "id": "{{ inventory_hostname | lower }}",
+        "random": "{{ 1000000 | random }}",
+        "now": "{{ now() }}",
+        "twin": "{{ {'dir': edgefleet_pki_dir} }}",
+    }
+    results = {}
+    for host, variables in hosts.items():
+        for name, template in templates.items():
+            templar, renders = _counting_templar(variables)
+            results[host, name] = _templated(templar, trust_as_template(template), variables, reused)
+            rendered[name] += renders
+    assert [results[host, "ca"] for host in hosts] == ["/srv/pki/ca", "/srv/pki/ca", "/opt/pki/ca"]
+    assert len(rendered["ca"]) == 2  # edge-02 reads what edge-01 read
+    assert [results[host, "id"] for host in hosts] == ["edge-01", "edge-02", "edge-03"]
+    # A filter or function that may answer differently each time is called for each host.
+    assert len(rendered["random"]) == len(rendered["now"]) == 3
+    # A container rendered once is still each host's own copy.
+    assert results["edge-01", "twin"] == results["edge-02", "twin"] == {"dir": "/srv/pki"}
+    assert results["edge-01", "twin"] is not results["edge-02", "twin"]
+
+
+def test_numbers_from_the_inventory_come_back_as_plain_numbers():
+    from ansible._internal._datatag._tags import Origin
+
+    from ansible_collections.edgefleet.iotedge.plugins.action.validate_inventory import _templated
+
+    for number in (365, 2.5):
+        tagged = Origin(path="/inventory/hosts.yml").tag(number)
+        assert type(tagged) is not type(number)
+        value = _templated(None, tagged)
+        assert value == number and type(value) is type(number)
+    assert _templated(None, Origin(path="/inventory/hosts.yml").tag({})) == {}
+
+
 def test_a_fleet_is_split_in_order_and_joined_in_order():
     from ansible_collections.edgefleet.iotedge.plugins.action.validate_inventory import _map_in_forks, _split
 

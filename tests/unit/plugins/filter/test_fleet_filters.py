@@ -1,4 +1,4 @@
-"""The filters that build the roles' fleet facts and the closing table in one Python pass: by_host,
+"""The filters that build the roles' fleet facts and the closing table in one Python pass: accepted_hosts, by_host,
 enrollments_by_host, individual_enrollments and fleet_summary give what the Jinja loops they replace gave."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.edgefleet.iotedge.plugins.filter.accepted_hosts import accepted_hosts
 from ansible_collections.edgefleet.iotedge.plugins.filter.by_host import by_host
 from ansible_collections.edgefleet.iotedge.plugins.filter.enrollments_by_host import enrollments_by_host
 from ansible_collections.edgefleet.iotedge.plugins.filter.fleet_summary import HEADER, fleet_summary
@@ -17,6 +18,29 @@ PREFLIGHT = {
     "edge-01": {"registration_id": "edge-01"},
     "edge-03": {"registration_id": "edge-03"},
 }
+
+
+def test_accepted_hosts_keeps_the_hosts_order_and_leaves_out_hosts_the_preflight_refused():
+    preflight = {
+        "edge-02": {"registration_id": "plant-2.gw", "rotate": True, "edge_ca": False},
+        "edge-01": {"registration_id": "edge-01", "rotate": False, "edge_ca": True},
+        "edge-03": {"registration_id": "edge-03", "rotate": True, "edge_ca": True},
+    }
+    # edge-03 left the play (it failed); refused-04 was refused by the preflight.
+    play = ["edge-01", "refused-04", "edge-02"]
+    assert accepted_hosts(preflight, play) == ["edge-01", "edge-02"]
+    assert accepted_hosts(preflight, play, attribute="registration_id") == ["edge-01", "plant-2.gw"]
+    assert accepted_hosts(preflight, play, where="rotate") == ["edge-02"]
+    assert accepted_hosts(preflight, play, attribute="registration_id", where="edge_ca") == ["edge-01"]
+    assert accepted_hosts(preflight, play, where="retired") == []
+    assert accepted_hosts({}, play) == []
+
+
+def test_accepted_hosts_refuses_input_of_the_wrong_shape_and_an_unknown_setting():
+    with pytest.raises(AnsibleFilterError, match="a dictionary by host"):
+        accepted_hosts(["edge-01"], ["edge-01"])
+    with pytest.raises(AnsibleFilterError, match="settings of edge-01 have no certificate"):
+        accepted_hosts(PREFLIGHT, ["edge-01"], attribute="certificate")
 
 
 def test_by_host_rekeys_in_the_hosts_order_and_leaves_out_hosts_the_preflight_refused():

@@ -606,6 +606,22 @@ def test_equal_values_and_equal_dicts_in_another_order_refuse_nothing():
     assert uneven_fleet_values({}) == {}
 
 
+def test_values_of_another_type_differ_and_a_tagged_string_equals_its_text():
+    from ansible._internal._datatag._tags import Origin
+
+    tagged = Origin(path="/inventory/group_vars/all.yml").tag("ec-p256")
+    assert uneven_fleet_values({"edge-01": {"x": "ec-p256"}, "edge-02": {"x": tagged}}) == {}
+    values = {
+        "edge-01": {"x": 1},
+        "edge-02": {"x": 1},
+        "edge-03": {"x": True},
+        "edge-04": {"x": "1"},
+        "edge-05": {"x": 1.0},
+        "edge-06": {"x": None},
+    }
+    assert sorted(uneven_fleet_values(values)) == ["edge-03", "edge-04", "edge-05", "edge-06"]
+
+
 def test_a_key_in_a_token_is_accepted_when_made_on_the_device_or_with_a_certificate_of_its_own():
     assert problems("iotedge_provision", edgefleet_identity_key_origin="device", **TOKEN_KEY) == []
     init = {"edgefleet_iotedge_pkcs11_init_token": True, "edgefleet_iotedge_pkcs11_so_pin": "5678"}
