@@ -246,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[100, 500, 1000],
         help="fleet sizes (default 100,500,1000)",
     )
-    parser.add_argument("--repeat", type=int, default=3, help="pairs measured per fleet size, the fastest kept")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="pairs measured per fleet size, the one with the median ratio kept (default 3)",
+    )
     parser.add_argument("--write-docs", action="store_true", help="write the results into docs/performance.md")
     args = parser.parse_args(argv)
     if args.repeat < 1:

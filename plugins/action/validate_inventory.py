@@ -136,10 +136,13 @@ class ActionModule(ActionBase):
                     peers[name] = _templated(templar, variables[name], variables, renders)
         errors += check_role(role, options, values, config_settings=config_settings, peers=peers)
 
-        mode = self._unknown_variables_mode(variables, templar, errors)
+        mode = self._unknown_variables_mode(values)
         unknown = unknown_variables((name for name in variables if name.startswith("edgefleet_")), known_variables())
         if unknown and mode == "fail":
-            errors += [f"{message}. Remove it, or set edgefleet_unknown_variables: warn" for message in unknown]
+            errors += [
+                f"{message}{' ' if message.endswith('?') else '. '}Remove it, or set edgefleet_unknown_variables: warn"
+                for message in unknown
+            ]
         return errors, values, (unknown if mode == "warn" else [])
 
     def _check_fleet(self, result: dict, role: str, hosts: list, task_vars: dict) -> dict:
@@ -213,19 +216,11 @@ class ActionModule(ActionBase):
         return accepted, refused, warnings, fleet_values
 
     @staticmethod
-    def _unknown_variables_mode(variables: dict, templar, errors: list) -> str:
-        mode = variables.get("edgefleet_unknown_variables", "warn")
-        try:
-            mode = templar.template(mode)
-        except AnsibleError as error:
-            errors.append(f"edgefleet_unknown_variables: cannot be resolved ({_first_line(error)})")
-            return "warn"
-        if mode not in UNKNOWN_VARIABLE_MODES:
-            errors.append(
-                f"edgefleet_unknown_variables: {mode!r} is not one of {', '.join(UNKNOWN_VARIABLE_MODES)}. Use one"
-            )
-            return "warn"
-        return mode
+    def _unknown_variables_mode(values: dict) -> str:
+        """The host's edgefleet_unknown_variables, rendered and checked with the role's other variables (every role
+        has it, from common): a value that is not a mode, or does not resolve, is a problem named there; warn then."""
+        mode = values.get("edgefleet_unknown_variables", "warn")
+        return mode if mode in UNKNOWN_VARIABLE_MODES else "warn"
 
 
 TEMPLATE_MARKERS = ("{{", "{%", "{#")

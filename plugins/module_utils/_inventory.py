@@ -1002,11 +1002,15 @@ def _uneven_message(name: str, values_by_host: dict, host: str, fleet_hosts: lis
 def unknown_variables(names, known) -> list[str]:
     """A message per ``edgefleet_*`` name that no role knows, with the closest known name when there is one."""
     messages = []
-    known = sorted(set(known) | PLAYBOOK_VARIABLES | PUBLISHED_FACTS)
+    # Run for every host of a fleet: the membership test on a set, and the sorted list only for a name to match.
+    known = frozenset(known) | PLAYBOOK_VARIABLES | PUBLISHED_FACTS
+    candidates = None
     for name in sorted(set(names)):
         if not name.startswith(PREFIX) or name in known:
             continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        if candidates is None:
+            candidates = sorted(known)
+        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]}?" if close else ""
         messages.append(f"{name} is not a variable of edgefleet.iotedge, so it has no effect{hint}")
     return messages

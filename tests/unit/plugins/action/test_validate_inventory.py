@@ -236,6 +236,38 @@ def test_play_and_extra_vars_take_precedence_and_unknown_names_warn_once(tmp_pat
     assert "(hosts: edge-01, edge-02, edge-03, edge-04, edge-05 and 2 more)" in warnings[0]
 
 
+def test_each_host_has_its_own_unknown_variables_mode_plain_or_templated(tmp_path):
+    results = run_checks(
+        tmp_path,
+        {
+            "edge-01": {"edgefleet_dps_twin_tag": "typo"},
+            "edge-02": {"edgefleet_dps_twin_tag": "typo", "edgefleet_unknown_variables": "fail"},
+            "edge-03": {"edgefleet_dps_twin_tag": "typo", "edgefleet_unknown_variables": "{{ edge_strictness }}"},
+            "edge-04": {"edgefleet_unknown_variables": "{{ 'ignore' }}", "edgefleet_dps_twin_tag": "typo"},
+            "edge-05": {"edgefleet_unknown_variables": "strict"},
+            "edge-06": {"edgefleet_unknown_variables": "fail", "edgefleet_zzz": 1},
+        },
+        play_vars={"edge_strictness": "fail"},
+    )
+    pki = results["edge_pki"]
+    assert list(pki["hosts"]) == ["edge-01", "edge-04"]
+    for host in ("edge-02", "edge-03"):
+        assert pki["refused"][host] == [
+            "edgefleet_dps_twin_tag is not a variable of edgefleet.iotedge, so it has no effect; did you mean "
+            "edgefleet_dps_twin_tags? Remove it, or set edgefleet_unknown_variables: warn"
+        ]
+    # Named once, by the argument spec of common (which every role depends on).
+    assert pki["refused"]["edge-05"] == [
+        "edgefleet_unknown_variables: 'strict' is not one of 'warn', 'fail', 'ignore'. Use one of them"
+    ]
+    assert pki["refused"]["edge-06"] == [
+        "edgefleet_zzz is not a variable of edgefleet.iotedge, so it has no effect. Remove it, or set "
+        "edgefleet_unknown_variables: warn"
+    ]
+    warnings = [line for line in results["output"].splitlines() if "edgefleet_dps_twin_tag is not" in line]
+    assert len(warnings) == 1 and "(hosts: edge-01)" in warnings[0], results["output"]
+
+
 def test_a_host_with_its_own_value_of_a_fleet_wide_variable_is_refused_by_the_controller_roles(tmp_path):
     results = run_checks(
         tmp_path,
