@@ -13,19 +13,12 @@ description:
   - The roles publish their fleet facts with it (C(edgefleet_identities)); one Python pass where a Jinja loop over a
     thousand hosts took a large part of a second.
 author: edgefleet developers (@edgefleet)
+extends_documentation_fragment:
+  - edgefleet.iotedge._fleet_hosts
 options:
   _input:
     description: Registration id -> value (for example the C(identities) of M(edgefleet.iotedge.pki_identity)).
     type: dict
-    required: true
-  preflight:
-    description: Host -> its settings with C(registration_id), the C(hosts) of a role's preflight.
-    type: dict
-    required: true
-  hosts:
-    description: The hosts to publish, in this order (C(ansible_play_hosts)); those the preflight did not accept are left out.
-    type: list
-    elements: str
     required: true
   default:
     description: The value of a host whose registration id O(_input) does not hold.

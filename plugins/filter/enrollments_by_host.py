@@ -15,19 +15,12 @@ description:
   - The role edgefleet.iotedge.dps_enrollment publishes it as C(edgefleet_enrollments); one Python pass where a Jinja
     loop over a thousand hosts took a large part of a second.
 author: edgefleet developers (@edgefleet)
+extends_documentation_fragment:
+  - edgefleet.iotedge._fleet_hosts
 options:
   _input:
     description: The result of M(edgefleet.iotedge.dps_enrollment) (its C(enrollments) and C(failures)).
     type: dict
-    required: true
-  preflight:
-    description: Host -> its settings with C(registration_id), the C(hosts) of the dps_enrollment role's preflight.
-    type: dict
-    required: true
-  hosts:
-    description: The hosts to publish (C(ansible_play_hosts)); those the preflight did not accept are left out.
-    type: list
-    elements: str
     required: true
 """
 

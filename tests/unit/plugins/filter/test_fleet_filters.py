@@ -1,5 +1,6 @@
 """The filters that build the roles' fleet facts and the closing table in one Python pass: accepted_hosts, by_host,
-enrollments_by_host, individual_enrollments and fleet_summary give what the Jinja loops they replace gave."""
+enrollments_by_host, individual_enrollments, registrations_by_host and fleet_summary give what the Jinja loops they
+replace gave."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ansible_collections.edgefleet.iotedge.plugins.filter.by_host import by_host
 from ansible_collections.edgefleet.iotedge.plugins.filter.enrollments_by_host import enrollments_by_host
 from ansible_collections.edgefleet.iotedge.plugins.filter.fleet_summary import HEADER, fleet_summary
 from ansible_collections.edgefleet.iotedge.plugins.filter.individual_enrollments import individual_enrollments
+from ansible_collections.edgefleet.iotedge.plugins.filter.registrations_by_host import registrations_by_host
 
 PREFLIGHT = {
     "edge-02": {"registration_id": "plant-2.gw"},
@@ -143,3 +145,52 @@ def test_enrollments_by_host_name_each_host_s_action_status_and_refusal():
     # A skipped write (check mode of an earlier failure) publishes every host as untouched.
     skipped = enrollments_by_host({"skipped": True}, PREFLIGHT, ["edge-01"])
     assert skipped["edge-01"]["action"] == "none" and skipped["edge-01"]["error"] == ""
+
+
+REGISTRATIONS = {
+    "registrations": [
+        {"registration_id": "edge-01", "device_id": "edge-01", "status": "assigned", "assigned_hub": "hub.example"},
+        {"registration_id": "plant-2.gw", "status": "failed", "error_message": "certificate not trusted"},
+    ]
+}
+
+
+def test_registrations_by_host_give_each_host_s_state_and_hub_device():
+    devices = [{"device_id": "edge-01"}, {"device_id": "someone-else"}]
+    published = registrations_by_host(
+        REGISTRATIONS, PREFLIGHT, ["edge-03", "refused-04", "edge-02", "edge-01"], devices
+    )
+    assert list(published) == ["edge-03", "edge-02", "edge-01"]
+    assert published["edge-01"] == {
+        "registration_id": "edge-01",
+        "status": "assigned",
+        "device_id": "edge-01",
+        "assigned_hub": "hub.example",
+        "error": "",
+        "hub_device": True,
+    }
+    assert published["edge-02"] == {
+        "registration_id": "plant-2.gw",
+        "status": "failed",
+        "device_id": "",
+        "assigned_hub": "",
+        "error": "certificate not trusted",
+        "hub_device": False,
+    }
+    # No registration state in DPS: not registered, and the hub has no such device.
+    assert published["edge-03"]["status"] == "not registered" and published["edge-03"]["hub_device"] is False
+
+
+def test_registrations_by_host_without_a_hub_read_or_a_registration_read():
+    unchecked = registrations_by_host(REGISTRATIONS, PREFLIGHT, ["edge-01"])
+    assert unchecked["edge-01"]["hub_device"] == "not checked"
+    # A skipped read (check mode) leaves every host not registered rather than failing the summary.
+    skipped = registrations_by_host({"skipped": True}, PREFLIGHT, ["edge-01"], [])
+    assert skipped["edge-01"]["status"] == "not registered" and skipped["edge-01"]["hub_device"] is False
+
+
+def test_registrations_by_host_refuses_input_of_the_wrong_shape():
+    with pytest.raises(AnsibleFilterError, match="dps_registration_info"):
+        registrations_by_host(["edge-01"], PREFLIGHT, ["edge-01"])
+    with pytest.raises(AnsibleFilterError, match="iothub_device_info or null"):
+        registrations_by_host(REGISTRATIONS, PREFLIGHT, ["edge-01"], {"devices": []})
