@@ -184,7 +184,7 @@ def test_registrations_by_host_give_each_host_s_state_and_hub_device():
 def test_registrations_by_host_without_a_hub_read_or_a_registration_read():
     unchecked = registrations_by_host(REGISTRATIONS, PREFLIGHT, ["edge-01"])
     assert unchecked["edge-01"]["hub_device"] == "not checked"
-    # A skipped read (check mode) leaves every host not registered rather than failing the summary.
+    # A result without registrations (a skipped read) leaves every host not registered rather than failing.
     skipped = registrations_by_host({"skipped": True}, PREFLIGHT, ["edge-01"], [])
     assert skipped["edge-01"]["status"] == "not registered" and skipped["edge-01"]["hub_device"] is False
 
