@@ -29,6 +29,13 @@ try:
     from ansible._internal._templating._engine import TemplateEngine
 except ImportError:  # ansible-core before 2.19 caches compiled templates itself
     TemplateEngine = None
+try:
+    from ansible.template import is_trusted_as_template
+except ImportError:  # ansible-core before 2.19 renders every string
+
+    def is_trusted_as_template(_value) -> bool:
+        return True
+
 
 from ansible_collections.edgefleet.iotedge.plugins.module_utils._inventory import (
     PEER_VARIABLES,
@@ -297,6 +304,10 @@ def _templated(templar, value, variables=None, renders=None):
         return str(value)
     if isinstance(value, (dict, list)) and not value:
         return {} if isinstance(value, dict) else []
+    if isinstance(value, str) and variables is not None:
+        text = _string_expression_value(value, variables)
+        if text is not None:
+            return text
     read = _variables_read(value, variables) if variables is not None else None
     if read is None:
         return _untagged(templar.template(value))
@@ -315,6 +326,46 @@ def _templated(templar, value, variables=None, renders=None):
     if key is not None:
         renders[key] = (read, rendered)
     return rendered
+
+
+# Filters that Jinja defines as the str method of the same name (jinja2.filters do_lower, do_upper, do_trim).
+STRING_FILTERS = {"lower": str.lower, "upper": str.upper, "trim": str.strip}
+
+
+@functools.lru_cache(maxsize=4096)
+def _string_expression(template: str) -> tuple | None:
+    """(variable, filters) when the template is one variable passed through argument-less STRING_FILTERS and nothing
+    else, such as the default registration id ``{{ inventory_hostname | lower }}``; None otherwise."""
+    try:
+        body = TEMPLATE_PARSER.parse(template).body
+    except Exception:  # pylint: disable=broad-exception-caught  # the templar reports it
+        return None
+    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output) or len(body[0].nodes) != 1:
+        return None
+    node, filters = body[0].nodes[0], []
+    while isinstance(node, jinja2.nodes.Filter):
+        if node.name not in STRING_FILTERS or node.args or node.kwargs or node.dyn_args or node.dyn_kwargs:
+            return None
+        filters.insert(0, STRING_FILTERS[node.name])
+        node = node.node
+    return (node.name, tuple(filters)) if isinstance(node, jinja2.nodes.Name) else None
+
+
+def _string_expression_value(template: str, variables: dict) -> str | None:
+    """The value of a _string_expression template over a variable that holds text without a template: computed here,
+    as the templar would (each render through it costs ~0.3 ms, and the default registration id is rendered for every
+    host of every check); None when the templar must render it."""
+    expression = _string_expression(str(template))
+    if expression is None or not is_trusted_as_template(template):
+        return None  # an untrusted string is not rendered: the templar returns it as it is
+    name, filters = expression
+    text = variables.get(name)
+    if not isinstance(text, str) or any(marker in text for marker in TEMPLATE_MARKERS):
+        return None
+    text = str(text)
+    for string_filter in filters:
+        text = string_filter(text)
+    return text
 
 
 def _untagged(rendered):

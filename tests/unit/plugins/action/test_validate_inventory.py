@@ -400,6 +400,57 @@ def test_a_pure_template_is_rendered_once_for_the_hosts_where_it_reads_the_same_
     assert results["edge-01", "twin"] is not results["edge-02", "twin"]
 
 
+def test_one_variable_through_string_filters_is_computed_as_the_templar_renders_it():
+    from ansible.template import trust_as_template
+
+    from ansible_collections.edgefleet.iotedge.plugins.action.validate_inventory import _templated
+
+    texts = ["Edge-01", "EDGE.Example.COM", " Padded Name ", "123", "True", "None", "[1, 2]", "İstanbul", "ǅ", ""]
+    templates = [
+        "{{ inventory_hostname | lower }}",
+        "{{inventory_hostname|upper}}",
+        "{{ name | trim | lower }}",
+        "{{ name | lower() }}",
+        "{{ name }}",
+    ]
+    for text in texts:
+        variables = {"inventory_hostname": text, "name": text}
+        for template in templates:
+            templar, renders = _counting_templar(variables)
+            expected = templar.template(trust_as_template(template))
+            renders.clear()
+            value = _templated(templar, trust_as_template(template), variables)
+            assert value == expected and isinstance(value, str), (template, text)
+            assert renders == [], (template, text)  # computed, not rendered
+
+
+def test_a_string_expression_the_templar_would_treat_differently_is_rendered():
+    from ansible.template import trust_as_template
+
+    from ansible_collections.edgefleet.iotedge.plugins.action.validate_inventory import _templated
+
+    variables = {
+        "number": 42,
+        "nested": trust_as_template("{{ number }}"),
+        "name": "Edge-01",
+    }
+    cases = {
+        "{{ number | lower }}": "42",  # not text: Jinja's filter converts it
+        "{{ nested | lower }}": "42",  # text holding a template: rendered in turn
+        "{{ name | replace('-', '_') }}": "Edge_01",  # a filter with arguments
+        "{{ name | lower }}-x": "edge-01-x",  # more than the expression
+        "{{ name | ansible.builtin.lower }}": "edge-01",
+        "{{ missing | default(name) | lower }}": "edge-01",
+    }
+    for template, expected in cases.items():
+        templar, renders = _counting_templar(variables)
+        assert _templated(templar, trust_as_template(template), variables) == expected, template
+        assert len(renders) == 1, template
+    # A string the templar does not trust is left as it is, never rendered.
+    templar, renders = _counting_templar(variables)
+    assert _templated(templar, "{{ name | lower }}", variables) == "{{ name | lower }}"
+
+
 def test_numbers_from_the_inventory_come_back_as_plain_numbers():
     from ansible._internal._datatag._tags import Origin
 
