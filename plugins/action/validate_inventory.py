@@ -336,10 +336,10 @@ STRING_FILTERS = {"lower": str.lower, "upper": str.upper, "trim": str.strip}
 def _string_expression(template: str) -> tuple | None:
     """(variable, filters) when the template is one variable passed through argument-less STRING_FILTERS and nothing
     else, such as the default registration id ``{{ inventory_hostname | lower }}``; None otherwise."""
-    try:
-        body = TEMPLATE_PARSER.parse(template).body
-    except Exception:  # pylint: disable=broad-exception-caught  # the templar reports it
+    tree = _parsed(template)
+    if tree is None:
         return None
+    body = tree.body
     if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output) or len(body[0].nodes) != 1:
         return None
     node, filters = body[0].nodes[0], []
@@ -446,10 +446,22 @@ TEMPLATE_PARSER = _template_parser()
 
 
 @functools.lru_cache(maxsize=4096)
+def _parsed(template: str) -> jinja2.nodes.Template | None:
+    """The template's syntax tree, parsed once for _names_in, _reusable and _string_expression; None when it does not
+    parse (the templar then renders it, with every variable, and reports the error)."""
+    try:
+        return TEMPLATE_PARSER.parse(template)
+    except Exception:  # pylint: disable=broad-exception-caught
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
 def _names_in(template: str) -> frozenset | None:
     """The names a template reads that it does not set itself (jinja2.meta), or None (see _variables_read)."""
+    tree = _parsed(template)
+    if tree is None:
+        return None
     try:
-        tree = TEMPLATE_PARSER.parse(template)
         names = jinja2.meta.find_undeclared_variables(tree)
     except Exception:  # pylint: disable=broad-exception-caught  # the render reports the error, with every variable
         return None
@@ -519,8 +531,8 @@ PURE_FILTERS = frozenset(
 @functools.lru_cache(maxsize=4096)
 def _reusable(template: str) -> bool:
     """Whether a template's render depends on the variables it reads alone (see PURE_FILTERS)."""
-    tree = TEMPLATE_PARSER.parse(template)  # parsed already by _names_in
-    if next(tree.find_all(jinja2.nodes.Call), None) is not None:
+    tree = _parsed(template)
+    if tree is None or next(tree.find_all(jinja2.nodes.Call), None) is not None:
         return False
     return all(
         node.name.removeprefix("ansible.builtin.") in PURE_FILTERS for node in tree.find_all(jinja2.nodes.Filter)
